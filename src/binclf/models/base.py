@@ -1,0 +1,54 @@
+"""What every binclf model shares: the output-bias initialisation and a registry."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import torch
+from torch import nn
+
+__all__ = ["init_output_bias", "build_model", "model_names", "register"]
+
+_REGISTRY: dict[str, type[nn.Module]] = {}
+
+
+def register(name: str):
+    """Class decorator: make a model buildable by name from a JSON config."""
+
+    def deco(cls: type[nn.Module]) -> type[nn.Module]:
+        _REGISTRY[name] = cls
+        cls.model_name = name
+        return cls
+
+    return deco
+
+
+def model_names() -> list[str]:
+    """Names accepted by :func:`build_model` (and ``--model``)."""
+    return sorted(_REGISTRY)
+
+
+def build_model(name: str, **config: Any) -> nn.Module:
+    """Build a registered model from its name and constructor arguments."""
+    try:
+        cls = _REGISTRY[name]
+    except KeyError:
+        raise ValueError(f"unknown model {name!r}; choose one of {model_names()}") from None
+    return cls(**config)
+
+
+@torch.no_grad()
+def init_output_bias(model: nn.Module, prior: float) -> None:
+    """Set the output bias to ``logit(prior)``, the loss-minimising constant logit.
+
+    Starting there, the first steps learn features instead of the base rate, and
+    the initial loss equals the entropy of the prior rather than ``log 2``.
+    ``prior`` is the (weighted) fraction of positives in the training labels.
+    """
+    if not 0.0 < prior < 1.0:
+        raise ValueError(f"prior must be in (0, 1), got {prior}")
+    output = getattr(model, "output", None)
+    if not isinstance(output, nn.Linear) or output.bias is None:
+        raise TypeError(f"{type(model).__name__} has no `output` nn.Linear with a bias")
+    output.bias.fill_(math.log(prior) - math.log1p(-prior))
