@@ -29,13 +29,21 @@ def model_names() -> list[str]:
     return sorted(_REGISTRY)
 
 
-def build_model(name: str, **config: Any) -> nn.Module:
-    """Build a registered model from its name and constructor arguments."""
+def build_model(name: str, *, seed: int | None = None, **config: Any) -> nn.Module:
+    """Build a registered model from its name and constructor arguments.
+
+    With ``seed`` the initial weights are reproducible, without touching the
+    caller's global random state.
+    """
     try:
         cls = _REGISTRY[name]
     except KeyError:
         raise ValueError(f"unknown model {name!r}; choose one of {model_names()}") from None
-    return cls(**config)
+    if seed is None:
+        return cls(**config)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return cls(**config)
 
 
 @torch.no_grad()

@@ -1,0 +1,558 @@
+"""Calibration: map a model's logits to honest probabilities.
+
+Every method is a pure ``fit_*(logits, y, *, sample_weight)`` returning a plain
+dict of numbers (JSON as is), and a small class over it with ``fit``,
+``predict_proba``, ``to_dict`` and ``params_``; :func:`calibrator_from_dict`
+rebuilds a fitted calibrator from ``to_dict()`` without scikit-learn objects or
+pickle. All calibrators take logits ``z`` of shape ``(n,)`` (any finite reals;
+``|z|`` up to ``1e4`` is fine) and return ``P(y = 1)`` of shape ``(n,)``
+strictly inside ``(0, 1)``.
+
+- ``none``: ``sigmoid(z)``, no parameters;
+- ``temperature``: ``sigmoid(z / T)`` with ``T > 0``;
+- ``platt``: ``sigmoid(a z + b)``;
+- ``beta``: ``sigmoid(a log p - b log(1 - p) + c)`` with ``p = sigmoid(z)``, ``a, b >= 0``;
+- ``isotonic``: a monotone piecewise-linear map of ``p = sigmoid(z)``, stored as knots.
+
+:func:`select_calibrator` picks one by cross-validated log-loss;
+:func:`prior_shift` gives the logit correction that undoes class weighting or
+resampling before calibration.
+
+The parametric fits are logistic regressions minimised with L-BFGS-B on
+standardised features, with a ridge of ``1e-6`` on the standardised slopes: it
+changes nothing measurable on real data but keeps the parameters finite when a
+tiny calibration set is perfectly separable.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from typing import Any
+
+import numpy as np
+from scipy.optimize import minimize
+from scipy.special import expit
+from sklearn.isotonic import IsotonicRegression
+from sklearn.model_selection import StratifiedKFold
+
+from binclf.errors import ConfigError, DataError, NotFittedError
+from binclf.metrics import _check_scores, _check_target
+
+__all__ = [
+    "CALIBRATION_METHODS",
+    "fit_platt",
+    "fit_temperature",
+    "fit_isotonic",
+    "fit_beta",
+    "IdentityCalibrator",
+    "PlattCalibrator",
+    "TemperatureCalibrator",
+    "IsotonicCalibrator",
+    "BetaCalibrator",
+    "calibrator_from_dict",
+    "select_calibrator",
+    "prior_shift",
+]
+
+#: Method names, simplest first: :func:`select_calibrator` breaks ties in this order.
+CALIBRATION_METHODS: tuple[str, ...] = ("none", "temperature", "platt", "beta", "isotonic")
+
+# Outputs are clipped to [_EPS, 1 - _EPS] so that log-loss and logit of a
+# calibrated probability stay finite; float64 sigmoid rounds to exactly 1.0 from z ~ 37.
+_EPS = float(np.finfo(np.float64).eps)
+# Isotonic steps are kept this far inside (0, 1): a bin with only positives
+# would otherwise predict exactly 1 and give an infinite loss to the next negative.
+_ISOTONIC_EPS = 1e-6
+_RIDGE = 1e-6
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def _log_sigmoid(z: np.ndarray) -> np.ndarray:
+    """``log(sigmoid(z)) = -softplus(-z)``, finite for every finite ``z``."""
+    return -np.logaddexp(0.0, -z)
+
+
+def _proba(s: np.ndarray) -> np.ndarray:
+    return np.clip(expit(s), _EPS, 1.0 - _EPS)
+
+
+def _check_inputs(logits, y, sample_weight) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    y = _check_target(y)
+    if y.shape[0] == 0:
+        raise DataError("calibration needs at least one row, got an empty y")
+    z = _check_scores(logits, y.shape[0], name="logits", probabilities=False)
+    if sample_weight is None:
+        w = np.ones(y.shape[0])
+    else:
+        w = _check_scores(sample_weight, y.shape[0], name="sample_weight", probabilities=False)
+        if (w < 0).any() or w.sum() <= 0:
+            raise DataError("sample_weight must be >= 0 with a positive sum")
+    return z, y.astype(np.float64), w
+
+
+def _single_class(y: np.ndarray, w: np.ndarray, method: str) -> bool:
+    """Warn and return True when the (weighted) labels hold one class only."""
+    pos = float((w * y).sum())
+    neg = float((w * (1.0 - y)).sum())
+    if pos > 0 and neg > 0:
+        return False
+    only = "1" if pos > 0 else "0"
+    warnings.warn(
+        f"{method} calibration: all {y.shape[0]} labels are {only}, so nothing can be fitted; "
+        "falling back to the identity (sigmoid of the logits). "
+        "Calibrate on validation data that holds both classes.",
+        UserWarning,
+        stacklevel=3,
+    )
+    return True
+
+
+def _fit_logistic(
+    x: np.ndarray,
+    y: np.ndarray,
+    w: np.ndarray,
+    *,
+    init: np.ndarray,
+    intercept: float | None,
+    lower: float | None,
+) -> tuple[np.ndarray, float]:
+    """Weighted logistic regression ``logit P(y=1) = x @ coef + intercept``.
+
+    ``x`` ``(n, k)``; ``init`` ``(k,)`` starting slopes; ``intercept`` its start
+    value, or ``None`` to fit without intercept; ``lower`` a lower bound for
+    every slope (``None``: unbounded). The features are standardised (centred
+    only when there is an intercept) so L-BFGS-B sees a well-conditioned problem
+    whatever the scale of the logits; the slope bound survives since the scales
+    are positive.
+    """
+    k = x.shape[1]
+    scale = x.std(axis=0)
+    scale = np.where(scale > 0, scale, 1.0)
+    center = x.mean(axis=0) if intercept is not None else np.zeros(k)
+    xs = (x - center) / scale
+    w = w / w.sum()
+    has_b = intercept is not None
+
+    def loss_grad(theta: np.ndarray) -> tuple[float, np.ndarray]:
+        coef = theta[:k]
+        s = xs @ coef + (theta[k] if has_b else 0.0)
+        # softplus(s) - y s is the log-loss of sigmoid(s), stable for any s.
+        loss = float(w @ (np.logaddexp(0.0, s) - y * s) + _RIDGE * coef @ coef)
+        r = w * (expit(s) - y)
+        grad = xs.T @ r + 2.0 * _RIDGE * coef
+        if has_b:
+            grad = np.r_[grad, r.sum()]
+        return loss, grad
+
+    theta0 = init * scale
+    if has_b:
+        theta0 = np.r_[theta0, intercept + init @ center]
+    if lower is not None:
+        theta0[:k] = np.maximum(theta0[:k], lower * scale + 1e-12)
+    bounds = [(None if lower is None else lower * s, None) for s in scale]
+    if has_b:
+        bounds.append((None, None))
+    res = minimize(
+        loss_grad,
+        theta0,
+        jac=True,
+        method="L-BFGS-B",
+        bounds=bounds,
+        options={"maxiter": 1000, "ftol": 1e-14, "gtol": 1e-10},
+    )
+    theta = res.x if np.all(np.isfinite(res.x)) else theta0
+    coef = theta[:k] / scale
+    b = float(theta[k] - coef @ center) if has_b else 0.0
+    return coef, b
+
+
+# --------------------------------------------------------------------------- pure fits
+
+
+def fit_platt(
+    logits, y, *, sample_weight=None, target_smoothing: bool = False
+) -> dict[str, float]:
+    """Platt scaling: ``P(y=1) = sigmoid(a * z + b)`` by minimum (weighted) log-loss.
+
+    ``logits`` ``z`` and ``y`` are ``(n,)``. ``target_smoothing=True`` replaces
+    the 0/1 targets with Platt's ``1 / (N- + 2)`` and ``(N+ + 1) / (N+ + 2)``,
+    which regularises small sets. Returns ``{"a": a, "b": b}``; single-class
+    ``y`` warns and returns the identity ``{"a": 1, "b": 0}``.
+    """
+    z, y, w = _check_inputs(logits, y, sample_weight)
+    if _single_class(y, w, "platt"):
+        return {"a": 1.0, "b": 0.0}
+    if target_smoothing:
+        pos = float((w * y).sum())
+        neg = float((w * (1.0 - y)).sum())
+        y = np.where(y == 1, (pos + 1.0) / (pos + 2.0), 1.0 / (neg + 2.0))
+    coef, b = _fit_logistic(z[:, None], y, w, init=np.array([1.0]), intercept=0.0, lower=None)
+    return {"a": float(coef[0]), "b": b}
+
+
+def fit_temperature(logits, y, *, sample_weight=None) -> dict[str, float]:
+    """Temperature scaling: ``P(y=1) = sigmoid(z / T)`` with ``T > 0``, by minimum log-loss.
+
+    One parameter, no shift: it only sharpens (``T < 1``) or softens
+    (``T > 1``) the model's confidence and never changes the ranking or which
+    side of 0.5 a row is on. ``logits``, ``y``: ``(n,)``. Returns ``{"T": T}``;
+    single-class ``y`` warns and returns ``{"T": 1}``.
+    """
+    z, y, w = _check_inputs(logits, y, sample_weight)
+    if _single_class(y, w, "temperature"):
+        return {"T": 1.0}
+    # Fit the inverse temperature as a slope >= a tiny positive bound: log-loss is
+    # convex in it, and logits anti-correlated with y end at a huge T (p ~ 0.5).
+    coef, _ = _fit_logistic(z[:, None], y, w, init=np.array([1.0]), intercept=None, lower=1e-12)
+    inv_t = max(float(coef[0]), 1e-300)
+    return {"T": min(1.0 / inv_t, 1e300)}
+
+
+def fit_beta(logits, y, *, sample_weight=None) -> dict[str, float]:
+    """Beta calibration (Kull, Silva Filho & Flach 2017), the 3-parameter version.
+
+    ``P(y=1) = sigmoid(a * log p - b * log(1 - p) + c)`` with ``p = sigmoid(z)``:
+    a logistic regression on the features ``log p`` and ``-log(1 - p)``, both
+    computed from log-sigmoid so they stay finite at any logit. ``a, b >= 0`` as
+    in the paper, which keeps the map monotone (the paper refits without a
+    feature whose coefficient comes out negative; the bound-constrained optimum
+    used here is what that procedure approximates). ``a = b = 1, c = 0`` is the
+    identity. Returns ``{"a": a, "b": b, "c": c}``.
+    """
+    z, y, w = _check_inputs(logits, y, sample_weight)
+    if _single_class(y, w, "beta"):
+        return {"a": 1.0, "b": 1.0, "c": 0.0}
+    x = np.column_stack([_log_sigmoid(z), -_log_sigmoid(-z)])
+    coef, c = _fit_logistic(x, y, w, init=np.array([1.0, 1.0]), intercept=0.0, lower=0.0)
+    return {"a": float(max(coef[0], 0.0)), "b": float(max(coef[1], 0.0)), "c": c}
+
+
+def fit_isotonic(logits, y, *, sample_weight=None) -> dict[str, list[float]]:
+    """Isotonic regression of ``y`` on ``p = sigmoid(z)``, as interpolation knots.
+
+    scikit-learn's :class:`~sklearn.isotonic.IsotonicRegression` (increasing,
+    ``out_of_bounds="clip"``, outputs kept in ``[1e-6, 1 - 1e-6]``) is fitted and
+    only its knots are kept: ``{"X_thresholds_": [...], "y_thresholds_": [...]}``,
+    applied with ``np.interp``, so no scikit-learn object is stored. Flexible
+    (any monotone map) but data hungry: it overfits a few hundred rows.
+    Single-class ``y`` warns and returns the identity knots.
+    """
+    z, y, w = _check_inputs(logits, y, sample_weight)
+    if _single_class(y, w, "isotonic"):
+        return {"X_thresholds_": [0.0, 1.0], "y_thresholds_": [_ISOTONIC_EPS, 1.0 - _ISOTONIC_EPS]}
+    iso = IsotonicRegression(
+        y_min=_ISOTONIC_EPS, y_max=1.0 - _ISOTONIC_EPS, increasing=True, out_of_bounds="clip"
+    )
+    iso.fit(expit(z), y, sample_weight=w)
+    return {
+        "X_thresholds_": [float(v) for v in iso.X_thresholds_],
+        "y_thresholds_": [float(v) for v in iso.y_thresholds_],
+    }
+
+
+# --------------------------------------------------------------------------- classes
+
+
+class _Calibrator:
+    """Shared behaviour: ``fit`` stores ``params_``, ``predict_proba`` needs it."""
+
+    name: str = ""
+
+    def _fit_params(self, z, y, sample_weight) -> dict[str, Any]:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def _apply(self, z: np.ndarray) -> np.ndarray:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def fit(self, logits, y, *, sample_weight=None):
+        """Fit on validation ``logits`` ``(n,)`` and labels ``y`` ``(n,)``; returns ``self``."""
+        self.params_ = self._fit_params(logits, y, sample_weight)
+        return self
+
+    def predict_proba(self, logits) -> np.ndarray:
+        """Calibrated ``P(y = 1)`` of shape ``(n,)`` for logits of shape ``(n,)``."""
+        if not hasattr(self, "params_"):
+            raise NotFittedError(
+                f"this {type(self).__name__} is not fitted yet; call fit(logits, y) first"
+            )
+        z = np.asarray(logits, dtype=np.float64)
+        z = _check_scores(z, z.shape[0] if z.ndim else -1, name="logits", probabilities=False)
+        return self._apply(z)
+
+    def to_dict(self) -> dict[str, Any]:
+        """``{"method": name, "params": {...}}``, plain JSON; see :func:`calibrator_from_dict`."""
+        if not hasattr(self, "params_"):
+            raise NotFittedError(f"this {type(self).__name__} is not fitted yet; nothing to save")
+        return {"method": self.name, "params": dict(self.params_)}
+
+    def __repr__(self) -> str:
+        fitted = f"params_={self.params_}" if hasattr(self, "params_") else "unfitted"
+        return f"{type(self).__name__}({fitted})"
+
+
+class IdentityCalibrator(_Calibrator):
+    """``"none"``: the sigmoid of the logits, unchanged; ``fit`` learns nothing."""
+
+    name = "none"
+
+    def _fit_params(self, logits, y, sample_weight):
+        _check_inputs(logits, y, sample_weight)
+        return {}
+
+    def _apply(self, z):
+        return _proba(z)
+
+
+class PlattCalibrator(_Calibrator):
+    """``"platt"``: ``sigmoid(a * z + b)``, see :func:`fit_platt`."""
+
+    name = "platt"
+
+    def __init__(self, *, target_smoothing: bool = False) -> None:
+        self.target_smoothing = target_smoothing
+
+    def _fit_params(self, logits, y, sample_weight):
+        return fit_platt(
+            logits, y, sample_weight=sample_weight, target_smoothing=self.target_smoothing
+        )
+
+    def _apply(self, z):
+        return _proba(self.params_["a"] * z + self.params_["b"])
+
+
+class TemperatureCalibrator(_Calibrator):
+    """``"temperature"``: ``sigmoid(z / T)``, see :func:`fit_temperature`."""
+
+    name = "temperature"
+
+    def _fit_params(self, logits, y, sample_weight):
+        return fit_temperature(logits, y, sample_weight=sample_weight)
+
+    def _apply(self, z):
+        return _proba(z / self.params_["T"])
+
+
+class BetaCalibrator(_Calibrator):
+    """``"beta"``: ``sigmoid(a log p - b log(1 - p) + c)``, see :func:`fit_beta`."""
+
+    name = "beta"
+
+    def _fit_params(self, logits, y, sample_weight):
+        return fit_beta(logits, y, sample_weight=sample_weight)
+
+    def _apply(self, z):
+        p = self.params_
+        return _proba(p["a"] * _log_sigmoid(z) + p["b"] * -_log_sigmoid(-z) + p["c"])
+
+
+class IsotonicCalibrator(_Calibrator):
+    """``"isotonic"``: monotone piecewise-linear map of ``sigmoid(z)``, see :func:`fit_isotonic`."""
+
+    name = "isotonic"
+
+    def _fit_params(self, logits, y, sample_weight):
+        return fit_isotonic(logits, y, sample_weight=sample_weight)
+
+    def _apply(self, z):
+        knots_x = np.asarray(self.params_["X_thresholds_"], dtype=np.float64)
+        knots_y = np.asarray(self.params_["y_thresholds_"], dtype=np.float64)
+        out = np.interp(expit(z), knots_x, knots_y)
+        return np.clip(out, _ISOTONIC_EPS, 1.0 - _ISOTONIC_EPS)
+
+
+_CLASSES: dict[str, type[_Calibrator]] = {
+    "none": IdentityCalibrator,
+    "temperature": TemperatureCalibrator,
+    "platt": PlattCalibrator,
+    "beta": BetaCalibrator,
+    "isotonic": IsotonicCalibrator,
+}
+
+_PARAM_KEYS: dict[str, tuple[str, ...]] = {
+    "none": (),
+    "temperature": ("T",),
+    "platt": ("a", "b"),
+    "beta": ("a", "b", "c"),
+    "isotonic": ("X_thresholds_", "y_thresholds_"),
+}
+
+
+def calibrator_from_dict(d: dict[str, Any]) -> _Calibrator:
+    """Rebuild a fitted calibrator from ``calibrator.to_dict()`` (e.g. read from a bundle).
+
+    Raises :class:`~binclf.errors.ConfigError` naming the problem when the
+    method is unknown or a parameter is missing.
+    """
+    if not isinstance(d, dict) or "method" not in d:
+        raise ConfigError(
+            f"a calibrator must be a dict like {{'method': 'platt', 'params': {{...}}}}, got {d!r}"
+        )
+    method = d["method"]
+    if method not in _CLASSES:
+        raise ConfigError(
+            f"unknown calibration method {method!r}; choose one of {list(CALIBRATION_METHODS)}"
+        )
+    params = dict(d.get("params") or {})
+    missing = [k for k in _PARAM_KEYS[method] if k not in params]
+    if missing:
+        raise ConfigError(f"{method} calibrator is missing parameter(s) {missing}; got {sorted(params)}")
+    if method == "isotonic":
+        if len(params["X_thresholds_"]) != len(params["y_thresholds_"]) or not params["X_thresholds_"]:
+            raise ConfigError("isotonic calibrator needs equally long, non-empty knot lists")
+        params = {k: [float(v) for v in params[k]] for k in _PARAM_KEYS[method]}
+    else:
+        params = {k: float(params[k]) for k in _PARAM_KEYS[method]}
+    cal = _CLASSES[method]()
+    cal.params_ = params
+    return cal
+
+
+# --------------------------------------------------------------------------- selection
+
+
+def _log_loss(y: np.ndarray, p: np.ndarray) -> float:
+    p = np.clip(p, _EPS, 1.0 - _EPS)
+    return float(-np.mean(y * np.log(p) + (1.0 - y) * np.log1p(-p)))
+
+
+def select_calibrator(
+    logits,
+    y,
+    *,
+    method: str = "auto",
+    cv: int = 5,
+    seed: int = 0,
+    isotonic_min_rows: int = 1000,
+    isotonic_margin: float = 0.002,
+    tie_tolerance: float = 1e-4,
+) -> tuple[_Calibrator, dict[str, Any]]:
+    """Choose and fit a calibrator on validation ``logits`` ``(n,)`` and labels ``y`` ``(n,)``.
+
+    ``method`` is one of :data:`CALIBRATION_METHODS` (fit that one) or
+    ``"auto"``: each candidate is scored by its out-of-fold log-loss over a
+    stratified ``cv``-fold split of the given rows, and
+
+    - among ``none, temperature, platt, beta`` the simplest one within
+      ``tie_tolerance`` of the best loss wins (simpler methods win ties);
+    - ``isotonic`` is a candidate only with ``n >= isotonic_min_rows`` and wins
+      only if it beats the best other method by ``isotonic_margin``, since it
+      overfits small sets and its gains on them are mostly noise.
+
+    The chosen calibrator is refitted on all rows. Returns ``(calibrator, info)``
+    with ``info = {"method", "cv_log_loss": {name: loss}, "cv_folds",
+    "candidates", "n", "log_loss_before", "log_loss_after", "reason"}``
+    (``cv_log_loss`` is empty for an explicit method; the last two are
+    in-sample log-losses of the raw sigmoid and of the fitted calibrator).
+    With too few rows of a class for cross-validation, ``auto`` warns and uses
+    ``none``.
+    """
+    valid = ("auto", *CALIBRATION_METHODS)
+    if method not in valid:
+        raise ConfigError(f"unknown calibration method {method!r}; choose one of {list(valid)}")
+    if not isinstance(cv, (int, np.integer)) or cv < 2:
+        raise ConfigError(f"cv must be an integer >= 2, got {cv!r}")
+    z, yf, _ = _check_inputs(logits, y, None)
+    n = int(yf.shape[0])
+    info: dict[str, Any] = {
+        "method": method,
+        "cv_log_loss": {},
+        "cv_folds": 0,
+        "candidates": [],
+        "n": n,
+        "log_loss_before": _log_loss(yf, _proba(z)),
+    }
+    if method == "auto":
+        n_minority = int(min(yf.sum(), n - yf.sum()))
+        folds = min(cv, n_minority)
+        if folds < 2:
+            warnings.warn(
+                f"auto calibration: {n_minority} row(s) of the rarer class among {n} are too few "
+                "to cross-validate a calibrator; using 'none' (the raw sigmoid). "
+                "Use a larger validation set.",
+                UserWarning,
+                stacklevel=2,
+            )
+            method, reason = "none", f"too few rows of the rarer class ({n_minority}) for cross-validation"
+        else:
+            candidates = [m for m in CALIBRATION_METHODS if m != "isotonic"]
+            if n >= isotonic_min_rows:
+                candidates.append("isotonic")
+            splitter = StratifiedKFold(n_splits=folds, shuffle=True, random_state=seed)
+            oof = {m: np.empty(n) for m in candidates}
+            for train, test in splitter.split(z, yf):
+                for m in candidates:
+                    oof[m][test] = _CLASSES[m]().fit(z[train], yf[train]).predict_proba(z[test])
+            losses = {m: _log_loss(yf, oof[m]) for m in candidates}
+            simple = [m for m in candidates if m != "isotonic"]
+            best = min(losses[m] for m in simple)
+            method = next(m for m in simple if losses[m] <= best + tie_tolerance)
+            reason = f"lowest {folds}-fold log-loss among {simple} (ties to the simpler)"
+            if "isotonic" in losses:
+                if losses["isotonic"] < best - isotonic_margin:
+                    method = "isotonic"
+                    reason = f"isotonic beats the best parametric method by more than {isotonic_margin}"
+                else:
+                    reason += f"; isotonic did not beat it by {isotonic_margin}"
+            else:
+                reason += f"; isotonic not tried (n = {n} < {isotonic_min_rows})"
+            info.update(cv_log_loss=losses, cv_folds=folds, candidates=candidates)
+        info["reason"] = reason
+    else:
+        info["reason"] = "method given explicitly"
+    calibrator = _CLASSES[method]().fit(z, yf)
+    info["method"] = method
+    info["log_loss_after"] = _log_loss(yf, calibrator.predict_proba(z))
+    return calibrator, info
+
+
+# --------------------------------------------------------------------------- prior shift
+
+
+def _logit(p: float) -> float:
+    return math.log(p) - math.log1p(-p)
+
+
+def prior_shift(
+    *,
+    pos_weight: float | None = None,
+    train_prior: float | None = None,
+    true_prior: float | None = None,
+) -> float:
+    """The additive logit correction that undoes imbalance handling in training.
+
+    Add it to a model's logits before calibration (or before the sigmoid, when
+    not calibrating) to get log-odds for the true class prior:
+
+    - **pos_weight** ``w``: the loss multiplies the positive class's likelihood
+      by ``w``, so the loss-minimising logit is the true log-odds ``+ log w``;
+      the correction is ``-log w``.
+    - **resampling**: trained on data whose positive rate was ``train_prior``
+      (``pi'``; a class-balanced sampler gives 0.5) instead of ``true_prior``
+      (``pi``), the logit is the true one ``+ logit(pi') - logit(pi)`` (Bayes'
+      rule: the posterior odds scale with the prior odds); the correction is
+      ``logit(pi) - logit(pi')``.
+
+    Both together add up. No argument (or ``w = 1``, ``pi = pi'``) gives 0. The
+    correction is exact for a model that fits the weighted likelihood; a
+    calibrator fitted afterwards on unweighted validation data mops up the rest.
+    """
+    shift = 0.0
+    if pos_weight is not None:
+        if not (math.isfinite(pos_weight) and pos_weight > 0):
+            raise ConfigError(f"pos_weight must be a finite number > 0, got {pos_weight!r}")
+        shift -= math.log(pos_weight)
+    if (train_prior is None) != (true_prior is None):
+        raise ConfigError(
+            "prior_shift needs both train_prior and true_prior (the positive rates the model "
+            f"was trained on and that it will meet), got train_prior={train_prior!r}, "
+            f"true_prior={true_prior!r}"
+        )
+    if train_prior is not None and true_prior is not None:
+        for label, value in (("train_prior", train_prior), ("true_prior", true_prior)):
+            if not 0.0 < value < 1.0:
+                raise ConfigError(f"{label} must be a rate in (0, 1), got {value!r}")
+        shift += _logit(true_prior) - _logit(train_prior)
+    return shift

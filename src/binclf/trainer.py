@@ -1,0 +1,408 @@
+"""One readable fit loop for single-logit models.
+
+Data lives in memory as contiguous tensors. Each epoch draws one permutation (or
+one class-balanced sample), gathers the rows once, and then slices contiguous
+batches: no per-sample ``Dataset.__getitem__`` and no collate on the hot path.
+Per-step losses are kept on the device and checked once per epoch, so the loop
+never waits on ``.item()``.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import sys
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Any, Literal
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from binclf.errors import ConfigError, NotFittedError, TrainingError
+from binclf.losses import LOSS_NAMES, build_loss, resolve_pos_weight
+from binclf.models.base import init_output_bias
+
+__all__ = ["TrainConfig", "Trainer", "auto_batch_size", "predict_logits", "resolve_device"]
+
+LRSchedule = Literal["cosine", "plateau"] | None
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Everything that decides how a model is fitted; round-trips to JSON.
+
+    ``patience`` counts epochs without a validation-loss improvement of at least
+    ``min_delta`` before stopping; the best epoch's weights are restored.
+    Imbalance: ``pos_weight`` (a number or ``"balanced"`` = n_neg / n_pos),
+    ``loss="focal"`` or ``sampler="balanced"`` (each epoch draws as many rows
+    as the training set, half of each class, with replacement).
+    """
+
+    lr: float = 1e-3
+    weight_decay: float = 1e-4
+    batch_size: int = 512
+    max_epochs: int = 200
+    patience: int = 10
+    min_delta: float = 0.0
+    lr_schedule: LRSchedule = None
+    seed: int = 0
+    loss: str = "bce"
+    pos_weight: float | str | None = None
+    focal_alpha: float | None = None
+    focal_gamma: float = 2.0
+    sampler: Literal["balanced"] | None = None
+    max_grad_norm: float | None = None
+    eval_batch_size: int = 16384
+    device: str = "cpu"
+    verbose: bool | None = None
+
+    def __post_init__(self) -> None:
+        problems = []
+        if not (self.lr > 0 and math.isfinite(self.lr)):
+            problems.append(f"lr must be a positive number, got {self.lr}")
+        if self.weight_decay < 0:
+            problems.append(f"weight_decay must be >= 0, got {self.weight_decay}")
+        if int(self.batch_size) < 1:
+            problems.append(f"batch_size must be >= 1, got {self.batch_size}")
+        if int(self.max_epochs) < 1:
+            problems.append(f"max_epochs must be >= 1, got {self.max_epochs}")
+        if int(self.patience) < 1:
+            problems.append(f"patience must be >= 1, got {self.patience}")
+        if self.lr_schedule not in (None, "cosine", "plateau"):
+            problems.append(f"lr_schedule must be None, 'cosine' or 'plateau', got {self.lr_schedule!r}")
+        if self.loss not in LOSS_NAMES:
+            problems.append(f"loss must be one of {', '.join(LOSS_NAMES)}, got {self.loss!r}")
+        if self.sampler not in (None, "balanced"):
+            problems.append(f"sampler must be None or 'balanced', got {self.sampler!r}")
+        if problems:
+            raise ConfigError("; ".join(problems))
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "TrainConfig":
+        return cls(**d)
+
+
+def auto_batch_size(n_rows: int, *, largest: int = 512, smallest: int = 16) -> int:
+    """A batch size giving small tables enough steps per epoch (at least ~8).
+
+    A power of two, ``largest`` from 4096 rows up, down to ``smallest``: with a
+    fixed 512 a 400-row table would take one optimiser step per epoch.
+    """
+    size = largest
+    while size > smallest and size * 8 > n_rows:
+        size //= 2
+    return size
+
+
+def resolve_device(device: str) -> torch.device:
+    """``"auto"`` picks CUDA when available, else the CPU."""
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
+
+
+def _as_tensor(a: Any, dtype: torch.dtype, device: torch.device) -> Tensor:
+    t = a if isinstance(a, Tensor) else torch.from_numpy(np.ascontiguousarray(a))
+    return t.to(device=device, dtype=dtype).contiguous()
+
+
+@torch.inference_mode()
+def predict_logits(
+    model: nn.Module, X: Tensor | np.ndarray, *, batch_size: int = 16384, dtype: torch.dtype = torch.float32
+) -> Tensor:
+    """Logits ``(n,)`` of ``model`` on ``X`` ``(n, d)`` in eval mode, in large batches.
+
+    ``dtype`` is the input's dtype and must match the model's parameters.
+    """
+    was_training = model.training
+    model.eval()
+    try:
+        p = next(model.parameters(), None)
+        device = p.device if p is not None else torch.device("cpu")
+        X = _as_tensor(X, dtype, device)
+        if len(X) <= batch_size:
+            return model(X)
+        return torch.cat([model(X[i : i + batch_size]) for i in range(0, len(X), batch_size)])
+    finally:
+        model.train(was_training)
+
+
+Callback = Callable[["Trainer", dict[str, float]], bool | None]
+
+
+@dataclass
+class _Progress:
+    """A rich progress bar on a terminal, nothing otherwise."""
+
+    enabled: bool
+    total: int
+    _bar: Any = field(default=None, init=False)
+    _task: Any = field(default=None, init=False)
+
+    def __enter__(self) -> "_Progress":
+        if self.enabled:
+            from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+            self._bar = Progress(
+                TextColumn("epoch {task.completed}/{task.total}"),
+                BarColumn(),
+                TextColumn("{task.fields[info]}"),
+                TimeElapsedColumn(),
+                transient=True,
+            )
+            self._bar.__enter__()
+            self._task = self._bar.add_task("train", total=self.total, info="")
+        return self
+
+    def update(self, info: str) -> None:
+        if self._bar is not None:
+            self._bar.update(self._task, advance=1, info=info)
+
+    def __exit__(self, *exc: Any) -> None:
+        if self._bar is not None:
+            self._bar.__exit__(*exc)
+
+
+class Trainer:
+    """Fits a single-logit model with AdamW, early stopping and best-weight restore.
+
+    After :meth:`fit`: ``history_`` (one dict per epoch: epoch, train_loss,
+    valid_loss, lr, seconds), ``best_epoch_``, ``best_valid_loss_``,
+    ``pos_weight_`` (resolved number or None), ``train_prior_`` (the positive
+    rate of the labels) and ``logit_shift_``: the amount the imbalance treatment
+    moved the model's logits, which :mod:`binclf.calibration` subtracts to
+    recover the true prior.
+
+    ``callbacks`` are called as ``cb(trainer, epoch_log)`` after each epoch;
+    one returning ``True`` stops training.
+    """
+
+    def __init__(self, config: TrainConfig | None = None, *, callbacks: Sequence[Callback] = ()) -> None:
+        self.config = config or TrainConfig()
+        self.callbacks = list(callbacks)
+
+    # -- the fit loop ---------------------------------------------------------
+    def fit(
+        self,
+        model: nn.Module,
+        X: Tensor | np.ndarray,
+        y: Tensor | np.ndarray,
+        *,
+        sample_weight: Tensor | np.ndarray | None = None,
+        X_valid: Tensor | np.ndarray | None = None,
+        y_valid: Tensor | np.ndarray | None = None,
+        sample_weight_valid: Tensor | np.ndarray | None = None,
+        init_bias: bool = True,
+    ) -> "Trainer":
+        """Train ``model`` in place on ``X`` (n, d) float and ``y`` (n,) in {0, 1}.
+
+        Without validation data, training runs ``max_epochs`` epochs and keeps
+        the last weights.
+        """
+        cfg = self.config
+        device = resolve_device(cfg.device)
+        X = _as_tensor(X, torch.float32, device)
+        y = _as_tensor(y, torch.float32, device)
+        w = None if sample_weight is None else _as_tensor(sample_weight, torch.float32, device)
+        has_valid = X_valid is not None and y_valid is not None
+        if has_valid:
+            Xv = _as_tensor(X_valid, torch.float32, device)
+            yv = _as_tensor(y_valid, torch.float32, device)
+            wv = None if sample_weight_valid is None else _as_tensor(sample_weight_valid, torch.float32, device)
+        self._check_inputs(X, y, w)
+
+        self.pos_weight_ = resolve_pos_weight(cfg.pos_weight, y)
+        loss_fn = build_loss(
+            cfg.loss, pos_weight=self.pos_weight_, focal_alpha=cfg.focal_alpha, focal_gamma=cfg.focal_gamma
+        ).to(device)
+        self.train_prior_ = float((y * w).sum() / w.sum()) if w is not None else float(y.mean())
+        self.logit_shift_ = self._logit_shift(self.train_prior_)
+
+        with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+            torch.manual_seed(cfg.seed)
+            gen = torch.Generator(device="cpu").manual_seed(cfg.seed)
+            model.to(device)
+            if init_bias and cfg.loss != "hinge" and 0.0 < self.train_prior_ < 1.0:
+                # The loss-minimising constant logit under the training objective.
+                init_output_bias(model, _sigmoid(_logit(self.train_prior_) + self.logit_shift_))
+            opt = self._optimizer(model)
+            n = len(X)
+            steps_per_epoch = math.ceil(n / cfg.batch_size)
+            sched = self._scheduler(opt, steps_per_epoch)
+            self.history_: list[dict[str, float]] = []
+            self.best_epoch_ = 0
+            self.best_valid_loss_ = math.inf
+            best_state = None
+            bad_epochs = 0
+            sampling_probs = self._sampling_probs(y) if cfg.sampler == "balanced" else None
+            step_losses = torch.empty(steps_per_epoch, device=device)
+            verbose = sys.stderr.isatty() if cfg.verbose is None else cfg.verbose
+
+            with _Progress(enabled=bool(verbose), total=cfg.max_epochs) as progress:
+                for epoch in range(1, cfg.max_epochs + 1):
+                    t0 = time.perf_counter()
+                    model.train()
+                    if sampling_probs is not None:
+                        idx = torch.multinomial(sampling_probs, n, replacement=True, generator=gen)
+                    else:
+                        idx = self._permutation(n, gen)
+                    idx = idx.to(device)
+                    # One gather per epoch, then contiguous slices per step.
+                    Xe, ye = X.index_select(0, idx), y.index_select(0, idx)
+                    we = None if w is None else w.index_select(0, idx)
+                    for step in range(steps_per_epoch):
+                        lo = step * cfg.batch_size
+                        hi = lo + cfg.batch_size
+                        xb = Xe[lo:hi]
+                        if len(xb) < 2 and _has_batchnorm(model):
+                            # BatchNorm cannot normalise a single row; fold it into no step.
+                            step_losses[step] = step_losses[step - 1] if step else 0.0
+                            continue
+                        logits = model(xb)
+                        loss = loss_fn(logits, ye[lo:hi], None if we is None else we[lo:hi])
+                        opt.zero_grad(set_to_none=True)
+                        loss.backward()
+                        if cfg.max_grad_norm is not None:
+                            nn.utils.clip_grad_norm_(model.parameters(), cfg.max_grad_norm)
+                        opt.step()
+                        if sched is not None and cfg.lr_schedule == "cosine":
+                            sched.step()
+                        step_losses[step] = loss.detach()
+                    self._check_finite(step_losses, epoch)
+                    train_loss = float(step_losses.mean())
+                    log = {"epoch": epoch, "train_loss": train_loss, "lr": opt.param_groups[0]["lr"]}
+                    if has_valid:
+                        valid_loss = self._evaluate(model, loss_fn, Xv, yv, wv)
+                        log["valid_loss"] = valid_loss
+                        if not math.isfinite(valid_loss):
+                            raise TrainingError(
+                                f"validation loss became {valid_loss} at epoch {epoch}: lower the learning rate "
+                                f"(lr={cfg.lr}) or check the validation inputs for extreme values"
+                            )
+                        if sched is not None and cfg.lr_schedule == "plateau":
+                            sched.step(valid_loss)
+                        if valid_loss < self.best_valid_loss_ - cfg.min_delta:
+                            self.best_valid_loss_ = valid_loss
+                            self.best_epoch_ = epoch
+                            best_state = copy.deepcopy(model.state_dict())
+                            bad_epochs = 0
+                        else:
+                            bad_epochs += 1
+                    log["seconds"] = time.perf_counter() - t0
+                    self.history_.append(log)
+                    info = f"train {train_loss:.4f}" + (f" valid {log['valid_loss']:.4f}" if has_valid else "")
+                    progress.update(info)
+                    stop = any(cb(self, log) for cb in self.callbacks)
+                    if stop or (has_valid and bad_epochs >= cfg.patience):
+                        break
+            if best_state is not None:
+                model.load_state_dict(best_state)
+            if not has_valid:
+                self.best_epoch_ = len(self.history_)
+        model.eval()
+        self.model_ = model
+        return self
+
+    # -- pieces of the loop ----------------------------------------------------
+    @staticmethod
+    def _check_inputs(X: Tensor, y: Tensor, w: Tensor | None) -> None:
+        if X.ndim != 2:
+            raise ConfigError(f"X must be 2-D (n_rows, n_features), got shape {tuple(X.shape)}")
+        if y.shape != (len(X),):
+            raise ConfigError(f"y must have shape ({len(X)},) to match X, got {tuple(y.shape)}")
+        if w is not None and w.shape != (len(X),):
+            raise ConfigError(f"sample_weight must have shape ({len(X)},), got {tuple(w.shape)}")
+        if not bool(torch.isfinite(X).all()):
+            raise ConfigError("X contains NaN or inf: impute or drop those values before training")
+        if not bool(((y == 0) | (y == 1)).all()):
+            raise ConfigError("y must contain only 0 and 1 (encode the positive class as 1)")
+
+    def _logit_shift(self, prior: float) -> float:
+        """How far the imbalance treatment moves the loss-optimal logit from logit(prior)."""
+        shift = 0.0
+        if self.pos_weight_ is not None:
+            shift += math.log(self.pos_weight_)
+        if self.config.sampler == "balanced" and 0.0 < prior < 1.0:
+            shift += -_logit(prior)  # the sampler trains at prior 0.5
+        return shift
+
+    @staticmethod
+    def _permutation(n: int, gen: torch.Generator) -> Tensor:
+        return torch.randperm(n, generator=gen)
+
+    @staticmethod
+    def _sampling_probs(y: Tensor) -> Tensor:
+        n_pos = y.sum()
+        n_neg = len(y) - n_pos
+        if n_pos == 0 or n_neg == 0:
+            raise ConfigError("sampler='balanced' needs both classes in the training labels")
+        return torch.where(y > 0.5, 0.5 / n_pos, 0.5 / n_neg).cpu().double()
+
+    def _optimizer(self, model: nn.Module) -> torch.optim.Optimizer:
+        cfg = self.config
+        # Weight decay on weights only: decaying BatchNorm scales and biases
+        # (the prior-initialised output bias among them) only adds bias.
+        decay = [p for p in model.parameters() if p.requires_grad and p.ndim >= 2]
+        no_decay = [p for p in model.parameters() if p.requires_grad and p.ndim < 2]
+        groups = [
+            {"params": decay, "weight_decay": cfg.weight_decay},
+            {"params": no_decay, "weight_decay": 0.0},
+        ]
+        try:
+            return torch.optim.AdamW(groups, lr=cfg.lr, fused=True)
+        except (RuntimeError, TypeError):
+            return torch.optim.AdamW(groups, lr=cfg.lr, foreach=True)
+
+    def _scheduler(self, opt: torch.optim.Optimizer, steps_per_epoch: int) -> Any:
+        cfg = self.config
+        if cfg.lr_schedule == "cosine":
+            return torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=cfg.max_epochs * steps_per_epoch)
+        if cfg.lr_schedule == "plateau":
+            return torch.optim.lr_scheduler.ReduceLROnPlateau(opt, factor=0.3, patience=max(1, cfg.patience // 3))
+        return None
+
+    def _check_finite(self, step_losses: Tensor, epoch: int) -> None:
+        bad = ~torch.isfinite(step_losses)
+        if bool(bad.any()):
+            step = int(bad.nonzero()[0]) + 1
+            raise TrainingError(
+                f"loss became {float(step_losses[step - 1])} at epoch {epoch}, step {step}: "
+                f"lower the learning rate (lr={self.config.lr}), set max_grad_norm, "
+                "or check the inputs for extreme or unscaled values"
+            )
+
+    @torch.inference_mode()
+    def _evaluate(self, model: nn.Module, loss_fn: nn.Module, X: Tensor, y: Tensor, w: Tensor | None) -> float:
+        logits = predict_logits(model, X, batch_size=self.config.eval_batch_size)
+        return float(loss_fn(logits, y, w)) if loss_fn.reduction == "mean" else math.nan
+
+    def state(self) -> dict[str, Any]:
+        """What a bundle records about the fit (JSON-serialisable)."""
+        if not hasattr(self, "history_"):
+            raise NotFittedError("this Trainer is not fitted yet: call fit() first")
+        return {
+            "config": self.config.to_dict(),
+            "history": self.history_,
+            "best_epoch": self.best_epoch_,
+            "pos_weight": self.pos_weight_,
+            "train_prior": self.train_prior_,
+            "logit_shift": self.logit_shift_,
+        }
+
+
+def _has_batchnorm(model: nn.Module) -> bool:
+    return any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.modules())
+
+
+def _logit(p: float) -> float:
+    return math.log(p) - math.log1p(-p)
+
+
+def _sigmoid(z: float) -> float:
+    return 1.0 / (1.0 + math.exp(-z)) if z >= 0 else math.exp(z) / (1.0 + math.exp(z))
