@@ -413,9 +413,13 @@ def calibrator_from_dict(d: dict[str, Any]) -> _Calibrator:
 # --------------------------------------------------------------------------- selection
 
 
-def _log_loss(y: np.ndarray, p: np.ndarray) -> float:
+def _row_log_loss(y: np.ndarray, p: np.ndarray) -> np.ndarray:
     p = np.clip(p, _EPS, 1.0 - _EPS)
-    return float(-np.mean(y * np.log(p) + (1.0 - y) * np.log1p(-p)))
+    return -(y * np.log(p) + (1.0 - y) * np.log1p(-p))
+
+
+def _log_loss(y: np.ndarray, p: np.ndarray) -> float:
+    return float(_row_log_loss(y, p).mean())
 
 
 def select_calibrator(
@@ -435,8 +439,10 @@ def select_calibrator(
     ``"auto"``: each candidate is scored by its out-of-fold log-loss over a
     stratified ``cv``-fold split of the given rows, and
 
-    - among ``none, temperature, platt, beta`` the simplest one within
-      ``tie_tolerance`` of the best loss wins (simpler methods win ties);
+    - among ``none, temperature, platt, beta`` the simplest one whose loss is
+      within one standard error of the best (the standard error of the paired
+      per-row loss difference, at least ``tie_tolerance``) wins: a tie within
+      the noise goes to the simpler method;
     - ``isotonic`` is a candidate only with ``n >= isotonic_min_rows`` and wins
       only if it beats the best other method by ``isotonic_margin``, since it
       overfits small sets and its gains on them are mostly noise.
@@ -485,11 +491,24 @@ def select_calibrator(
             for train, test in splitter.split(z, yf):
                 for m in candidates:
                     oof[m][test] = _CLASSES[m]().fit(z[train], yf[train]).predict_proba(z[test])
-            losses = {m: _log_loss(yf, oof[m]) for m in candidates}
+            row_losses = {m: _row_log_loss(yf, oof[m]) for m in candidates}
+            losses = {m: float(row_losses[m].mean()) for m in candidates}
             simple = [m for m in candidates if m != "isotonic"]
-            best = min(losses[m] for m in simple)
-            method = next(m for m in simple if losses[m] <= best + tie_tolerance)
-            reason = f"lowest {folds}-fold log-loss among {simple} (ties to the simpler)"
+            best_name = min(simple, key=lambda m: losses[m])
+            best = losses[best_name]
+            # One-standard-error rule: a simpler method whose out-of-fold loss is
+            # within the noise of the best one (the standard error of the paired
+            # per-row difference, or tie_tolerance) is a tie, and ties go to the
+            # simpler method, so calibrated logits are not "fixed" by noise.
+            gaps = {}
+            for m in simple:
+                diff = row_losses[m] - row_losses[best_name]
+                gaps[m] = max(tie_tolerance, float(diff.std() / math.sqrt(n)))
+            method = next(m for m in simple if losses[m] <= best + gaps[m])
+            reason = (
+                f"simplest of {simple} within one standard error of the lowest "
+                f"{folds}-fold log-loss ({best_name})"
+            )
             if "isotonic" in losses:
                 if losses["isotonic"] < best - isotonic_margin:
                     method = "isotonic"

@@ -441,12 +441,12 @@ def _iter_csv(
         types = _stream_types(p, sep, encoding, wanted, {k: v for k, v in (column_types or {}).items() if k in wanted})
     except (pa.ArrowInvalid, UnicodeDecodeError) as exc:
         raise _arrow_error(p, exc) from exc
-    # Size the parser's blocks from the bytes per line of the file's start, so one
-    # block holds about one batch.
+    # Small parser blocks keep pyarrow's streaming reader fast (measured: 4 MB blocks
+    # read ~2x faster than 256 MB ones); batches of batch_rows are cut from them.
     with _open_bytes(p) as fh:
         head = fh.read(1 << 16)
-    bytes_per_line = max(len(head) / max(head.count(b"\n"), 1), 8.0)
-    block_size = int(min(max(bytes_per_line * batch_rows * 1.05, 1 << 16), 1 << 28))
+    bytes_per_line = len(head) / max(head.count(b"\n"), 1)
+    block_size = int(max(4 << 20, 64 * bytes_per_line))
     opts_kw = dict(sep=sep, encoding=encoding, include_columns=wanted, block_size=block_size)
     pending: list[pa.RecordBatch] = []
     n_pending = 0
@@ -628,7 +628,7 @@ def infer_schema(
         dtype = str(s.dtype)
         if n_distinct == 1 and not has_missing:
             dropped.append((name, "constant"))
-            notices.append(f"column {name!r} dropped: it holds the single value {present.iloc[0]!r}")
+            notices.append(f"column {name!r} dropped: it holds the single value {_python_label(present.iloc[0])!r}")
             continue
         forced: Role | None = "categorical" if name in categorical else "numeric" if name in numeric else None
         if forced is not None:

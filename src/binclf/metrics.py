@@ -99,7 +99,7 @@ def _check_target(y, *, name: str = "y") -> np.ndarray:
     if bad.any():
         row = int(np.flatnonzero(bad)[0])
         raise DataError(
-            f"{name} must hold only 0 and 1, found {arr[row]!r} at row {row} "
+            f"{name} must hold only 0 and 1, found {arr[row].item()!r} at row {row} "
             f"({int(bad.sum())} such rows); encode the target as 0/1 first"
         )
     return arr.astype(np.int64)

@@ -1,0 +1,140 @@
+"""The model bundle: a directory with ``model.safetensors`` and ``bundle.json``.
+
+Nothing in a bundle is pickled: weights are safetensors, everything else
+(schema, fitted preprocessing, calibration, threshold, metrics) is JSON.
+``bundle.json`` records the SHA-256 of the weights file, and loading refuses a
+bundle whose weights were edited or whose format version is unknown.
+
+Saving is atomic: the files are written into a temporary sibling directory that
+is renamed into place only when complete, so an interrupted save never leaves a
+half bundle, and an existing bundle is replaced only with ``force=True``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors.torch import load as st_load
+from safetensors.torch import save as st_save
+
+from binclf.errors import BundleError
+
+__all__ = ["FORMAT", "FORMAT_VERSION", "WEIGHTS_FILE", "META_FILE", "save_bundle", "load_bundle", "is_bundle"]
+
+FORMAT = "binclf-bundle"
+FORMAT_VERSION = 1
+WEIGHTS_FILE = "model.safetensors"
+META_FILE = "bundle.json"
+
+
+def _dumps(meta: dict[str, Any]) -> str:
+    # Sorted keys and a fixed layout: the same bundle always serialises to the same bytes.
+    return json.dumps(meta, indent=2, sort_keys=True, allow_nan=True) + "\n"
+
+
+def is_bundle(path: str | Path) -> bool:
+    """Whether ``path`` is a directory holding a ``bundle.json``."""
+    return (Path(path) / META_FILE).is_file()
+
+
+def save_bundle(
+    path: str | Path,
+    *,
+    meta: dict[str, Any],
+    tensors: dict[str, torch.Tensor],
+    force: bool = False,
+    extra_files: dict[str, bytes] | None = None,
+) -> Path:
+    """Write a bundle atomically to the directory ``path``; returns it.
+
+    ``meta`` is the JSON part (the format fields and the weights' hash are
+    added here); ``tensors`` are the weights, saved contiguous and on the CPU.
+    ``extra_files`` (e.g. ``report.html``) are written into the same directory.
+    """
+    path = Path(path)
+    if path.exists() and not force:
+        raise BundleError(f"{path} already exists: choose another --out directory or pass --force to replace it")
+    if path.exists() and not path.is_dir():
+        raise BundleError(f"{path} exists and is not a directory: choose another --out path")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    weights = st_save({k: v.detach().cpu().contiguous() for k, v in tensors.items()})
+    meta = {
+        **meta,
+        "format": FORMAT,
+        "format_version": FORMAT_VERSION,
+        "weights": {"file": WEIGHTS_FILE, "sha256": hashlib.sha256(weights).hexdigest(), "tensors": len(tensors)},
+    }
+    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
+    try:
+        (tmp / WEIGHTS_FILE).write_bytes(weights)
+        (tmp / META_FILE).write_text(_dumps(meta), encoding="utf-8")
+        for name, data in (extra_files or {}).items():
+            (tmp / name).write_bytes(data)
+        for f in tmp.iterdir():
+            with open(f, "rb") as fh:
+                os.fsync(fh.fileno())
+        if path.exists():
+            old = path.with_name(f".{path.name}.old")
+            shutil.rmtree(old, ignore_errors=True)
+            path.rename(old)
+            tmp.rename(path)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            tmp.rename(path)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return path
+
+
+def load_bundle(path: str | Path) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
+    """Read and verify a bundle: ``(meta, tensors)``.
+
+    Raises :class:`BundleError` when ``path`` is not a bundle, the format or its
+    version is unknown, or the weights file does not match its recorded hash.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise BundleError(f"bundle {path} does not exist: pass the --out directory written by `binclf train`")
+    if not path.is_dir():
+        raise BundleError(f"{path} is a file, not a bundle: pass the directory written by `binclf train`")
+    meta_path = path / META_FILE
+    if not meta_path.is_file():
+        raise BundleError(
+            f"{path} is not a binclf bundle: it has no {META_FILE}; pass the directory written by `binclf train`"
+        )
+    try:
+        meta = json.loads(meta_path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise BundleError(f"{meta_path} is not valid JSON ({exc}): the bundle is damaged; train it again") from None
+    if not isinstance(meta, dict) or meta.get("format") != FORMAT:
+        raise BundleError(f"{meta_path} is not a binclf bundle description (no format {FORMAT!r})")
+    version = meta.get("format_version")
+    if version != FORMAT_VERSION:
+        raise BundleError(
+            f"{path} has bundle format version {version!r}, this binclf reads version {FORMAT_VERSION}: "
+            "use the binclf version that wrote it, or train the model again"
+        )
+    weights_path = path / meta["weights"]["file"]
+    if not weights_path.is_file():
+        raise BundleError(f"{path} is missing its weights file {weights_path.name}: the bundle is incomplete")
+    data = weights_path.read_bytes()
+    digest = hashlib.sha256(data).hexdigest()
+    if digest != meta["weights"]["sha256"]:
+        raise BundleError(
+            f"{weights_path} does not match the sha256 recorded in {META_FILE} "
+            f"(expected {meta['weights']['sha256'][:12]}..., found {digest[:12]}...): the weights were modified; "
+            "restore the original file or train again"
+        )
+    try:
+        tensors = st_load(data)
+    except Exception as exc:  # safetensors raises its own error types
+        raise BundleError(f"{weights_path} is not a readable safetensors file ({exc})") from None
+    return meta, tensors

@@ -1,0 +1,430 @@
+"""The ``binclf`` command line: parse, call the library, print.
+
+Every :class:`~binclf.errors.BinclfError` becomes one line on stderr and exit
+code 2 (``--debug`` shows the traceback instead). Results go to stdout, notes
+and progress to stderr, so ``binclf predict MODEL data.csv > out.csv`` works.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import math
+import os
+import sys
+from collections.abc import Callable, Sequence
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import click
+
+from binclf import __version__
+from binclf.errors import BinclfError
+
+DEMO_TABLE = "oj.csv"
+DEMO_TARGET = "Purchase"
+
+
+# -- output helpers ----------------------------------------------------------------
+def _note(message: str) -> None:
+    click.echo(f"note: {message}", err=True)
+
+
+def _say(message: str) -> None:
+    click.echo(message, err=True)
+
+
+def _fail(message: str, *, debug: bool, code: int = 2) -> None:
+    click.echo(f"error: {message}", err=True)
+    if not debug and code == 1:
+        click.echo("(run again with --debug for the full traceback)", err=True)
+    sys.exit(code)
+
+
+def handle_errors(fn: Callable) -> Callable:
+    """BinclfError -> one line + exit 2; anything else -> one line + exit 1; --debug re-raises."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, debug: bool = False, **kwargs: Any) -> Any:
+        debug = debug or bool(os.environ.get("BINCLF_DEBUG"))
+        try:
+            return fn(*args, **kwargs)
+        except BinclfError as exc:
+            if debug:
+                raise
+            _fail(_one_line(str(exc)), debug=debug)
+        except KeyboardInterrupt:
+            if debug:
+                raise
+            _fail("interrupted; nothing was written", debug=debug, code=130)
+        except (click.exceptions.Exit, click.ClickException, SystemExit):
+            raise
+        except Exception as exc:  # noqa: BLE001 - the last line of defence
+            if debug:
+                raise
+            _fail(f"unexpected {type(exc).__name__}: {_one_line(str(exc))}", debug=debug, code=1)
+
+    return click.option("--debug", is_flag=True, help="Show the full traceback on errors.")(wrapper)
+
+
+def _one_line(text: str) -> str:
+    return " ".join(text.split())
+
+
+def _split_names(values: Sequence[str]) -> tuple[str, ...]:
+    """``--keep a,b --keep c`` -> ('a', 'b', 'c')."""
+    out: list[str] = []
+    for v in values:
+        out.extend(part.strip() for part in v.split(",") if part.strip())
+    return tuple(out)
+
+
+def _fmt(x: float, digits: int = 3) -> str:
+    if x is None or (isinstance(x, float) and math.isnan(x)):
+        return "n/a"
+    if isinstance(x, float) and not float(x).is_integer():
+        return f"{x:.{digits}f}"
+    return f"{int(x)}" if isinstance(x, (int, float)) and float(x).is_integer() else str(x)
+
+
+HEADLINE = [
+    ("roc_auc", "ROC-AUC"),
+    ("pr_auc", "PR-AUC"),
+    ("log_loss", "log-loss"),
+    ("brier", "Brier"),
+    ("ece", "ECE (15 bins)"),
+    ("accuracy", "accuracy"),
+    ("precision", "precision"),
+    ("recall", "recall"),
+    ("f1", "F1"),
+]
+
+
+def metrics_table(metrics: dict[str, float], intervals: dict | None = None, *, title: str) -> str:
+    """A compact plain-text table of the headline metrics (with 95% intervals when given)."""
+    intervals = intervals or {}
+    rows = []
+    for key, label in HEADLINE:
+        if key not in metrics:
+            continue
+        ci = intervals.get(key)
+        ci_text = f"[{_fmt(ci[0])}, {_fmt(ci[1])}]" if ci else ""
+        rows.append((label, _fmt(metrics[key]), ci_text))
+    w0 = max(len(r[0]) for r in rows)
+    w1 = max(len(r[1]) for r in rows)
+    lines = [title, f"  {'metric':<{w0}}  {'value':>{w1}}  95% CI" if intervals else f"  {'metric':<{w0}}  value"]
+    lines += [f"  {a:<{w0}}  {b:>{w1}}  {c}".rstrip() for a, b, c in rows]
+    t = metrics.get("threshold")
+    if t is not None and "tp" in metrics:
+        lines.append(
+            f"  at threshold {_fmt(t)}: TP {int(metrics['tp'])}  FP {int(metrics['fp'])}  "
+            f"FN {int(metrics['fn'])}  TN {int(metrics['tn'])}"
+        )
+    return "\n".join(lines)
+
+
+# -- the group ----------------------------------------------------------------------------
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.version_option(__version__, prog_name="binclf")
+def main() -> None:
+    """Binary classification with PyTorch, done right.
+
+    \b
+    binclf train data.csv --target COL     train, calibrate, choose a threshold, save a bundle
+    binclf predict MODEL data.csv -o out   probabilities and decisions for new rows
+    binclf evaluate MODEL labelled.csv     metrics on labelled data
+    binclf info MODEL                      what a bundle holds
+    binclf demo                            the whole flow on a small table shipped with binclf
+    """
+
+
+# -- train --------------------------------------------------------------------------------
+_TRAIN_OPTIONS = [
+    click.option("--target", "-t", help="The yes/no column to predict."),
+    click.option("--positive", help="Which of the target's two values is the positive class."),
+    click.option("--out", "-o", type=click.Path(path_type=Path), help="Bundle directory [default: <data>-model]."),
+    click.option("--force", is_flag=True, help="Replace an existing bundle directory."),
+    click.option("--model", type=click.Choice(["mlp", "logistic"]), default="mlp", show_default=True),
+    click.option("--seed", type=int, default=0, show_default=True, help="Seed for splits, initialisation, batches."),
+    click.option("--sep", help="CSV delimiter [default: sniffed]."),
+    click.option("--drop", multiple=True, help="Column(s) to leave out (repeat or comma-separate)."),
+    click.option("--categorical", multiple=True, help="Column(s) to treat as categories."),
+    click.option("--numeric", multiple=True, help="Column(s) to treat as numbers."),
+    click.option("--drop-missing-target", is_flag=True, help="Drop rows whose target is missing (else an error)."),
+    click.option("--valid", "valid_path", type=click.Path(path_type=Path), help="Validation table (else split off)."),
+    click.option("--test", "test_path", type=click.Path(path_type=Path), help="Test table (else split off)."),
+    click.option(
+        "--calibration",
+        type=click.Choice(["auto", "none", "platt", "temperature", "isotonic", "beta"]),
+        default="auto",
+        show_default=True,
+    ),
+    click.option(
+        "--objective",
+        default="f1",
+        show_default=True,
+        help="Threshold objective: f1, fbeta:B, youden, balanced_accuracy, accuracy, mcc, cost:C_FP,C_FN, "
+        "precision:P, recall:R, fpr:A.",
+    ),
+    click.option("--abstain-precision", type=float, help="Add an abstain band with this precision on both sides."),
+    click.option("--loss", type=click.Choice(["bce", "focal", "hinge"]), default="bce", show_default=True),
+    click.option("--pos-weight", help="Weight of the positive class in the loss: a number or 'balanced'."),
+    click.option("--sampler", type=click.Choice(["balanced"]), help="Draw class-balanced batches."),
+    click.option("--max-epochs", type=int, default=200, show_default=True),
+    click.option("--lr", type=float, default=1e-3, show_default=True),
+    click.option("--batch-size", default="auto", show_default=True),
+    click.option("--no-report", is_flag=True, help="Do not write report.html."),
+]
+
+
+def _train_options(fn: Callable) -> Callable:
+    for option in reversed(_TRAIN_OPTIONS):
+        fn = option(fn)
+    return fn
+
+
+def _pos_weight(value: str | None) -> float | str | None:
+    if value is None or value == "balanced":
+        return value
+    try:
+        return float(value)
+    except ValueError:
+        from binclf.errors import ConfigError
+
+        raise ConfigError(f"--pos-weight must be a number or 'balanced', got {value!r}") from None
+
+
+@main.command()
+@click.argument("data", type=click.Path(path_type=Path), required=False)
+@_train_options
+@click.option("--demo", is_flag=True, help=f"Train on the demo table shipped with binclf ({DEMO_TABLE}).")
+@handle_errors
+def train(data: Path | None, demo: bool, **kw: Any) -> None:
+    """Train a calibrated model on DATA (CSV or Parquet) and save a bundle."""
+    if demo:
+        _run_demo(out=kw["out"], force=kw["force"], seed=kw["seed"])
+        return None
+    if data is None:
+        raise click.UsageError("missing DATA: pass a CSV or Parquet file (or --demo)")
+    if not kw["target"]:
+        raise click.UsageError("missing --target: name the yes/no column to predict")
+    return _train(data, **kw)
+
+
+def _train(data: Path, **kw: Any) -> Any:
+    from binclf.data import read_table
+    from binclf.errors import BundleError, ConfigError
+    from binclf.pipeline import TrainOptions, train_table
+
+    out: Path = kw["out"] or Path(f"{_stem(data)}-model")
+    if out.exists() and not kw["force"]:
+        raise BundleError(f"{out} already exists: choose another --out directory or pass --force to replace it")
+    batch_size = kw["batch_size"]
+    if batch_size != "auto":
+        try:
+            batch_size = int(batch_size)
+        except ValueError:
+            raise ConfigError(f"--batch-size must be an integer or 'auto', got {batch_size!r}") from None
+    options = TrainOptions(
+        target=kw["target"],
+        positive=kw["positive"],
+        model=kw["model"],
+        drop=_split_names(kw["drop"]),
+        categorical=_split_names(kw["categorical"]),
+        numeric=_split_names(kw["numeric"]),
+        drop_missing_target=kw["drop_missing_target"],
+        seed=kw["seed"],
+        calibration=kw["calibration"],
+        objective=kw["objective"],
+        abstain_precision=kw["abstain_precision"],
+        loss=kw["loss"],
+        pos_weight=_pos_weight(kw["pos_weight"]),
+        sampler=kw["sampler"],
+        max_epochs=kw["max_epochs"],
+        lr=kw["lr"],
+        batch_size=batch_size,
+    )
+    df = read_table(data, sep=kw["sep"])
+    _say(f"binclf {__version__}: {data} ({len(df)} rows, {len(df.columns)} columns), target {options.target!r}")
+    valid_df = read_table(kw["valid_path"], sep=kw["sep"]) if kw["valid_path"] else None
+    test_df = read_table(kw["test_path"], sep=kw["sep"]) if kw["test_path"] else None
+    result = train_table(df, options, valid_df=valid_df, test_df=test_df, source=str(data), log=_note)
+    _print_training(result)
+    extra = {}
+    if not kw["no_report"]:
+        report = _render_report(result)
+        if report is not None:
+            extra["report.html"] = report
+    result.predictor.save(out, force=kw["force"], extra_files=extra)
+    click.echo(f"bundle written to {out}/ (model.safetensors + bundle.json)")
+    if extra:
+        click.echo(f"report written to {out / 'report.html'}")
+    return result, out
+
+
+def _render_report(result: Any) -> bytes | None:
+    try:
+        from binclf.report import render_training_report
+    except ImportError:  # the report module is optional until it lands
+        return None
+    return render_training_report(result).encode("utf-8")
+
+
+def _stem(path: Path) -> str:
+    name = path.name
+    for ext in (".gz", ".csv", ".tsv", ".txt", ".parquet", ".pq"):
+        if name.lower().endswith(ext):
+            name = name[: -len(ext)]
+    return name or "model"
+
+
+def _print_training(result: Any) -> None:
+    cal = result.calibration_info
+    before, after = cal.get("log_loss_before"), cal.get("log_loss_after")
+    loss_text = f" (validation log-loss {_fmt(before, 4)} -> {_fmt(after, 4)})" if before is not None else ""
+    _say(f"calibration: {cal.get('method')}{loss_text}")
+    p = result.predictor.threshold
+    ci = f" [{_fmt(p.value_ci[0])}, {_fmt(p.value_ci[1])}]" if p.value_ci else ""
+    tci = f", 95% CI of threshold [{_fmt(p.threshold_ci[0])}, {_fmt(p.threshold_ci[1])}]" if p.threshold_ci else ""
+    _say(f"threshold: {_fmt(p.threshold)} chosen for {p.objective} = {_fmt(p.value)}{ci} on validation{tci}")
+    if p.analytic_threshold is not None:
+        _say(f"  (for calibrated probabilities the cost-optimal threshold is c_fp/(c_fp+c_fn) = {_fmt(p.analytic_threshold)})")
+    if p.abstain:
+        _say(
+            f"abstain band: [{_fmt(p.abstain['low'])}, {_fmt(p.abstain['high'])}), "
+            f"coverage {_fmt(p.abstain['coverage'])} on validation"
+        )
+    n = int(result.metrics.get("n", 0))
+    click.echo(metrics_table(result.metrics, result.intervals, title=f"test metrics ({n} rows, never seen in training)"))
+
+
+# -- predict / evaluate / info -------------------------------------------------------------------
+@main.command()
+@click.argument("bundle", type=click.Path(path_type=Path))
+@click.argument("data", type=click.Path(path_type=Path))
+@click.option("--output", "-o", type=click.Path(path_type=Path), help="Output file (.csv or .parquet) [default: stdout].")
+@click.option("--keep", multiple=True, help="Input column(s) to copy into the output (repeat or comma-separate).")
+@click.option("--threshold", type=click.FloatRange(0, 1), help="Override the bundle's threshold.")
+@click.option("--sep", help="CSV delimiter of DATA [default: sniffed].")
+@click.option("--batch-rows", type=click.IntRange(1), default=262_144, show_default=True)
+@handle_errors
+def predict(bundle: Path, data: Path, output: Path | None, keep: Sequence[str], threshold: float | None,
+            sep: str | None, batch_rows: int) -> None:
+    """Write `probability` and `prediction` for every row of DATA."""
+    from binclf.predictor import Predictor
+
+    predictor = Predictor.load(bundle)
+    notices: list[str] = []
+    if output is not None and output.exists() and output.is_dir():
+        from binclf.errors import DataError
+
+        raise DataError(f"--output {output} is a directory: pass a file name ending in .csv or .parquet")
+    stats = predictor.predict_file(
+        data, output, keep=_split_names(keep), threshold=threshold, batch_rows=batch_rows, sep=sep, notices=notices
+    )
+    for n in notices:
+        _note(n)
+    if output is not None:
+        rate = stats["rows"] / stats["seconds"] if stats["seconds"] > 0 else float("inf")
+        _say(f"wrote {stats['rows']} predictions to {output} ({stats['seconds']:.2f} s, {rate:,.0f} rows/s)")
+
+
+@main.command()
+@click.argument("bundle", type=click.Path(path_type=Path))
+@click.argument("data", type=click.Path(path_type=Path))
+@click.option("--threshold", type=click.FloatRange(0, 1), help="Evaluate at this threshold instead of the bundle's.")
+@click.option("--sep", help="CSV delimiter of DATA [default: sniffed].")
+@click.option("--json", "as_json", is_flag=True, help="Print the metrics as JSON.")
+@handle_errors
+def evaluate(bundle: Path, data: Path, threshold: float | None, sep: str | None, as_json: bool) -> None:
+    """Metrics of the bundle's model on labelled DATA."""
+    from binclf.data import read_table
+    from binclf.metrics import bootstrap_intervals
+    from binclf.predictor import Predictor
+
+    predictor = Predictor.load(bundle)
+    df = read_table(data, sep=sep)
+    extra = predictor.preprocessor.extra_columns(df.drop(columns=[predictor.target.column], errors="ignore"))
+    if extra:
+        _note(f"ignoring {len(extra)} column(s) the model does not use: {', '.join(extra[:10])}")
+    metrics = predictor.evaluate(df, threshold=threshold, source=str(data))
+    if as_json:
+        click.echo(json.dumps(metrics, indent=2))
+        return
+    y = predictor.labels_to_01(df[predictor.target.column], source=str(data))
+    proba = predictor.predict_proba(df)
+    intervals = bootstrap_intervals(y, proba, threshold=metrics["threshold"])
+    click.echo(metrics_table(metrics, intervals, title=f"metrics on {data} ({int(metrics['n'])} rows)"))
+
+
+@main.command()
+@click.argument("bundle", type=click.Path(path_type=Path))
+@click.option("--json", "as_json", is_flag=True, help="Print bundle.json as it is.")
+@handle_errors
+def info(bundle: Path, as_json: bool) -> None:
+    """What a bundle holds: schema, model, threshold, training metrics, versions."""
+    from binclf.predictor import Predictor
+
+    predictor = Predictor.load(bundle)  # verifies the hash and the format version
+    meta = predictor.to_meta()
+    if as_json:
+        click.echo(json.dumps(meta, indent=2, sort_keys=True))
+        return
+    t = predictor.target
+    click.echo(f"bundle     {bundle}")
+    click.echo(f"target     {t.column!r}: positive {t.positive!r}, negative {t.negative!r}")
+    models = ", ".join(f"{m.name}({_config_text(m.config)})" for m in predictor.members)
+    click.echo(f"model      {models}")
+    click.echo(f"features   {predictor.preprocessor.n_features_out_} model inputs from {len(predictor.schema.columns)} columns")
+    for spec in predictor.schema.columns:
+        click.echo(f"  {spec.name:<24} {spec.role}")
+    for name, reason in predictor.schema.dropped:
+        click.echo(f"  {name:<24} dropped: {reason}")
+    click.echo(f"calibration {predictor.calibrator.to_dict().get('method')}")
+    if predictor.threshold is not None:
+        click.echo(f"threshold  {_fmt(predictor.threshold.threshold)} ({predictor.threshold.objective})")
+    test = predictor.info.get("metrics", {}).get("test")
+    if test:
+        click.echo(metrics_table(test, None, title="test metrics at training time"))
+    versions = predictor.info.get("versions") or {}
+    click.echo("versions   " + ", ".join(f"{k} {v}" for k, v in versions.items()))
+
+
+def _config_text(config: dict[str, Any]) -> str:
+    return ", ".join(f"{k}={v}" for k, v in config.items() if k != "n_features")
+
+
+# -- demo -----------------------------------------------------------------------------------------
+@main.command()
+@click.option("--out", "-o", type=click.Path(path_type=Path), help="Bundle directory [default: binclf-demo-model].")
+@click.option("--force", is_flag=True, help="Replace an existing demo bundle.")
+@click.option("--seed", type=int, default=0, show_default=True)
+@handle_errors
+def demo(out: Path | None, force: bool, seed: int) -> None:
+    """Train, save, reload and predict on a small real table shipped with binclf."""
+    _run_demo(out=out, force=force, seed=seed)
+
+
+def _run_demo(*, out: Path | None, force: bool, seed: int) -> None:
+    from binclf.predictor import Predictor
+
+    out = out or Path("binclf-demo-model")
+    with resources.as_file(resources.files("binclf") / "datasets" / DEMO_TABLE) as table:
+        _say(f"demo: orange-juice brand choice ({DEMO_TABLE}, shipped with binclf); predicting {DEMO_TARGET!r}")
+        # invoke() fills every other option with its default, as the command line would.
+        _, bundle = click.get_current_context().invoke(
+            train, data=table, target=DEMO_TARGET, out=out, force=force, seed=seed
+        )
+        predictor = Predictor.load(bundle)
+        from binclf.data import read_table
+
+        rows = read_table(table).head(5)
+        frame = predictor.predict_frame(rows, keep=[DEMO_TARGET])
+    click.echo(f"\nreloaded {bundle}/ and predicted the first 5 rows of {DEMO_TABLE}:")
+    click.echo(frame.to_string(index=False, float_format=lambda x: f"{x:.3f}"))
+    click.echo(f"\nnext: binclf predict {bundle} YOUR.csv -o predictions.csv")
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

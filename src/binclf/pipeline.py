@@ -1,0 +1,313 @@
+"""From a raw table to a calibrated, thresholded :class:`~binclf.predictor.Predictor`.
+
+``train_table`` is what ``binclf train`` runs, as a library call: encode the
+target, infer the column roles, split (stratified train / validation / test),
+fit the preprocessing on the training rows, train the model(s) with early
+stopping on validation, undo the imbalance treatment's logit shift, calibrate
+on validation predictions, choose the threshold for the objective on the
+calibrated validation probabilities, and report metrics on the test rows,
+which nothing above has seen.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from binclf.calibration import select_calibrator
+from binclf.data import Schema, TargetInfo, encode_target, infer_schema, stratified_split
+from binclf.errors import ConfigError, DataError
+from binclf.metrics import binary_metrics, bootstrap_intervals
+from binclf.models import build_model
+from binclf.predictor import Member, Predictor
+from binclf.preprocessing import Preprocessor
+from binclf.thresholds import choose_threshold, parse_objective
+from binclf.trainer import TrainConfig, Trainer, auto_batch_size
+
+__all__ = ["TrainOptions", "TrainResult", "train_table", "MODEL_CHOICES"]
+
+MODEL_CHOICES = ("mlp", "logistic")
+
+
+@dataclass(frozen=True)
+class TrainOptions:
+    """Everything ``binclf train`` can be told; round-trips to JSON (stored in the bundle)."""
+
+    target: str
+    positive: str | None = None
+    model: str = "mlp"
+    drop: tuple[str, ...] = ()
+    categorical: tuple[str, ...] = ()
+    numeric: tuple[str, ...] = ()
+    drop_missing_target: bool = False
+    valid_fraction: float = 0.2
+    test_fraction: float = 0.2
+    seed: int = 0
+    numeric_scaling: str = "robust"
+    calibration: str = "auto"
+    objective: str = "f1"
+    abstain_precision: float | None = None
+    loss: str = "bce"
+    pos_weight: float | str | None = None
+    sampler: str | None = None
+    lr: float = 1e-3
+    weight_decay: float = 1e-4
+    batch_size: int | str = "auto"
+    max_epochs: int = 200
+    patience: int = 10
+    hidden: tuple[int, ...] = (128, 64)
+    dropout: float = 0.1
+    n_boot: int = 200
+
+    def __post_init__(self) -> None:
+        problems = []
+        if self.model not in MODEL_CHOICES:
+            problems.append(f"--model must be one of {', '.join(MODEL_CHOICES)}, got {self.model!r}")
+        for name in ("valid_fraction", "test_fraction"):
+            v = getattr(self, name)
+            if not 0.0 <= v < 0.5:
+                problems.append(f"{name} must be in [0, 0.5), got {v}")
+        if problems:
+            raise ConfigError("; ".join(problems))
+        parse_objective(self.objective)  # fail early on a bad --objective
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        for k in ("drop", "categorical", "numeric", "hidden"):
+            d[k] = list(d[k])
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "TrainOptions":
+        d = dict(d)
+        for k in ("drop", "categorical", "numeric", "hidden"):
+            d[k] = tuple(d.get(k, ()))
+        return cls(**d)
+
+
+@dataclass
+class TrainResult:
+    """What training produced: the predictor plus everything the report shows."""
+
+    predictor: Predictor
+    metrics: dict[str, float]
+    intervals: dict[str, tuple[float, float]]
+    valid_metrics: dict[str, float]
+    notices: list[str]
+    history: list[dict[str, float]]
+    summary: dict[str, Any]
+    calibration_info: dict[str, Any]
+    # Arrays for plots: labels, uncalibrated and calibrated probabilities.
+    curves: dict[str, np.ndarray] = field(default_factory=dict)
+    seconds: float = 0.0
+
+
+def _encode(df: pd.DataFrame, options: TrainOptions, source: str) -> tuple[pd.DataFrame, np.ndarray, TargetInfo, list[str]]:
+    if options.target not in df.columns:
+        # infer_schema words this error best (close names, the column list).
+        infer_schema(df, target=options.target)
+    y, keep, info, notices = encode_target(
+        df[options.target], column=options.target, positive=options.positive, drop_missing=options.drop_missing_target
+    )
+    if not keep.all():
+        df = df.loc[keep]  # y already holds only the kept rows
+    return df.reset_index(drop=True), y.astype(np.float32), info, notices
+
+
+def _relabel(df: pd.DataFrame, info: TargetInfo, options: TrainOptions, source: str) -> tuple[pd.DataFrame, np.ndarray]:
+    """Encode the target of a separate --valid / --test table with the training labels."""
+    from binclf.data import _label_key
+
+    if options.target not in df.columns:
+        raise DataError(f"{source}: the target column {options.target!r} is missing; it must have the training columns")
+    col = df[options.target]
+    if options.drop_missing_target:
+        df = df.loc[col.notna()].reset_index(drop=True)
+        col = df[options.target]
+    keys = col.map(_label_key, na_action="ignore")
+    pos, neg = _label_key(info.positive), _label_key(info.negative)
+    bad = ~keys.isin([pos, neg]).to_numpy()
+    if bad.any():
+        row = int(np.flatnonzero(bad)[0]) + 2
+        raise DataError(
+            f"{source}: column {options.target!r} has {int(bad.sum())} value(s) other than the training labels "
+            f"{info.negative!r}/{info.positive!r} (first at row {row}: {col.iloc[row - 2]!r}); fix or drop those rows"
+        )
+    return df, (keys == pos).to_numpy(np.float32)
+
+
+def _train_config(options: TrainOptions, n_train: int) -> TrainConfig:
+    batch = auto_batch_size(n_train) if options.batch_size == "auto" else int(options.batch_size)
+    return TrainConfig(
+        lr=options.lr,
+        weight_decay=options.weight_decay,
+        batch_size=batch,
+        max_epochs=options.max_epochs,
+        patience=options.patience,
+        seed=options.seed,
+        loss=options.loss,
+        pos_weight=options.pos_weight,
+        sampler=options.sampler,
+        verbose=False,
+    )
+
+
+def _model_config(options: TrainOptions, n_features: int) -> dict[str, Any]:
+    if options.model == "mlp":
+        return {"n_features": n_features, "hidden": list(options.hidden), "dropout": options.dropout, "batchnorm": True}
+    return {"n_features": n_features}
+
+
+def _fit_members(
+    options: TrainOptions, X: np.ndarray, y: np.ndarray, Xv: np.ndarray, yv: np.ndarray
+) -> tuple[list[Member], list[dict[str, float]]]:
+    config = _model_config(options, X.shape[1])
+    module = build_model(options.model, seed=options.seed, **config)
+    trainer = Trainer(_train_config(options, len(X))).fit(module, X, y, X_valid=Xv, y_valid=yv)
+    return [Member(options.model, config, module, 1.0, trainer.logit_shift_)], trainer.history_
+
+
+def train_table(
+    df: pd.DataFrame,
+    options: TrainOptions,
+    *,
+    valid_df: pd.DataFrame | None = None,
+    test_df: pd.DataFrame | None = None,
+    source: str = "data",
+    log: Callable[[str], None] | None = None,
+) -> TrainResult:
+    """Train on a raw table; see the module docstring for the steps."""
+    t0 = time.perf_counter()
+    say = log or (lambda _msg: None)
+    df, y, target, notices = _encode(df, options, source)
+    schema, schema_notices = infer_schema(
+        df, target=options.target, drop=options.drop, categorical=options.categorical, numeric=options.numeric
+    )
+    notices += schema_notices
+    for n in notices:
+        say(n)
+
+    parts = {}
+    if valid_df is None or test_df is None:
+        fractions = [1 - (valid_df is None) * options.valid_fraction - (test_df is None) * options.test_fraction]
+        if valid_df is None:
+            fractions.append(options.valid_fraction)
+        if test_df is None:
+            fractions.append(options.test_fraction)
+        idx = stratified_split(y, fractions=tuple(fractions), seed=options.seed)
+        names = ["train"] + (["valid"] if valid_df is None else []) + (["test"] if test_df is None else [])
+        for name, rows in zip(names, idx):
+            parts[name] = (df.iloc[rows].reset_index(drop=True), y[rows])
+    else:
+        parts["train"] = (df, y)
+    if valid_df is not None:
+        parts["valid"] = _relabel(valid_df, target, options, "--valid file")
+    if test_df is not None:
+        parts["test"] = _relabel(test_df, target, options, "--test file")
+    for name, (_, yy) in parts.items():
+        if len(np.unique(yy)) < 2 and len(yy) > 0:
+            raise DataError(
+                f"the {name} split has only one class ({len(yy)} rows): the table is too small or too imbalanced "
+                "to split; provide more rows of the rarer class or pass --valid / --test files"
+            )
+
+    train_df, y_train = parts["train"]
+    prep = Preprocessor(schema=schema, numeric=options.numeric_scaling).fit(train_df)
+    X_train = prep.transform(train_df)
+    X_valid = prep.transform(parts["valid"][0])
+    X_test = prep.transform(parts["test"][0])
+    y_valid, y_test = parts["valid"][1], parts["test"][1]
+    say(
+        f"training {options.model} on {len(y_train)} rows x {X_train.shape[1]} features "
+        f"(validation {len(y_valid)}, test {len(y_test)})"
+    )
+
+    members, history = _fit_members(options, X_train, y_train, X_valid, y_valid)
+    predictor = Predictor(schema=schema, target=target, preprocessor=prep, members=members)
+
+    z_valid = predictor.uncalibrated_logits(X_valid)
+    calibrator, cal_info = select_calibrator(z_valid, y_valid, method=options.calibration, seed=options.seed)
+    predictor.calibrator = calibrator
+    p_valid = calibrator.predict_proba(z_valid)
+    policy = choose_threshold(
+        y_valid,
+        p_valid,
+        options.objective,
+        n_boot=options.n_boot,
+        seed=options.seed,
+        abstain_precision=options.abstain_precision,
+    )
+    predictor.threshold = policy
+    if policy.fallback:
+        notices.append(policy.fallback)
+
+    z_test = predictor.uncalibrated_logits(X_test)
+    p_test = calibrator.predict_proba(z_test)
+    metrics = binary_metrics(y_test, p_test, threshold=policy.threshold)
+    intervals = bootstrap_intervals(y_test, p_test, threshold=policy.threshold, n_boot=options.n_boot, seed=options.seed)
+    valid_metrics = binary_metrics(y_valid, p_valid, threshold=policy.threshold)
+    summary = _summary(df, schema, target, {k: len(v[1]) for k, v in parts.items()}, source)
+    seconds = time.perf_counter() - t0
+    predictor.info.update(
+        {
+            "options": options.to_dict(),
+            "metrics": {"test": metrics, "valid": valid_metrics},
+            "intervals": {k: list(v) for k, v in intervals.items()},
+            "calibration": cal_info,
+            "history": history,
+            "summary": summary,
+            "notices": notices,
+            "train_seconds": seconds,
+        }
+    )
+    return TrainResult(
+        predictor=predictor,
+        metrics=metrics,
+        intervals=intervals,
+        valid_metrics=valid_metrics,
+        notices=notices,
+        history=history,
+        summary=summary,
+        calibration_info=cal_info,
+        curves={
+            "y_valid": y_valid,
+            "p_valid_raw": 1 / (1 + np.exp(-z_valid)),
+            "p_valid": p_valid,
+            "y_test": y_test,
+            "p_test_raw": 1 / (1 + np.exp(-z_test)),
+            "p_test": p_test,
+        },
+        seconds=seconds,
+    )
+
+
+def _summary(df: pd.DataFrame, schema: Schema, target: TargetInfo, split_rows: dict[str, int], source: str) -> dict:
+    """The data summary the report and ``binclf info`` show."""
+    columns = []
+    for spec in schema.columns:
+        col = df[spec.name]
+        columns.append(
+            {
+                "name": spec.name,
+                "role": spec.role,
+                "dtype": spec.dtype,
+                "missing": int(col.isna().sum()),
+                "distinct": int(col.nunique(dropna=True)),
+            }
+        )
+    return {
+        "source": source,
+        "rows": int(len(df)),
+        "positives": int(target.n_positive),
+        "negatives": int(target.n_negative),
+        "positive_label": target.positive,
+        "negative_label": target.negative,
+        "columns": columns,
+        "dropped": [list(d) for d in schema.dropped],
+        "split_rows": split_rows,
+    }

@@ -1,0 +1,574 @@
+"""Decision thresholds: objectives, the search, and the policy stored in a bundle.
+
+A row is predicted positive when ``proba >= threshold``. The candidate
+thresholds on a data set are its distinct ``proba`` values (the smallest
+predicts every row positive) plus one value just above the largest
+(``np.nextafter(max, inf)``: predicts nothing positive). The chosen threshold
+is one of those candidates itself, not a midpoint between neighbours, so that
+re-applying it to the same rows reproduces the reported confusion counts and
+objective value exactly.
+
+The search sorts once and takes cumulative sums: every objective is evaluated
+at every candidate in ``O(n log n)``, and a bootstrap of ``n_boot`` resamples is
+the same computation on a ``(n_boot, n)`` matrix of row multiplicities.
+
+Objectives (the text is what ``--threshold`` takes and what ``str()`` gives back):
+
+==========================  ==========================================================
+``f1``                      maximise F1
+``fbeta:B``                 maximise F-beta (``B > 1`` favours recall)
+``youden``                  maximise Youden's J = TPR - FPR
+``balanced_accuracy``       maximise (TPR + TNR) / 2
+``accuracy``                maximise accuracy
+``mcc``                     maximise Matthews correlation
+``cost:C_FP,C_FN``          minimise the mean cost ``(C_FP * FP + C_FN * FN) / n``
+``precision:P``             maximise recall subject to precision >= P
+``recall:R``                maximise precision subject to recall >= R
+``fpr:A``                   maximise TPR subject to FPR <= A
+==========================  ==========================================================
+
+Ties: among thresholds with the same objective value the constrained metric
+decides (higher precision for ``precision:P``, higher recall for ``recall:R``,
+lower FPR for ``fpr:A``), then the highest threshold wins.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from dataclasses import dataclass, field, fields
+from typing import Any
+
+import numpy as np
+
+from binclf.errors import ConfigError
+from binclf.metrics import _check_pair, _check_scores, _resample_counts
+
+__all__ = [
+    "OBJECTIVE_FORMS",
+    "Objective",
+    "parse_objective",
+    "threshold_scores",
+    "choose_threshold",
+    "choose_abstain_band",
+    "ThresholdPolicy",
+]
+
+#: The accepted objective texts, as shown in error messages and ``--help``.
+OBJECTIVE_FORMS = (
+    "f1, fbeta:BETA (e.g. fbeta:2), youden, balanced_accuracy, accuracy, mcc, "
+    "cost:C_FP,C_FN (e.g. cost:1,10), precision:P (e.g. precision:0.9), "
+    "recall:R (e.g. recall:0.95), fpr:A (e.g. fpr:0.01)"
+)
+
+# name -> parameter names, in the order they appear in the text.
+_PARAMS: dict[str, tuple[str, ...]] = {
+    "f1": (),
+    "fbeta": ("beta",),
+    "youden": (),
+    "balanced_accuracy": (),
+    "accuracy": (),
+    "mcc": (),
+    "cost": ("c_fp", "c_fn"),
+    "precision": ("target",),
+    "recall": ("target",),
+    "fpr": ("target",),
+}
+_CONSTRAINED = ("precision", "recall", "fpr")
+# Relative tolerance for "the same objective value": equal rationals computed
+# along different float paths (MCC's square root) may differ in the last bits.
+_TIE = 1e-12
+_BLOCK = 4_000_000
+
+
+# --------------------------------------------------------------------------- objective
+
+
+def _fmt(x: float) -> str:
+    """Shortest text that reads back as the same float (``2.0 -> "2"``)."""
+    x = float(x)
+    return str(int(x)) if x.is_integer() and abs(x) < 1e15 else repr(x)
+
+
+def _objective_error(text: str, why: str) -> ConfigError:
+    return ConfigError(f"bad threshold objective {text!r}: {why}; valid forms: {OBJECTIVE_FORMS}")
+
+
+@dataclass(frozen=True)
+class Objective:
+    """What a threshold is chosen for: a ``name`` and its ``params``.
+
+    Build one with :func:`parse_objective`; ``str(objective)`` gives the text
+    back, ``to_dict``/``from_dict`` round-trip through JSON.
+    """
+
+    name: str
+    params: dict[str, float] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        text = self._text()
+        if self.name not in _PARAMS:
+            raise _objective_error(text, f"unknown objective {self.name!r}")
+        expected = _PARAMS[self.name]
+        if set(self.params) != set(expected):
+            raise _objective_error(
+                text, f"{self.name} takes parameter(s) {list(expected)}, got {sorted(self.params)}"
+            )
+        values = {k: float(self.params[k]) for k in expected}
+        if not all(math.isfinite(v) for v in values.values()):
+            raise _objective_error(text, "parameters must be finite numbers")
+        if self.name == "fbeta" and not values["beta"] > 0:
+            raise _objective_error(text, "beta must be > 0")
+        if self.name == "cost" and (
+            min(values.values()) < 0 or values["c_fp"] + values["c_fn"] <= 0
+        ):
+            raise _objective_error(text, "costs must be >= 0 and not both 0")
+        if self.name in ("precision", "recall") and not 0.0 < values["target"] <= 1.0:
+            raise _objective_error(text, f"the {self.name} target must be in (0, 1]")
+        if self.name == "fpr" and not 0.0 <= values["target"] < 1.0:
+            raise _objective_error(text, "the false-positive-rate target must be in [0, 1)")
+        # Normalise to plain floats in a fixed order so equality and JSON are stable.
+        object.__setattr__(self, "params", values)
+
+    def _text(self) -> str:
+        try:
+            args = ",".join(_fmt(self.params[k]) for k in _PARAMS[self.name])
+        except (KeyError, TypeError, ValueError):
+            return f"{self.name}:{self.params}"
+        return f"{self.name}:{args}" if args else self.name
+
+    def __str__(self) -> str:
+        return self._text()
+
+    @property
+    def greater_is_better(self) -> bool:
+        """False only for ``cost``, whose value is a mean cost to minimise."""
+        return self.name != "cost"
+
+    def to_dict(self) -> dict[str, Any]:
+        """``{"name": ..., "params": {...}}``, plain JSON."""
+        return {"name": self.name, "params": dict(self.params)}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> Objective:
+        """Inverse of :meth:`to_dict`."""
+        if not isinstance(d, dict) or "name" not in d:
+            raise ConfigError(f"an objective must be a dict like {{'name': 'f1', 'params': {{}}}}, got {d!r}")
+        return cls(name=d["name"], params=dict(d.get("params") or {}))
+
+
+def parse_objective(text: str | Objective) -> Objective:
+    """Parse an objective text such as ``"f1"``, ``"cost:1,10"`` or ``"precision:0.9"``.
+
+    Case and surrounding spaces are ignored. An :class:`Objective` passes
+    through. Anything else raises :class:`~binclf.errors.ConfigError` listing
+    the valid forms (:data:`OBJECTIVE_FORMS`).
+    """
+    if isinstance(text, Objective):
+        return text
+    if not isinstance(text, str):
+        raise ConfigError(f"a threshold objective must be text, got {text!r}; valid forms: {OBJECTIVE_FORMS}")
+    clean = text.strip().lower().replace(" ", "")
+    name, _, args = clean.partition(":")
+    if name not in _PARAMS:
+        raise _objective_error(text, f"unknown objective {name!r}")
+    keys = _PARAMS[name]
+    parts = args.split(",") if args else []
+    if len(parts) != len(keys):
+        want = f"{len(keys)} number(s) after ':'" if keys else "no ':' arguments"
+        raise _objective_error(text, f"{name} takes {want}")
+    try:
+        values = [float(p) for p in parts]
+    except ValueError:
+        raise _objective_error(text, f"{args!r} is not a number list") from None
+    return Objective(name=name, params=dict(zip(keys, values)))
+
+
+# --------------------------------------------------------------------------- the search
+
+
+def _candidates(proba: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Sort rows by decreasing ``proba`` and group ties.
+
+    Returns ``(order, starts, thresholds)``: the sorting permutation ``(n,)``,
+    the start of each tie group in sorted order ``(K,)``, and the ``K + 1``
+    candidate thresholds in decreasing order, the first one above the maximum.
+    Candidate ``j`` predicts positive the first ``j`` groups.
+    """
+    order = np.argsort(-proba, kind="stable")
+    sorted_p = proba[order]
+    starts = np.flatnonzero(np.r_[True, sorted_p[1:] != sorted_p[:-1]])
+    thresholds = np.r_[np.nextafter(sorted_p[0], np.inf), sorted_p[starts]]
+    return order, starts, thresholds
+
+
+def _cumulative_counts(
+    y: np.ndarray, order: np.ndarray, starts: np.ndarray, counts: np.ndarray | None = None
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """``tp, fp`` ``(B, K + 1)`` at each candidate and class totals ``P, N`` ``(B, 1)``.
+
+    ``counts`` ``(B, n)`` are row multiplicities of resamples; ``None`` means
+    the data itself (``B = 1``).
+    """
+    yf = y.astype(np.float64)
+    w = np.ones((1, y.shape[0])) if counts is None else counts
+    w_pos = (w * yf)[:, order]
+    w_neg = w[:, order] - w_pos
+    zeros = np.zeros((w.shape[0], 1))
+    tp = np.concatenate([zeros, np.cumsum(np.add.reduceat(w_pos, starts, axis=1), axis=1)], axis=1)
+    fp = np.concatenate([zeros, np.cumsum(np.add.reduceat(w_neg, starts, axis=1), axis=1)], axis=1)
+    return tp, fp, tp[:, -1:], fp[:, -1:]
+
+
+def _div(num, den) -> np.ndarray:
+    num, den = np.broadcast_arrays(np.asarray(num, dtype=np.float64), np.asarray(den, dtype=np.float64))
+    out = np.zeros(num.shape)
+    np.divide(num, den, out=out, where=den != 0)
+    return out
+
+
+def _evaluate(obj: Objective, tp, fp, pos, neg) -> dict[str, np.ndarray]:
+    """Objective arrays at every candidate, all ``(B, K + 1)``.
+
+    ``value``: the objective as reported (mean cost for ``cost``); ``primary``:
+    what is maximised; ``secondary``: the tie-breaker; ``feasible``: whether the
+    constraint holds; ``closeness``/``closeness2``: what the fallback maximises
+    when no candidate is feasible. Zero divisions count as 0, as scikit-learn's
+    ``zero_division=0``.
+    """
+    fn = pos - tp
+    tn = neg - fp
+    n = pos + neg
+    precision = _div(tp, tp + fp)
+    recall = _div(tp, pos)
+    fpr = _div(fp, neg)
+    p = obj.params
+    ones = np.ones(tp.shape, dtype=bool)
+    zeros = np.zeros(tp.shape)
+    name = obj.name
+    if name in ("f1", "fbeta"):
+        b2 = 1.0 if name == "f1" else p["beta"] ** 2
+        value = _div((1.0 + b2) * tp, (1.0 + b2) * tp + b2 * fn + fp)
+    elif name == "youden":
+        value = recall - fpr
+    elif name == "balanced_accuracy":
+        value = 0.5 * (recall + _div(tn, neg))
+    elif name == "accuracy":
+        value = _div(tp + tn, n)
+    elif name == "mcc":
+        value = _div(tp * tn - fp * fn, np.sqrt((tp + fp) * (tp + fn) * (tn + fp) * (tn + fn)))
+    elif name == "cost":
+        value = _div(p["c_fp"] * fp + p["c_fn"] * fn, n)
+    elif name == "precision":
+        return dict(value=recall, primary=recall, secondary=precision,
+                    feasible=precision >= p["target"] - _TIE,
+                    closeness=precision, closeness2=recall)
+    elif name == "recall":
+        return dict(value=precision, primary=precision, secondary=recall,
+                    feasible=recall >= p["target"] - _TIE,
+                    closeness=recall, closeness2=precision)
+    elif name == "fpr":
+        return dict(value=recall, primary=recall, secondary=-fpr,
+                    feasible=fpr <= p["target"] + _TIE,
+                    closeness=-fpr, closeness2=recall)
+    else:  # pragma: no cover - Objective validates the name
+        raise ConfigError(f"unknown objective {name!r}")
+    primary = -value if name == "cost" else value
+    return dict(value=value, primary=primary, secondary=zeros, feasible=ones,
+                closeness=primary, closeness2=zeros)
+
+
+def _argbest(primary: np.ndarray, secondary: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """Per row, the first column (highest threshold) maximising ``(primary, secondary)`` within ``mask``.
+
+    Rows whose mask is all False get column 0; callers handle them.
+    """
+    prim = np.where(mask, primary, -np.inf)
+    best = prim.max(axis=1, keepdims=True)
+    tied = mask & (primary >= best - _TIE * np.maximum(1.0, np.abs(best)))
+    sec = np.where(tied, secondary, -np.inf)
+    best2 = sec.max(axis=1, keepdims=True)
+    tied &= secondary >= best2 - _TIE * np.maximum(1.0, np.abs(best2))
+    return np.argmax(tied, axis=1)
+
+
+def _select(obj: Objective, tp, fp, pos, neg) -> tuple[np.ndarray, np.ndarray, np.ndarray, dict]:
+    """Chosen column, its value and whether the objective was feasible, per row ``(B,)``."""
+    ev = _evaluate(obj, tp, fp, pos, neg)
+    feasible_any = ev["feasible"].any(axis=1)
+    idx = _argbest(ev["primary"], ev["secondary"], ev["feasible"])
+    if not feasible_any.all():
+        fallback = _argbest(ev["closeness"], ev["closeness2"], np.ones_like(ev["feasible"]))
+        idx = np.where(feasible_any, idx, fallback)
+    rows = np.arange(tp.shape[0])
+    return idx, ev["value"][rows, idx], feasible_any, ev
+
+
+def threshold_scores(y, proba, objective: str | Objective) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The objective at every candidate threshold, in ``O(n log n)``.
+
+    ``y``, ``proba``: shape ``(n,)``. Returns ``(thresholds, scores, feasible)``,
+    each ``(K + 1,)`` in increasing order of threshold, ``K`` the number of
+    distinct probabilities: the candidates are the distinct values of
+    ``proba`` plus one just above the largest (nothing predicted positive).
+    ``scores`` is the objective's value when predicting ``proba >= t``: the
+    mean cost for ``cost`` (lower is better, see
+    :attr:`Objective.greater_is_better`), the maximised metric for a
+    constrained objective (recall for ``precision:P``); ``feasible`` says where
+    the constraint holds (all True for unconstrained objectives).
+    """
+    obj = parse_objective(objective)
+    y, proba = _check_pair(y, proba)
+    order, starts, thresholds = _candidates(proba)
+    tp, fp, pos, neg = _cumulative_counts(y, order, starts)
+    ev = _evaluate(obj, tp, fp, pos, neg)
+    return thresholds[::-1].copy(), ev["value"][0, ::-1].copy(), ev["feasible"][0, ::-1].copy()
+
+
+# --------------------------------------------------------------------------- abstain band
+
+
+def choose_abstain_band(y, proba, *, precision: float = 0.9) -> dict[str, float | None]:
+    """The widest band of confident decisions, abstaining in between.
+
+    Finds ``low <= high`` (both candidate thresholds) maximising the fraction
+    of rows decided, such that rows with ``proba >= high`` (called positive)
+    have precision ``>= precision`` and rows with ``proba < low`` (called
+    negative) have negative predictive value ``>= precision``; rows with
+    ``low <= proba < high`` abstain. A side with no rows meets its target
+    vacuously, so a band always exists (at worst everything abstains). Ties
+    go to the lowest ``high``.
+
+    ``y``, ``proba``: shape ``(n,)``. Returns ``{"low", "high", "coverage",
+    "precision_pos", "precision_neg", "target"}``; a precision is ``None`` when
+    its side is empty.
+    """
+    if not 0.0 < precision <= 1.0:
+        raise ConfigError(f"abstain precision must be in (0, 1], got {precision!r}")
+    y, proba = _check_pair(y, proba)
+    order, starts, desc = _candidates(proba)
+    tp, fp, pos, neg = _cumulative_counts(y, order, starts)
+    tp, fp, pos, neg = tp[0], fp[0], float(pos[0, 0]), float(neg[0, 0])
+    # Work in increasing threshold order: candidate j predicts positive p >= u_j
+    # and negative p < u_j.
+    u, tp, fp = desc[::-1], tp[::-1], fp[::-1]
+    n_pos_pred = tp + fp
+    fn, tn = pos - tp, neg - fp
+    n_neg_pred = fn + tn
+    ok_pos = (n_pos_pred == 0) | (tp >= precision * n_pos_pred - _TIE)
+    ok_neg = (n_neg_pred == 0) | (tn >= precision * n_neg_pred - _TIE)
+    # For each `high` = u_j, the best `low` is the largest feasible u_i with i <= j
+    # (more rows called negative); u_0 (nothing negative) is always feasible.
+    best_low = np.maximum.accumulate(np.where(ok_neg, np.arange(u.shape[0]), 0))
+    covered = np.where(ok_pos, n_pos_pred + n_neg_pred[best_low], -1.0)
+    j = int(np.argmax(covered))
+    i = int(best_low[j])
+    n = pos + neg
+    return {
+        "low": float(u[i]),
+        "high": float(u[j]),
+        "coverage": float(covered[j] / n),
+        "precision_pos": float(tp[j] / n_pos_pred[j]) if n_pos_pred[j] else None,
+        "precision_neg": float(tn[i] / n_neg_pred[i]) if n_neg_pred[i] else None,
+        "target": float(precision),
+    }
+
+
+# --------------------------------------------------------------------------- policy
+
+
+def _pair(v) -> tuple[float, float] | None:
+    return None if v is None else (float(v[0]), float(v[1]))
+
+
+@dataclass(frozen=True)
+class ThresholdPolicy:
+    """A decision rule chosen on validation data, stored in the model bundle.
+
+    - ``objective``: the objective text (``str(Objective)``);
+    - ``threshold``: predict positive when ``proba >= threshold``;
+    - ``value``: the objective's value at ``threshold`` on the data it was chosen on;
+    - ``threshold_ci``, ``value_ci``: ``(low, high)`` bootstrap percentile
+      intervals at ``confidence`` (``None`` without bootstrap);
+    - ``analytic_threshold``: for ``cost``, ``c_fp / (c_fp + c_fn)``, the
+      Bayes-optimal threshold for calibrated probabilities; otherwise ``None``;
+    - ``abstain``: ``None``, or the band of :func:`choose_abstain_band`;
+    - ``fallback``: ``None``, or why the objective could not be met and what
+      was done instead.
+    """
+
+    objective: str
+    threshold: float
+    value: float
+    threshold_ci: tuple[float, float] | None = None
+    value_ci: tuple[float, float] | None = None
+    analytic_threshold: float | None = None
+    abstain: dict[str, Any] | None = None
+    fallback: str | None = None
+    confidence: float = 0.95
+
+    def decide(self, proba) -> np.ndarray:
+        """Decisions ``(n,)`` int64 for probabilities ``(n,)``: 1, 0, or -1 to abstain.
+
+        Without an abstain band: ``1`` where ``proba >= threshold``, else ``0``.
+        With one: ``1`` where ``proba >= abstain["high"]``, ``0`` where
+        ``proba < abstain["low"]``, ``-1`` in between.
+        """
+        arr = np.asarray(proba, dtype=np.float64)
+        p = _check_scores(arr, arr.shape[0] if arr.ndim else -1, name="proba")
+        if self.abstain is None:
+            return (p >= self.threshold).astype(np.int64)
+        out = np.full(p.shape, -1, dtype=np.int64)
+        out[p >= self.abstain["high"]] = 1
+        out[p < self.abstain["low"]] = 0
+        return out
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain JSON (tuples become lists)."""
+        d = {f.name: getattr(self, f.name) for f in fields(self)}
+        for key in ("threshold_ci", "value_ci"):
+            if d[key] is not None:
+                d[key] = list(d[key])
+        if d["abstain"] is not None:
+            d["abstain"] = dict(d["abstain"])
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> ThresholdPolicy:
+        """Inverse of :meth:`to_dict`; unknown or missing keys raise ConfigError."""
+        names = {f.name for f in fields(cls)}
+        unknown = sorted(set(d) - names)
+        missing = sorted({"objective", "threshold", "value"} - set(d))
+        if unknown or missing:
+            raise ConfigError(
+                f"bad threshold policy: unknown key(s) {unknown}, missing key(s) {missing}; "
+                f"expected keys {sorted(names)}"
+            )
+        kw = dict(d)
+        kw["threshold_ci"] = _pair(kw.get("threshold_ci"))
+        kw["value_ci"] = _pair(kw.get("value_ci"))
+        if kw.get("abstain") is not None:
+            kw["abstain"] = dict(kw["abstain"])
+        return cls(**kw)
+
+
+def _fallback_message(obj: Objective, ev: dict, j: int, thresholds: np.ndarray, n: int) -> str:
+    """Say which constraint failed, how close the data gets, and the threshold used instead."""
+    t = float(thresholds[j])
+    target = _fmt(obj.params["target"])
+    closest = float(ev["closeness"][0, j])
+    second = float(ev["closeness2"][0, j])
+    if obj.name == "precision":
+        return (
+            f"no threshold reaches precision >= {target} on these {n} rows; the highest precision "
+            f"is {closest:.4g} (recall {second:.4g}) at threshold {t:.6g}, which is used instead"
+        )
+    if obj.name == "recall":
+        return (
+            f"no threshold reaches recall >= {target} on these {n} rows; the highest recall is "
+            f"{closest:.4g} (precision {second:.4g}) at threshold {t:.6g}, which is used instead"
+        )
+    return (
+        f"no threshold keeps the false-positive rate <= {target} on these {n} rows; the lowest "
+        f"is {-closest:.4g} (TPR {second:.4g}) at threshold {t:.6g}, which is used instead"
+    )
+
+
+def choose_threshold(
+    y,
+    proba,
+    objective: str | Objective,
+    *,
+    n_boot: int = 200,
+    confidence: float = 0.95,
+    seed: int = 0,
+    abstain_precision: float | None = None,
+) -> ThresholdPolicy:
+    """Choose the threshold that optimises ``objective`` on ``(y, proba)``, with intervals.
+
+    ``y``, ``proba``: shape ``(n,)``, validation labels and (calibrated)
+    probabilities. The threshold is the best candidate (see the module
+    docstring: a ``proba`` value itself, or just above the largest), so the
+    reported ``value`` is exactly reproducible on the same rows.
+
+    ``n_boot`` stratified bootstrap resamples (0 to skip) re-choose the
+    threshold and recompute the objective; ``threshold_ci`` and ``value_ci``
+    are their percentile intervals at ``confidence``. They describe how much the
+    choice moves with the sample; ``value`` itself is optimistic, being chosen on
+    the same rows it is measured on.
+
+    An objective no threshold can meet (``precision:0.99`` on data that never
+    reaches it) warns and falls back to the threshold closest to the constraint
+    (the highest precision, then the highest recall), recorded in
+    ``policy.fallback``. Labels of a single class warn and fall back to 0.5.
+    ``abstain_precision`` adds :func:`choose_abstain_band` with that target.
+    """
+    obj = parse_objective(objective)
+    y, proba = _check_pair(y, proba)
+    if not isinstance(n_boot, (int, np.integer)) or n_boot < 0:
+        raise ConfigError(f"n_boot must be an integer >= 0, got {n_boot!r}")
+    if not 0.0 < confidence < 1.0:
+        raise ConfigError(f"confidence must be in (0, 1), got {confidence!r}")
+    n = int(y.shape[0])
+    positives = int(y.sum())
+    analytic = None
+    if obj.name == "cost":
+        analytic = obj.params["c_fp"] / (obj.params["c_fp"] + obj.params["c_fn"])
+    abstain = None
+    if abstain_precision is not None:
+        abstain = choose_abstain_band(y, proba, precision=abstain_precision)
+
+    if positives in (0, n):
+        message = (
+            f"all {n} labels are {1 if positives else 0}, so no threshold can be chosen from "
+            f"the data for {obj}; using 0.5. Choose the threshold on validation data holding "
+            "both classes"
+        )
+        warnings.warn(message, UserWarning, stacklevel=2)
+        pred_pos = proba >= 0.5
+        tp = np.array([[float((pred_pos & (y == 1)).sum())]])
+        fp = np.array([[float((pred_pos & (y == 0)).sum())]])
+        pos = np.array([[float(positives)]])
+        neg = np.array([[float(n - positives)]])
+        value = float(_evaluate(obj, tp, fp, pos, neg)["value"][0, 0])
+        return ThresholdPolicy(
+            objective=str(obj), threshold=0.5, value=value, analytic_threshold=analytic,
+            abstain=abstain, fallback=message, confidence=confidence,
+        )
+
+    order, starts, thresholds = _candidates(proba)
+    tp, fp, pos, neg = _cumulative_counts(y, order, starts)
+    idx, value, feasible, ev = _select(obj, tp, fp, pos, neg)
+    j = int(idx[0])
+    fallback = None
+    if not feasible[0]:
+        fallback = _fallback_message(obj, ev, j, thresholds, n)
+        warnings.warn(f"threshold objective {obj} cannot be met: {fallback}", UserWarning, stacklevel=2)
+
+    threshold_ci = value_ci = None
+    if n_boot:
+        rng = np.random.default_rng(seed)
+        block = max(1, _BLOCK // n)
+        chosen_t, chosen_v = [], []
+        for start in range(0, n_boot, block):
+            counts = _resample_counts(y, n_boot=min(block, n_boot - start), rng=rng)
+            b_tp, b_fp, b_pos, b_neg = _cumulative_counts(y, order, starts, counts)
+            b_idx, b_value, _, _ = _select(obj, b_tp, b_fp, b_pos, b_neg)
+            chosen_t.append(thresholds[b_idx])
+            chosen_v.append(b_value)
+        tail = 50.0 * (1.0 - confidence)
+        qs = [tail, 100.0 - tail]
+        threshold_ci = _pair(np.percentile(np.concatenate(chosen_t), qs))
+        value_ci = _pair(np.percentile(np.concatenate(chosen_v), qs))
+
+    return ThresholdPolicy(
+        objective=str(obj),
+        threshold=float(thresholds[j]),
+        value=float(value[0]),
+        threshold_ci=threshold_ci,
+        value_ci=value_ci,
+        analytic_threshold=analytic,
+        abstain=abstain,
+        fallback=fallback,
+        confidence=float(confidence),
+    )

@@ -1,0 +1,176 @@
+"""Tests for binclf.metrics: agreement with scikit-learn, degenerate data, the bootstrap."""
+
+from __future__ import annotations
+
+import time
+import warnings
+
+import numpy as np
+import pytest
+from sklearn import metrics as skm
+from sklearn.calibration import calibration_curve
+
+from binclf.errors import ConfigError, DataError
+from binclf.metrics import (
+    BINARY_METRIC_KEYS,
+    BOOTSTRAP_METRICS,
+    _weighted_metrics,
+    binary_metrics,
+    bootstrap_intervals,
+    expected_calibration_error,
+    reliability_curve,
+)
+
+
+def _calibrated(n: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    proba = rng.uniform(size=n)
+    y = (rng.uniform(size=n) < proba).astype(int)
+    return y, proba
+
+
+def test_binary_metrics_keys_and_values_match_sklearn():
+    """Every key is present, in order, and equals the scikit-learn metric."""
+    y, proba = _calibrated(500)
+    m = binary_metrics(y, proba, threshold=0.4)
+    assert tuple(m) == BINARY_METRIC_KEYS
+    pred = (proba >= 0.4).astype(int)
+    assert m["n"] == 500 and m["positives"] == int(y.sum())
+    assert m["roc_auc"] == pytest.approx(skm.roc_auc_score(y, proba))
+    assert m["pr_auc"] == pytest.approx(skm.average_precision_score(y, proba))
+    assert m["log_loss"] == pytest.approx(skm.log_loss(y, proba))
+    assert m["brier"] == pytest.approx(skm.brier_score_loss(y, proba))
+    assert m["f1"] == pytest.approx(skm.f1_score(y, pred))
+    assert m["mcc"] == pytest.approx(skm.matthews_corrcoef(y, pred))
+    assert m["balanced_accuracy"] == pytest.approx(skm.balanced_accuracy_score(y, pred))
+    assert [m[k] for k in ("tn", "fp", "fn", "tp")] == list(skm.confusion_matrix(y, pred).ravel())
+    assert m["threshold"] == 0.4
+
+
+def test_binary_metrics_single_class_gives_nan_auc_without_warnings():
+    """One class in y: roc_auc and pr_auc are nan, nothing raises or warns."""
+    proba = np.linspace(0.05, 0.95, 20)
+    for label in (0, 1):
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            m = binary_metrics(np.full(20, label), proba)
+        assert np.isnan(m["roc_auc"]) and np.isnan(m["pr_auc"])
+        assert np.isfinite(m["log_loss"]) and np.isfinite(m["mcc"])
+
+
+def test_binary_metrics_nothing_predicted_positive_is_quiet():
+    """No row above the threshold: precision and f1 are 0, with no warning spam."""
+    y, proba = _calibrated(100)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        m = binary_metrics(y, proba * 0.5, threshold=0.9)
+    assert m["precision"] == 0.0 and m["f1"] == 0.0 and m["tp"] == 0 and m["fp"] == 0
+
+
+def test_binary_metrics_accepts_float_and_bool_labels():
+    """y as floats 0.0/1.0 or bools gives the same numbers as ints."""
+    y, proba = _calibrated(50)
+    ref = binary_metrics(y, proba)
+    assert binary_metrics(y.astype(float), proba) == ref
+    assert binary_metrics(y.astype(bool), proba) == ref
+
+
+@pytest.mark.parametrize(
+    ("y", "proba", "match"),
+    [
+        ([0, 1, 2], [0.1, 0.2, 0.3], r"only 0 and 1, found 2 at row 2"),
+        ([0, 1, 1], [0.1, 1.2, 0.3], r"probabilities in \[0, 1\].*pass sigmoid"),
+        ([0, 1, 1], [0.1, 0.2], r"y has 3 rows but proba has 2"),
+        ([0, 1, 1], [0.1, np.nan, 0.3], r"must be finite, found nan at row 1"),
+        ([[0], [1]], [0.1, 0.2], r"shape \(2, 1\); flatten"),
+    ],
+)
+def test_bad_inputs_raise_data_error_saying_what_and_where(y, proba, match):
+    """Validation at the boundary names the problem, the row and the fix."""
+    with pytest.raises(DataError, match=match):
+        binary_metrics(y, proba)
+
+
+@pytest.mark.parametrize("strategy", ["uniform", "quantile"])
+def test_reliability_curve_matches_sklearn_calibration_curve(strategy):
+    """Bins and per-bin rates are scikit-learn's; counts sum to n."""
+    y, proba = _calibrated(1000, seed=1)
+    mean_pred, frac_pos, counts = reliability_curve(y, proba, n_bins=10, strategy=strategy)
+    ref_true, ref_pred = calibration_curve(y, proba, n_bins=10, strategy=strategy)
+    np.testing.assert_allclose(mean_pred, ref_pred)
+    np.testing.assert_allclose(frac_pos, ref_true)
+    assert counts.sum() == 1000
+
+
+@pytest.mark.parametrize("strategy", ["uniform", "quantile"])
+def test_ece_is_the_count_weighted_reliability_gap(strategy):
+    """ECE = sum_b n_b |frac_b - mean_b| / n, on the same bins as the curve."""
+    y, proba = _calibrated(800, seed=2)
+    mean_pred, frac_pos, counts = reliability_curve(y, proba, n_bins=15, strategy=strategy)
+    expected = float((counts * np.abs(frac_pos - mean_pred)).sum() / counts.sum())
+    assert expected_calibration_error(y, proba, strategy=strategy) == pytest.approx(expected)
+
+
+def test_ece_separates_calibrated_from_miscalibrated():
+    """Calibrated probabilities have small ECE; squashed ones a large ECE."""
+    y, proba = _calibrated(20000, seed=3)
+    assert expected_calibration_error(y, proba) < 0.02
+    assert expected_calibration_error(y, 0.5 + 0.2 * (proba - 0.5)) > 0.1
+    with pytest.raises(ConfigError, match="strategy must be one of"):
+        expected_calibration_error(y, proba, strategy="equal")
+
+
+def test_weighted_metrics_equal_sklearn_on_explicit_resamples():
+    """The vectorised bootstrap metrics equal scikit-learn on the repeated rows (ties included)."""
+    rng = np.random.default_rng(4)
+    y = rng.integers(0, 2, 80)
+    proba = np.round(rng.uniform(size=80), 1)  # many ties
+    idx = rng.integers(0, 80, size=(3, 80))
+    counts = np.stack([np.bincount(i, minlength=80) for i in idx]).astype(float)
+    got = _weighted_metrics(y, proba, counts, threshold=0.5, names=BOOTSTRAP_METRICS)
+    for b in range(3):
+        yb, pb = y[idx[b]], proba[idx[b]]
+        pred = (pb >= 0.5).astype(int)
+        ref = {
+            "roc_auc": skm.roc_auc_score(yb, pb),
+            "pr_auc": skm.average_precision_score(yb, pb),
+            "log_loss": skm.log_loss(yb, pb, labels=[0, 1]),
+            "brier": skm.brier_score_loss(yb, pb),
+            "ece": expected_calibration_error(yb, pb),
+            "accuracy": skm.accuracy_score(yb, pred),
+            "precision": skm.precision_score(yb, pred, zero_division=0),
+            "recall": skm.recall_score(yb, pred),
+            "f1": skm.f1_score(yb, pred),
+            "mcc": skm.matthews_corrcoef(yb, pred),
+            "balanced_accuracy": skm.balanced_accuracy_score(yb, pred),
+        }
+        for name, value in ref.items():
+            assert got[name][b] == pytest.approx(value, abs=1e-12), name
+
+
+def test_bootstrap_intervals_are_fast_reproducible_and_cover_the_estimate():
+    """n=5000, 200 resamples in well under a second; same seed, same intervals."""
+    y, proba = _calibrated(5000, seed=5)
+    elapsed = []
+    for _ in range(2):  # the best of two, so a busy machine does not fail the test
+        start = time.perf_counter()
+        ci = bootstrap_intervals(y, proba, n_boot=200, seed=1)
+        elapsed.append(time.perf_counter() - start)
+    assert min(elapsed) < 1.0
+    assert ci == bootstrap_intervals(y, proba, n_boot=200, seed=1)
+    point = binary_metrics(y, proba)
+    assert set(ci) == {"roc_auc", "pr_auc", "log_loss", "brier", "f1", "precision", "recall"}
+    for name, (lo, hi) in ci.items():
+        assert lo <= point[name] <= hi, name
+        assert hi - lo < 0.1
+
+
+def test_bootstrap_intervals_single_class_and_bad_arguments():
+    """Undefined metrics give (nan, nan); unknown names and bad settings raise ConfigError."""
+    ci = bootstrap_intervals(np.ones(30), np.linspace(0, 1, 30), metrics=("roc_auc", "brier"), n_boot=20)
+    assert all(np.isnan(v) for v in ci["roc_auc"]) and np.isfinite(ci["brier"]).all()
+    y, proba = _calibrated(50)
+    with pytest.raises(ConfigError, match=r"unknown bootstrap metric\(s\) \['auc'\]; choose from"):
+        bootstrap_intervals(y, proba, metrics=("auc",))
+    with pytest.raises(ConfigError, match="confidence must be in"):
+        bootstrap_intervals(y, proba, confidence=95)
