@@ -46,7 +46,6 @@ __all__ = ["Member", "Predictor", "ABSTAIN"]
 
 ABSTAIN = "abstain"
 _EVAL_BATCH = 65536
-_CSV_WRITE = pacsv.WriteOptions(quoting_style="needed")
 
 
 @dataclass
@@ -303,7 +302,7 @@ class Predictor:
         try:
             for table in self._tables(batches, keep=keep, threshold=threshold):
                 if writer is None:
-                    writer = pq.ParquetWriter(path, table.schema) if parquet else pacsv.CSVWriter(path, table.schema, write_options=_CSV_WRITE)
+                    writer = pq.ParquetWriter(path, table.schema) if parquet else pacsv.CSVWriter(path, table.schema)
                 writer.write_table(table)
                 rows += table.num_rows
         finally:
@@ -316,7 +315,7 @@ class Predictor:
         writer = None
         for table in self._tables(batches, keep=keep, threshold=threshold):
             if writer is None:
-                writer = pacsv.CSVWriter(stream, table.schema, write_options=_CSV_WRITE)
+                writer = pacsv.CSVWriter(stream, table.schema)
             writer.write_table(table)
             rows += table.num_rows
         if writer is not None:
