@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 import warnings
 
 import numpy as np
@@ -148,15 +147,10 @@ def test_weighted_metrics_equal_sklearn_on_explicit_resamples():
             assert got[name][b] == pytest.approx(value, abs=1e-12), name
 
 
-def test_bootstrap_intervals_are_fast_reproducible_and_cover_the_estimate():
-    """n=5000, 200 resamples in well under a second; same seed, same intervals."""
+def test_bootstrap_intervals_are_reproducible_and_cover_the_estimate():
+    """Same seed, same intervals; each interval holds the point estimate and is narrow at n=5000."""
     y, proba = _calibrated(5000, seed=5)
-    elapsed = []
-    for _ in range(2):  # the best of two, so a busy machine does not fail the test
-        start = time.perf_counter()
-        ci = bootstrap_intervals(y, proba, n_boot=200, seed=1)
-        elapsed.append(time.perf_counter() - start)
-    assert min(elapsed) < 1.0
+    ci = bootstrap_intervals(y, proba, n_boot=200, seed=1)
     assert ci == bootstrap_intervals(y, proba, n_boot=200, seed=1)
     point = binary_metrics(y, proba)
     assert set(ci) == {"roc_auc", "pr_auc", "log_loss", "brier", "f1", "precision", "recall"}
@@ -165,8 +159,8 @@ def test_bootstrap_intervals_are_fast_reproducible_and_cover_the_estimate():
         assert hi - lo < 0.1
 
 
-def test_bootstrap_intervals_single_class_and_bad_arguments():
-    """Undefined metrics give (nan, nan); unknown names and bad settings raise ConfigError."""
+def test_bootstrap_intervals_single_class_bad_arguments_and_no_bootstrap():
+    """Undefined metrics give (nan, nan); bad settings raise ConfigError; n_boot=0 gives {}."""
     ci = bootstrap_intervals(np.ones(30), np.linspace(0, 1, 30), metrics=("roc_auc", "brier"), n_boot=20)
     assert all(np.isnan(v) for v in ci["roc_auc"]) and np.isfinite(ci["brier"]).all()
     y, proba = _calibrated(50)
@@ -174,3 +168,4 @@ def test_bootstrap_intervals_single_class_and_bad_arguments():
         bootstrap_intervals(y, proba, metrics=("auc",))
     with pytest.raises(ConfigError, match="confidence must be in"):
         bootstrap_intervals(y, proba, confidence=95)
+    assert bootstrap_intervals(y, proba, n_boot=0) == {}

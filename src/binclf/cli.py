@@ -135,6 +135,7 @@ def main() -> None:
     binclf predict MODEL data.csv -o out   probabilities and decisions for new rows
     binclf evaluate MODEL labelled.csv     metrics on labelled data
     binclf info MODEL                      what a bundle holds
+    binclf doctor net.py:Net --data d.csv  find the classic bugs in your own PyTorch model
     binclf demo                            the whole flow on a small table shipped with binclf
     """
 
@@ -424,6 +425,33 @@ def _run_demo(*, out: Path | None, force: bool, seed: int) -> None:
     click.echo(f"\nreloaded {bundle}/ and predicted the first 5 rows of {DEMO_TABLE}:")
     click.echo(frame.to_string(index=False, float_format=lambda x: f"{x:.3f}"))
     click.echo(f"\nnext: binclf predict {bundle} YOUR.csv -o predictions.csv")
+
+
+# -- doctor ----------------------------------------------------------------------------------------
+@main.command()
+@click.argument("model_spec", metavar="FILE.py:NAME")
+@click.option("--data", "data_path", required=True, type=click.Path(path_type=Path), help="CSV/Parquet with a batch.")
+@click.option("--target", "-t", required=True, help="The yes/no column.")
+@click.option("--loss", "loss_spec", metavar="FILE.py:NAME", help="The loss you train with [default: BCEWithLogitsLoss].")
+@click.option("--batch-size", type=click.IntRange(2), default=512, show_default=True, help="Rows to check on.")
+@click.option("--probe", is_flag=True, help="Also run a short training probe (learning rate too high?).")
+@click.option("--seed", type=int, default=0, show_default=True)
+@handle_errors
+def doctor(model_spec: str, data_path: Path, target: str, loss_spec: str | None, batch_size: int, probe: bool,
+           seed: int) -> None:
+    """Find classic binary-classification bugs in your own PyTorch model.
+
+    NAME is an nn.Module class or a factory function in FILE.py. Exit code 1
+    when an error-level finding exists (so it can gate CI), else 0.
+    """
+    from binclf import doctor as doctor_module
+
+    report = doctor_module.run(
+        model_spec, data_path=data_path, target=target, loss_spec=loss_spec, batch_size=batch_size, probe=probe,
+        seed=seed,
+    )
+    click.echo(str(report))
+    sys.exit(1 if report.has_errors else 0)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -78,6 +78,7 @@ FINDING_CODES: dict[str, str] = {
     "forward-failed": "the model could not be called on the batch",
     "loss-failed": "the loss could not be called on the model's output",
     "target-mapping": "how text or boolean targets were mapped to 0/1",
+    "assumed-loss": "no loss was given: binclf assumed BCEWithLogitsLoss",
     "check-skipped": "a check could not run",
 }
 
@@ -319,6 +320,15 @@ def _fmt(v: float) -> str:
     return f"{v:.4g}"
 
 
+def _fmt_p(p: float) -> str:
+    # Saturated probabilities would all print as 1.0000: show the distance to 1.
+    if 0.9999 < p < 1.0:
+        return f"1 - {1.0 - p:.2g}"
+    if 0.0 < p < 1e-4:
+        return f"{p:.2g}"
+    return f"{p:.4f}"
+
+
 def _sigmoid(v: float) -> float:
     return float(torch.sigmoid(torch.tensor(v, dtype=torch.float64)))
 
@@ -356,11 +366,9 @@ def _describe_weighting(fn: Any, keywords: dict[str, Any], name: str) -> str | N
     # functools.partial keeps them as keywords; a focal loss reweights by itself.
     if "focal" in name.lower():
         return "focal loss"
-    for attr in ("pos_weight", "pos_weight_setting", "weight", "class_weight", "alpha"):
+    for attr in ("pos_weight", "pos_weight_setting", "weight", "class_weight"):
         value = keywords.get(attr, getattr(fn, attr, None))
-        if attr == "alpha" and "focal" not in name.lower():
-            continue
-        if _is_weight_set(value) and not isinstance(value, (nn.Module, Callable)):  # type: ignore[arg-type]
+        if _is_weight_set(value) and not callable(value):
             if isinstance(value, Tensor) and value.numel() == 1:
                 return f"{attr}={float(value):.4g}"
             if isinstance(value, (int, float)):
@@ -657,7 +665,9 @@ def _check(
 
     # ---- the optional training probe
     if probe_steps > 0 and y01 is not None:
-        _check_lr(ctx, model, loss_fn, loss, x, out, y, y01, probe_steps=probe_steps, lr=lr, optimizer=optimizer)
+        _check_lr(
+            ctx, model, loss_fn, loss, x, out, y, y01, probe_steps=probe_steps, lr=lr, optimizer=optimizer
+        )
 
     if raw_error is not None and not any(f.severity == "error" for f in ctx.findings):
         ctx.add(
@@ -679,7 +689,9 @@ def _target_summary(y01: Tensor | None) -> str:
     return f"{n_pos} positive, {y01.numel() - n_pos} negative (prior {n_pos / max(y01.numel(), 1):.4f})"
 
 
-def _check_targets(ctx: _Ctx, y_in: Any, *, n: int, device: torch.device) -> tuple[Tensor | None, Tensor | None]:
+def _check_targets(
+    ctx: _Ctx, y_in: Any, *, n: int, device: torch.device
+) -> tuple[Tensor | None, Tensor | None]:
     """Return the targets as given (a tensor) and a float 0/1 version for the other checks."""
     if not isinstance(y_in, Tensor):
         arr = np.asarray(y_in)
@@ -1066,14 +1078,14 @@ def _check_output_vs_loss(
         return
 
     if kind == "prob":
-        zeros_half = int((values == 0.5).sum())
-        nonneg_before = ev.lo >= 0.5
-        if nonneg_before:
+        halves = int((values == 0.5).sum())
+        exact = f" ({halves} exactly 0.5)" if halves else ""
+        if ev.lo >= 0.5:
             ctx.add(
                 "nonneg-output",
                 "error",
-                f"all {n} outputs are in [0.5, 1): min {mn:.4f} ({zeros_half} exactly 0.5), max "
-                f"{mx:.4f}{where}, and none went below 0.5 on {probes_text}"
+                f"all {n} outputs are in [0.5, 1): min {_fmt_p(mn)}{exact}, max "
+                f"{_fmt_p(mx)}{where}, and none went below 0.5 on {probes_text}"
                 + _last_linear_text(main)
                 + ", so a non-negative op (ReLU, ReLU6, Softplus, abs ...) sits between it and "
                 "the sigmoid",
@@ -1090,8 +1102,8 @@ def _check_output_vs_loss(
             ctx.add(
                 "double-sigmoid",
                 "error",
-                f"the model's {n} outputs lie in [{mn:.4f}, {mx:.4f}]{where} and stayed inside "
-                f"[0, 1] on {probes_text}: they are already probabilities, and {loss.name} "
+                f"the model's {n} outputs lie in [{_fmt_p(mn)}, {_fmt_p(mx)}]{where} and stayed "
+                f"inside [0, 1] on {probes_text}: they are already probabilities, and {loss.name} "
                 f"applies a second sigmoid, so the probabilities it trains are sigmoid(output) in "
                 f"[{_sigmoid(mn):.4f}, {_sigmoid(mx):.4f}], never outside [0.5, 0.7311]",
                 f"{loss.name} takes logits. Fed probabilities, its probability cannot leave "
@@ -1132,8 +1144,8 @@ def _bce_on_logits(
         "error",
         f"{loss.name} expects probabilities in [0, 1], but {seen}",
         f"{loss.name} treats its input as a probability p; a raw logit is not one: values "
-        "outside [0, 1] make BCELoss raise (or give NaN), and the model is pushed to squash its "
-        "logits instead of learning the classes.",
+        "outside [0, 1] make BCELoss raise (or return NaN), and other losses push the model to "
+        "squash its output into [0, 1] instead of learning log-odds.",
         (
             "Keep the model's logit output and use the fused, stable loss:\n"
             "    loss_fn = nn.BCEWithLogitsLoss()  # instead of nn.BCELoss()"
@@ -1161,7 +1173,7 @@ def _sigmoid_bce_model_side(
     ctx.add(
         "sigmoid-bce-unstable",
         "warning",
-        f"the model's outputs lie in [{mn:.4f}, {mx:.4f}]{where}: a sigmoid output trained with "
+        f"the model's outputs lie in [{_fmt_p(mn)}, {_fmt_p(mx)}]{where}: a sigmoid output trained with "
         f"{loss.name}{measured}",
         "It trains, but sigmoid then log loses precision: float32 sigmoid rounds to exactly 1 "
         "beyond z ~ 17 and to 0 below z ~ -104, BCELoss clamps log(0) to -100 and the gradient "
@@ -1278,7 +1290,9 @@ def _fixed_loss_call(
     return None
 
 
-def _check_imbalance(ctx: _Ctx, y01: Tensor, loss: _LossInfo, *, threshold: float, sampler_used: bool) -> None:
+def _check_imbalance(
+    ctx: _Ctx, y01: Tensor, loss: _LossInfo, *, threshold: float, sampler_used: bool
+) -> None:
     n_pos = int((y01 > 0.5).sum())
     n_neg = y01.numel() - n_pos
     if min(n_pos, n_neg) == 0:
@@ -1305,7 +1319,13 @@ def _check_imbalance(ctx: _Ctx, y01: Tensor, loss: _LossInfo, *, threshold: floa
 
 
 def _check_bias(
-    ctx: _Ctx, z: Tensor, kind: str, y01: Tensor, loss: _LossInfo, fixed: Callable[[Tensor], float], model: nn.Module
+    ctx: _Ctx,
+    z: Tensor,
+    kind: str,
+    y01: Tensor,
+    loss: _LossInfo,
+    fixed: Callable[[Tensor], float],
+    model: nn.Module,
 ) -> float | None:
     """Compare the initial loss with the best loss a constant shift of the output gives."""
     consistent = (kind == "logit" and loss.kind in ("logits", "unknown", "ce")) or (
@@ -1388,7 +1408,9 @@ def _check_saturation(ctx: _Ctx, z: Tensor, kind: str) -> None:
     )
 
 
-def _make_optimizer(optimizer: Any, params: Any, lr: float | None) -> tuple[torch.optim.Optimizer, str, float]:
+def _make_optimizer(
+    optimizer: Any, params: Any, lr: float | None
+) -> tuple[torch.optim.Optimizer, str, float]:
     if isinstance(optimizer, torch.optim.Optimizer):
         defaults = dict(optimizer.defaults)
         if lr is not None:
@@ -1511,7 +1533,9 @@ def _required_params(fn: Callable[..., Any], *, skip_self: bool) -> list[inspect
     ]
 
 
-def _call_with_features(obj: Callable[..., Any], label: str, n_features: int | None, *, is_class: bool) -> Any:
+def _call_with_features(
+    obj: Callable[..., Any], label: str, n_features: int | None, *, is_class: bool
+) -> Any:
     required = _required_params(obj, skip_self=False)
     kwargs: dict[str, Any] = {}
     args: tuple[Any, ...] = ()
@@ -1520,7 +1544,9 @@ def _call_with_features(obj: Callable[..., Any], label: str, n_features: int | N
         # class, whatever it is called (``Net(in_size)``).
         if len(required) == 1 and (required[0].name in _FEATURE_PARAMS or is_class):
             if n_features is None:
-                raise ConfigError(f"{label} needs `{required[0].name}` (the number of features), but it is unknown here")
+                raise ConfigError(
+                    f"{label} needs `{required[0].name}` (the number of features), but it is unknown here"
+                )
             if required[0].kind is inspect.Parameter.KEYWORD_ONLY:
                 kwargs[required[0].name] = n_features
             else:
@@ -1545,8 +1571,8 @@ def load_object(spec: str, *, n_features: int | None = None) -> Any:
     """Load ``"path/to/file.py:NAME"`` and build it.
 
     - an ``nn.Module`` subclass (or any class) is instantiated; a single required
-      constructor argument (``n_features``, ``in_features``, ``input_dim`` ...) gets
-      ``n_features``;
+      constructor argument (``n_features``, ``in_features``, ``input_dim`` ..., or
+      whatever its name) gets ``n_features``;
     - a function with no required arguments is a factory and is called; one whose
       only required argument is named like ``n_features`` is called with it;
     - any other function (e.g. ``def my_loss(output, target)``) and any instance
@@ -1688,7 +1714,7 @@ def run(
     if loss_spec is None and report.get("double-sigmoid") is not None:
         extra.append(
             Finding(
-                "check-skipped",
+                "assumed-loss",
                 "hint",
                 "no --loss was given, so binclf assumed nn.BCEWithLogitsLoss() (models return "
                 "logits), and this model ends in a sigmoid",

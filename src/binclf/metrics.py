@@ -370,6 +370,7 @@ def bootstrap_intervals(
     metrics predict positive when ``proba >= threshold``. ``confidence=0.95``
     gives the 2.5th and 97.5th percentiles. Undefined metrics (``roc_auc`` on
     single-class ``y``) give ``(nan, nan)``. Reproducible for a given ``seed``.
+    ``n_boot=0`` skips the bootstrap and returns ``{}``.
 
     ``y``, ``proba``: shape ``(n,)``.
     """
@@ -380,10 +381,12 @@ def bootstrap_intervals(
         raise ConfigError(
             f"unknown bootstrap metric(s) {unknown}; choose from {list(BOOTSTRAP_METRICS)}"
         )
-    if not isinstance(n_boot, (int, np.integer)) or n_boot < 1:
-        raise ConfigError(f"n_boot must be a positive integer, got {n_boot!r}")
+    if not isinstance(n_boot, (int, np.integer)) or n_boot < 0:
+        raise ConfigError(f"n_boot must be an integer >= 0, got {n_boot!r}")
     if not 0.0 < confidence < 1.0:
         raise ConfigError(f"confidence must be in (0, 1), got {confidence!r}")
+    if n_boot == 0:
+        return {}
     rng = np.random.default_rng(seed)
     block = max(1, _BLOCK // y.shape[0])
     values: dict[str, list[np.ndarray]] = {name: [] for name in names}

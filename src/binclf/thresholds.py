@@ -114,7 +114,10 @@ class Objective:
             raise _objective_error(
                 text, f"{self.name} takes parameter(s) {list(expected)}, got {sorted(self.params)}"
             )
-        values = {k: float(self.params[k]) for k in expected}
+        try:
+            values = {k: float(self.params[k]) for k in expected}
+        except (TypeError, ValueError):
+            raise _objective_error(text, "parameters must be numbers") from None
         if not all(math.isfinite(v) for v in values.values()):
             raise _objective_error(text, "parameters must be finite numbers")
         if self.name == "fbeta" and not values["beta"] > 0:
@@ -139,6 +142,10 @@ class Objective:
 
     def __str__(self) -> str:
         return self._text()
+
+    def __hash__(self) -> int:
+        # The generated hash would hash the params dict and fail; the text is canonical.
+        return hash(self._text())
 
     @property
     def greater_is_better(self) -> bool:
@@ -493,7 +500,8 @@ def choose_threshold(
 
     ``n_boot`` stratified bootstrap resamples (0 to skip) re-choose the
     threshold and recompute the objective; ``threshold_ci`` and ``value_ci``
-    are their percentile intervals at ``confidence``. They describe how much the
+    are their percentile intervals at ``confidence`` (a resample where the
+    objective cannot be met uses the same fallback, silently). They describe how much the
     choice moves with the sample; ``value`` itself is optimistic, being chosen on
     the same rows it is measured on.
 
