@@ -291,7 +291,7 @@ def report_data(
     pol = _policy_dict(policy, threshold)
     curves = {}
     if proba_uncorrected is not None:
-        curves["model output, before prior correction"] = _check_pair(y_arr, proba_uncorrected)[1]
+        curves["before prior correction"] = _check_pair(y_arr, proba_uncorrected)[1]
     if proba_uncalibrated is not None:
         curves["before calibration"] = _check_pair(y_arr, proba_uncalibrated)[1]
     curves["after calibration" if proba_uncalibrated is not None else "reported"] = p
@@ -398,7 +398,7 @@ def render_bundle_report(predictor: "Predictor", df: "pd.DataFrame", *, source: 
         notices=[],
         title=f"binclf model report: {target}",
         subtitle=_subtitle(source, info.get("options", {}), predictor),
-        split_name=f"rows of {source}",
+        split_name="data",
         n_boot=n_boot,
         seed=seed,
     )
@@ -526,7 +526,7 @@ def _plot_pr(d: dict) -> str:
             label=f"threshold {_num(d['threshold'])}: recall {_num(rec)}, precision {_num(prec)}")
     ax.set(xlim=(-0.01, 1.01), ylim=(-0.01, 1.02), xlabel="recall (true-positive rate)", ylabel="precision",
            title="Precision-recall curve")
-    ax.legend(loc="lower left")
+    ax.legend(loc="best")
     return _png(fig)
 
 
@@ -535,23 +535,33 @@ def _plot_reliability(d: dict) -> str:
     fig = _figure(11.2, 4.4)
     axes = fig.subplots(1, 2)
     styles = {
-        "model output, before prior correction": dict(color=_POS, ls=":", marker="v"),
+        "before prior correction": dict(color=_POS, ls=":", marker="v"),
         "before calibration": dict(color=_RAW, ls="--", marker="s"),
     }
     titles = {"uniform": f"{rel['n_bins']} equal-width bins", "quantile": f"{rel['n_bins']} equal-mass bins"}
     for ax, strategy in zip(axes, ("uniform", "quantile")):
-        top = 0.0
         for s in rel["series"]:
             pts = s[strategy]
             style = styles.get(s["label"], dict(color=_CAL, ls="-", marker="o"))
             ax.plot(pts["mean_pred"], pts["frac_pos"], lw=1.8, ms=5, **style,
                     label=f"{s['label']} (ECE {_num(s['ece_' + strategy])})")
-            top = max(top, float(np.max(pts["mean_pred"], initial=0)), float(np.max(pts["frac_pos"], initial=0)))
-        # Zoom in when every bin sits near 0 (imbalanced data), else the curve is a dot in a corner.
-        lim = 1.0 if top > 0.5 else min(1.0, max(0.05, math.ceil(top * 1.15 * 20) / 20))
-        ax.plot([0, lim], [0, lim], ls=":", color=_MUTED, label="perfectly calibrated")
-        ax.set(xlim=(0, lim), ylim=(0, lim), xlabel="mean predicted probability in bin",
-               ylabel="observed fraction of positives", title=titles[strategy] + ("" if lim == 1 else " (zoomed)"))
+        pts = rel["series"][-1][strategy]
+        top = max(float(np.max(pts["mean_pred"], initial=0)), float(np.max(pts["frac_pos"], initial=0)))
+        positive = pts["mean_pred"][pts["mean_pred"] > 0]
+        if strategy == "quantile" and top < 0.5 and len(positive):
+            # Equal-mass bins follow the reported probabilities; on imbalanced data they all sit
+            # near 0, where only log axes separate them. Bins with no positives drop to the bottom
+            # edge; curves outside the frame still have their ECE in the legend.
+            low = 10 ** math.floor(math.log10(float(positive.min())))
+            high = min(1.0, 10 ** math.ceil(math.log10(top * 1.15)))
+            ax.set_xscale("log", nonpositive="clip")
+            ax.set_yscale("log", nonpositive="clip")
+            ax.plot([low, high], [low, high], ls=":", color=_MUTED, label="perfectly calibrated")
+            ax.set(xlim=(low, high), ylim=(low, high), title=titles[strategy] + " (log scale)")
+        else:
+            ax.plot([0, 1], [0, 1], ls=":", color=_MUTED, label="perfectly calibrated")
+            ax.set(xlim=(0, 1), ylim=(0, 1), title=titles[strategy])
+        ax.set(xlabel="mean predicted probability in bin", ylabel="observed fraction of positives")
         ax.set_aspect("equal")
         ax.legend(loc="upper left")
     return _png(fig)
@@ -571,7 +581,7 @@ def _plot_histogram(d: dict) -> str:
     _threshold_marks(ax, d, upper=h["upper"])
     xlabel = "calibrated probability of " + _mpl_text(pos_label)
     if h["upper"] < 1:
-        xlabel += f" (zoomed to [0, {_num(h['upper'])}]; {h['n_above']} rows above are in the last bin)"
+        xlabel += f"\n(zoomed to [0, {_num(h['upper'])}]; the last bin also holds the {h['n_above']} rows above)"
     ax.set(xlim=(0, h["upper"]), xlabel=xlabel, ylabel="fraction of the class's rows",
            title="Scores by actual class")
     fig.legend(loc="outside lower center", ncols=2)
@@ -638,7 +648,7 @@ def _plot_confusion(d: dict) -> str:
     ax.imshow(share, cmap="Blues", vmin=0, vmax=1)
     for i in range(2):
         for j in range(2):
-            ax.text(j, i, f"{int(m[i, j])}\n{100 * share[i, j]:.1f}% of row", ha="center", va="center",
+            ax.text(j, i, f"{int(m[i, j]):,}\n{100 * share[i, j]:.1f}% of row", ha="center", va="center",
                     fontsize=11, color="white" if share[i, j] > 0.6 else "black")
     ax.set_xticks([0, 1], [f"predicted {neg_label}", f"predicted {pos_label}"])
     ax.set_yticks([0, 1], [f"actual {neg_label}", f"actual {pos_label}"])
@@ -697,7 +707,8 @@ table { border-collapse: collapse; background: #fff; font-size: .9rem; margin: 6
 th, td { border: 1px solid #d0d7de; padding: 4px 10px; text-align: left; vertical-align: top; }
 th { background: #f0f2f5; }
 td.num { text-align: right; font-variant-numeric: tabular-nums; }
-.tables { display: flex; flex-wrap: wrap; gap: 24px; align-items: flex-start; }
+.tables { display: flex; flex-wrap: wrap; gap: 0 28px; align-items: flex-start; }
+.tables .side { flex: 1 1 420px; min-width: 0; }
 .notice { background: #fff8c5; border: 1px solid #d4a72c; border-radius: 6px; padding: 6px 10px; margin: 4px 0; }
 ul.notices { list-style: none; padding: 0; }
 code { background: #eff1f3; padding: 1px 4px; border-radius: 4px; }
@@ -725,7 +736,8 @@ def _num(x: Any, digits: int = 3) -> str:
     if v.is_integer() and abs(v) >= 1:
         return f"{int(v):,}"
     if v != 0 and abs(v) < 10 ** -digits:
-        return f"{v:.{digits - 1}e}"
+        text = f"{v:.{digits + 1}f}"
+        return text if float(text) != 0 else f"{v:.1e}"
     return f"{v:.{digits}f}"
 
 
@@ -919,16 +931,18 @@ def render_html(data: dict[str, Any]) -> str:
 {split} rows{' (held out: never used for training, calibration or choosing the threshold)' if d['split_name'] == 'test' else ''}.</p>
 {_cards(d)}
 {notices}
-<h2>Metrics</h2>
-{_metrics_table(d)}
+<div class="tables">
+<section><h2>Metrics</h2>
+{_metrics_table(d)}</section>
+<section class="side"><h2>Decision threshold</h2>
+{_policy_html(d)}
+<h2>Calibration</h2>
+{_calibration_html(d)}</section>
+</div>
 <h2>Plots</h2>
 <div class="grid">
 {''.join(figures)}
 </div>
-<h2>Decision threshold</h2>
-{_policy_html(d)}
-<h2>Calibration</h2>
-{_calibration_html(d)}
 <h2>Data</h2>
 {_summary_html(d)}
 <footer>Generated by binclf on {_e(d['generated'])}. Self-contained: plots are embedded images; no network access needed.</footer>
