@@ -41,6 +41,8 @@ def synthetic_table(n: int = 30_000, *, prior: float = 0.01, n_features: int = 6
     Columns ``x0 .. x{n_features-1}`` (standard normal) and ``y`` (0/1). The
     intercept is solved numerically so that the expected positive rate is ``prior``.
     """
+    if n_features < 5:
+        raise ValueError(f"n_features must be >= 5 (the log-odds use x0 .. x4), got {n_features}")
     rng = np.random.default_rng(seed)
     X = rng.standard_normal((n, n_features))
     signal = 1.4 * X[:, 0] - 1.0 * X[:, 1] + 0.7 * X[:, 2] * X[:, 3] + 0.5 * np.abs(X[:, 4])
@@ -75,7 +77,7 @@ def run_one(name: str, df: pd.DataFrame, target: str, **options) -> dict:
         "mass after": expected_calibration_error(y, cal, strategy="quantile"),
         "method": result.calibration_info["method"],
         "ROC-AUC": result.metrics["roc_auc"],
-        "seconds": time.perf_counter() - t0,
+        "seconds": round(time.perf_counter() - t0),
     }
 
 

@@ -888,7 +888,11 @@ def render_html(data: dict[str, Any]) -> str:
         for s in d["reliability"]["series"]
     )
     method = (d["calibration"] or {}).get("method")
-    same = " The calibrator is <code>none</code>, so the two curves coincide." if method == "none" else ""
+    same = (" The calibrator is <code>none</code>, so the before and after calibration curves coincide."
+            if method == "none" else "")
+    if any(s["label"] == "before prior correction" for s in d["reliability"]["series"]):
+        same += (" Before prior correction is the network's own output under the imbalance treatment "
+                 "(pos_weight or balanced sampling), which overstates the positive class.")
     figures = [
         _figure_html("roc", roc, f"ROC curve on the {split} rows; the dot is the operating point at threshold {t}."),
         _figure_html("pr", pr, f"Precision-recall curve on the {split} rows; the dot is the operating point at "
