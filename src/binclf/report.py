@@ -595,11 +595,15 @@ def _threshold_marks(ax, d: dict, *, upper: float = 1.0) -> None:
     if ci:
         ax.axvspan(ci[0], ci[1], color=_OP, alpha=0.08, lw=0, label="95% CI of the threshold")
     band = pol.get("abstain")
-    if band:
+    if band and band["high"] > band["low"]:
         ax.axvspan(band["low"], band["high"], color="#7f7f7f", alpha=0.15, lw=0, hatch="//",
                    label=f"abstain band [{_num(band['low'])}, {_num(band['high'])})")
     if t <= upper:
         ax.axvline(t, color=_OP, lw=1.8, label=f"threshold {_num(t)}")
+    analytic = pol.get("analytic_threshold")
+    if analytic is not None and analytic <= upper:
+        ax.axvline(analytic, color="black", lw=1.2, ls=":",
+                   label=f"cost-optimal c_fp/(c_fp+c_fn) = {_num(analytic)}")
 
 
 def _plot_threshold_metrics(d: dict) -> str:
@@ -616,6 +620,7 @@ def _plot_threshold_metrics(d: dict) -> str:
     ):
         ax.plot(t, tm[key], color=color, ls=ls, lw=1.6, label=label)
     obj = tm.get("objective")
+    extra_handles: list = []
     if obj:
         if obj["greater_is_better"] and np.nanmax(np.abs(obj["values"])) <= 1.0:
             ax.plot(obj["thresholds"], obj["values"], color="black", lw=1.2, ls="-.",
@@ -627,13 +632,16 @@ def _plot_threshold_metrics(d: dict) -> str:
             twin.set_ylabel(f"{obj['name']} (mean cost per row)" if obj["name"].startswith("cost") else obj["name"])
             twin.grid(False)
             twin.spines["right"].set_visible(True)
-            twin.legend(loc="upper right")
+            extra_handles = twin.get_legend_handles_labels()[0]
     _threshold_marks(ax, d)
     upper = d["histogram"]["upper"]
     ax.set(xlim=(0, max(upper, min(1.0, d["threshold"] * 1.2))), ylim=(-0.02, 1.02),
            xlabel="threshold on the calibrated probability" + (" (zoomed)" if upper < 1 else ""),
            ylabel="metric value", title=f"Metrics against the threshold ({_mpl_text(d['split_name'])})")
-    fig.legend(*ax.get_legend_handles_labels(), loc="outside lower center", ncols=3)
+    handles, labels = ax.get_legend_handles_labels()
+    handles += extra_handles
+    labels += [h.get_label() for h in extra_handles]
+    fig.legend(handles, labels, loc="outside lower center", ncols=3 if len(handles) < 10 else 4, fontsize=8)
     return _png(fig)
 
 
@@ -887,6 +895,11 @@ def render_html(data: dict[str, Any]) -> str:
         f"{_e(s['label'])}: ECE {_num(s['ece_uniform'])} (equal-width), {_num(s['ece_quantile'])} (equal-mass)"
         for s in d["reliability"]["series"]
     )
+    band = d["policy"].get("abstain")
+    band_note = ""
+    if band:
+        band_note = (f" The model also has an abstain band: it predicts {pos_label} at p &ge; {_num(band['high'])}, "
+                     f"{neg_label} below {_num(band['low'])}, and abstains in between; this matrix ignores it.")
     method = (d["calibration"] or {}).get("method")
     same = (" The calibrator is <code>none</code>, so the before and after calibration curves coincide."
             if method == "none" else "")
@@ -909,7 +922,7 @@ def render_html(data: dict[str, Any]) -> str:
                      f"threshold {t}, the shaded band its 95% bootstrap interval from validation."),
         _figure_html("confusion", confusion,
                      f"Confusion matrix on the {split} rows at threshold {t} (rows: actual class, "
-                     f"{neg_label} / {pos_label}; shading: share of the row)."),
+                     f"{neg_label} / {pos_label}; shading: share of the row).{band_note}"),
         _figure_html("training-curve", training,
                      "Loss per epoch on the training and validation rows; training stops early when the validation "
                      "loss stops improving and keeps the best epoch's weights.",
