@@ -237,3 +237,15 @@ def test_report_command_unlabelled_data_is_one_line_exit_2(trained, tmp_path):
     assert result.exit_code == 2
     assert "target column 'class' is not in the data" in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1
+
+
+def test_report_on_rows_of_one_class_still_renders(trained, tmp_path):
+    """ROC/PR are undefined on one class; the report says so in its numbers but keeps every figure."""
+    table, out = trained
+    one = tmp_path / "benign.csv"
+    df = pd.read_csv(table)
+    df[df["class"] == "benign"].head(40).to_csv(one, index=False)
+    dest = tmp_path / "r.html"
+    result = CliRunner().invoke(main, ["report", str(out), str(one), "-o", str(dest)])
+    assert result.exit_code == 0, result.output
+    assert_complete(dest.read_text(encoding="utf-8"))

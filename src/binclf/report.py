@@ -548,7 +548,7 @@ def _plot_reliability(d: dict) -> str:
         pts = rel["series"][-1][strategy]
         top = max(float(np.max(pts["mean_pred"], initial=0)), float(np.max(pts["frac_pos"], initial=0)))
         positive = pts["mean_pred"][pts["mean_pred"] > 0]
-        if strategy == "quantile" and top < 0.5 and len(positive):
+        if strategy == "quantile" and top < 0.5 and len(positive) and (pts["frac_pos"] > 0).any():
             # Equal-mass bins follow the reported probabilities; on imbalanced data they all sit
             # near 0, where only log axes separate them. Bins with no positives drop to the bottom
             # edge; curves outside the frame still have their ECE in the legend.
