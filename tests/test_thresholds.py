@@ -256,3 +256,18 @@ def test_choose_threshold_interval_holds_the_chosen_threshold():
     y = (rng.uniform(size=5000) < proba).astype(int)
     policy = choose_threshold(y, proba, "mcc", n_boot=200, abstain_precision=0.9)
     assert policy.threshold_ci[0] <= policy.threshold <= policy.threshold_ci[1]
+
+
+def test_abstain_band_always_contains_the_objective_threshold():
+    """A cost threshold far below the precision band widens the band: no row is decided against the objective."""
+    rng = np.random.default_rng(3)
+    proba = rng.uniform(size=3000)
+    y = (rng.uniform(size=3000) < proba).astype(int)
+    policy = choose_threshold(y, proba, "cost:1,20", n_boot=0, abstain_precision=0.9)
+    band = policy.abstain
+    assert band["low"] <= policy.threshold <= band["high"]
+    decided = policy.decide(proba)
+    # Every decision outside the band agrees with the cost threshold.
+    agree = decided[decided >= 0] == (proba[decided >= 0] >= policy.threshold)
+    assert agree.all()
+    assert band["coverage"] == pytest.approx((decided >= 0).mean())

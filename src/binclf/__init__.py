@@ -34,6 +34,15 @@ _LAZY = {
     "MLP": "binclf.models",
     "build_model": "binclf.models",
     "init_output_bias": "binclf.models",
+    "Predictor": "binclf.predictor",
+    "TrainOptions": "binclf.pipeline",
+    "train_table": "binclf.pipeline",
+    "read_table": "binclf.data",
+    "select_calibrator": "binclf.calibration",
+    "choose_threshold": "binclf.thresholds",
+    "binary_metrics": "binclf.metrics",
+    "render_training_report": "binclf.report",
+    "render_bundle_report": "binclf.report",
 }
 
 __all__ = [

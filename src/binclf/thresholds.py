@@ -381,6 +381,28 @@ def choose_abstain_band(y, proba, *, precision: float = 0.9) -> dict[str, float 
     }
 
 
+def _band_containing(y: np.ndarray, proba: np.ndarray, band: dict[str, Any], t: float) -> dict[str, Any]:
+    """Widen an abstain band to contain the objective's threshold ``t``.
+
+    Outside the band a decision must agree with both rules: a row the band
+    calls positive but ``t`` calls negative (or the reverse) abstains. The
+    coverage and the two precisions are recomputed for the widened band.
+    """
+    low, high = min(band["low"], t), max(band["high"], t)
+    if (low, high) == (band["low"], band["high"]):
+        return band
+    pos_side, neg_side = proba >= high, proba < low
+    n_pos, n_neg = int(pos_side.sum()), int(neg_side.sum())
+    return {
+        **band,
+        "low": float(low),
+        "high": float(high),
+        "coverage": float((n_pos + n_neg) / len(y)),
+        "precision_pos": float(y[pos_side].mean()) if n_pos else None,
+        "precision_neg": float(1.0 - y[neg_side].mean()) if n_neg else None,
+    }
+
+
 # --------------------------------------------------------------------------- policy
 
 
@@ -569,6 +591,8 @@ def choose_threshold(
         threshold_ci = _pair(np.percentile(np.concatenate(chosen_t), qs))
         value_ci = _pair(np.percentile(np.concatenate(chosen_v), qs))
 
+    if abstain is not None:
+        abstain = _band_containing(y, proba, abstain, float(thresholds[j]))
     return ThresholdPolicy(
         objective=str(obj),
         threshold=float(thresholds[j]),
