@@ -73,6 +73,7 @@ def save_bundle(
     }
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
     try:
+        os.chmod(tmp, 0o777 & ~_umask())  # mkdtemp makes 0700; a bundle gets the usual mode
         (tmp / WEIGHTS_FILE).write_bytes(weights)
         (tmp / META_FILE).write_text(_dumps(meta), encoding="utf-8")
         for name, data in (extra_files or {}).items():
@@ -92,6 +93,13 @@ def save_bundle(
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return path
+
+
+def _umask() -> int:
+    """The process's file-creation mask (read without changing it for long)."""
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
 def load_bundle(path: str | Path) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:

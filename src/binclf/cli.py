@@ -148,6 +148,7 @@ _TRAIN_OPTIONS = [
     click.option("--model", type=click.Choice(["mlp", "logistic"]), default="mlp", show_default=True),
     click.option("--seed", type=int, default=0, show_default=True, help="Seed for splits, initialisation, batches."),
     click.option("--sep", help="CSV delimiter [default: sniffed]."),
+    click.option("--encoding", help="Text encoding of CSV files, e.g. latin-1 [default: utf-8]."),
     click.option("--drop", multiple=True, help="Column(s) to leave out (repeat or comma-separate)."),
     click.option("--categorical", multiple=True, help="Column(s) to treat as categories."),
     click.option("--numeric", multiple=True, help="Column(s) to treat as numbers."),
@@ -203,7 +204,8 @@ def _pos_weight(value: str | None) -> float | str | None:
 def train(data: Path | None, demo: bool, **kw: Any) -> None:
     """Train a calibrated model on DATA (CSV or Parquet) and save a bundle."""
     if demo:
-        _run_demo(out=kw["out"], force=kw["force"], seed=kw["seed"])
+        # The other options (--max-epochs, --model ...) apply to the demo's training too.
+        _run_demo(out=kw.pop("out"), force=kw.pop("force"), seed=kw.pop("seed"), train_kw=kw)
         return None
     if data is None:
         raise click.UsageError("missing DATA: pass a CSV or Parquet file (or --demo)")
@@ -215,11 +217,20 @@ def train(data: Path | None, demo: bool, **kw: Any) -> None:
 def _train(data: Path, **kw: Any) -> Any:
     from binclf.data import read_table
     from binclf.errors import BundleError, ConfigError
-    from binclf.pipeline import TrainOptions, train_table
 
     out: Path = kw["out"] or Path(f"{_stem(data)}-model")
     if out.exists() and not kw["force"]:
         raise BundleError(f"{out} already exists: choose another --out directory or pass --force to replace it")
+    if out.exists() and not out.is_dir():
+        raise BundleError(f"{out} exists and is not a directory: choose another --out path")
+    # Read (and so validate) the tables before importing torch: a bad file fails in a blink.
+    read = functools.partial(read_table, sep=kw["sep"], encoding=kw.get("encoding"))
+    df = read(data)
+    valid_df = read(kw["valid_path"]) if kw["valid_path"] else None
+    test_df = read(kw["test_path"]) if kw["test_path"] else None
+
+    from binclf.pipeline import TrainOptions, train_table
+
     batch_size = kw["batch_size"]
     if batch_size != "auto":
         try:
@@ -245,11 +256,15 @@ def _train(data: Path, **kw: Any) -> Any:
         lr=kw["lr"],
         batch_size=batch_size,
     )
-    df = read_table(data, sep=kw["sep"])
-    _say(f"binclf {__version__}: {data} ({len(df)} rows, {len(df.columns)} columns), target {options.target!r}")
-    valid_df = read_table(kw["valid_path"], sep=kw["sep"]) if kw["valid_path"] else None
-    test_df = read_table(kw["test_path"], sep=kw["sep"]) if kw["test_path"] else None
-    result = train_table(df, options, valid_df=valid_df, test_df=test_df, source=str(data), log=_note)
+    header = [f"binclf {__version__}: {data} ({len(df)} rows, {len(df.columns)} columns), target {options.target!r}"]
+
+    def log(message: str) -> None:
+        # The header waits for the first notice: bad input fails with its one error line only.
+        while header:
+            _say(header.pop())
+        _note(message)
+
+    result = train_table(df, options, valid_df=valid_df, test_df=test_df, source=str(data), log=log)
     _print_training(result)
     extra = {}
     if not kw["no_report"]:
@@ -307,10 +322,12 @@ def _print_training(result: Any) -> None:
 @click.option("--keep", multiple=True, help="Input column(s) to copy into the output (repeat or comma-separate).")
 @click.option("--threshold", type=click.FloatRange(0, 1), help="Override the bundle's threshold.")
 @click.option("--sep", help="CSV delimiter of DATA [default: sniffed].")
-@click.option("--batch-rows", type=click.IntRange(1), default=262_144, show_default=True)
+@click.option("--encoding", help="Text encoding of a CSV DATA, e.g. latin-1 [default: utf-8].")
+@click.option("--batch-rows", type=click.IntRange(1), default=262_144, show_default=True,
+              help="Rows read, predicted and written at a time (memory stays flat).")
 @handle_errors
 def predict(bundle: Path, data: Path, output: Path | None, keep: Sequence[str], threshold: float | None,
-            sep: str | None, batch_rows: int) -> None:
+            sep: str | None, encoding: str | None, batch_rows: int) -> None:
     """Write `probability` and `prediction` for every row of DATA."""
     from binclf.predictor import Predictor
 
@@ -321,7 +338,8 @@ def predict(bundle: Path, data: Path, output: Path | None, keep: Sequence[str], 
 
         raise DataError(f"--output {output} is a directory: pass a file name ending in .csv or .parquet")
     stats = predictor.predict_file(
-        data, output, keep=_split_names(keep), threshold=threshold, batch_rows=batch_rows, sep=sep, notices=notices
+        data, output, keep=_split_names(keep), threshold=threshold, batch_rows=batch_rows, sep=sep,
+        encoding=encoding, notices=notices,
     )
     for n in notices:
         _note(n)
@@ -335,25 +353,26 @@ def predict(bundle: Path, data: Path, output: Path | None, keep: Sequence[str], 
 @click.argument("data", type=click.Path(path_type=Path))
 @click.option("--threshold", type=click.FloatRange(0, 1), help="Evaluate at this threshold instead of the bundle's.")
 @click.option("--sep", help="CSV delimiter of DATA [default: sniffed].")
+@click.option("--encoding", help="Text encoding of a CSV DATA, e.g. latin-1 [default: utf-8].")
 @click.option("--json", "as_json", is_flag=True, help="Print the metrics as JSON.")
 @handle_errors
-def evaluate(bundle: Path, data: Path, threshold: float | None, sep: str | None, as_json: bool) -> None:
+def evaluate(bundle: Path, data: Path, threshold: float | None, sep: str | None, encoding: str | None,
+             as_json: bool) -> None:
     """Metrics of the bundle's model on labelled DATA."""
     from binclf.data import read_table
-    from binclf.metrics import bootstrap_intervals
+    from binclf.metrics import binary_metrics, bootstrap_intervals
     from binclf.predictor import Predictor
 
     predictor = Predictor.load(bundle)
-    df = read_table(data, sep=sep)
+    df = read_table(data, sep=sep, encoding=encoding)
+    y, proba = predictor.labelled(df, source=str(data))
     extra = predictor.preprocessor.extra_columns(df.drop(columns=[predictor.target.column], errors="ignore"))
     if extra:
         _note(f"ignoring {len(extra)} column(s) the model does not use: {', '.join(extra[:10])}")
-    metrics = predictor.evaluate(df, threshold=threshold, source=str(data))
+    metrics = binary_metrics(y, proba, threshold=predictor.effective_threshold(threshold))
     if as_json:
         click.echo(json.dumps(metrics, indent=2))
         return
-    y = predictor.labels_to_01(df[predictor.target.column], source=str(data))
-    proba = predictor.predict_proba(df)
     intervals = bootstrap_intervals(y, proba, threshold=metrics["threshold"])
     click.echo(metrics_table(metrics, intervals, title=f"metrics on {data} ({int(metrics['n'])} rows)"))
 
@@ -406,16 +425,15 @@ def demo(out: Path | None, force: bool, seed: int) -> None:
     _run_demo(out=out, force=force, seed=seed)
 
 
-def _run_demo(*, out: Path | None, force: bool, seed: int) -> None:
+def _run_demo(*, out: Path | None, force: bool, seed: int, train_kw: dict[str, Any] | None = None) -> None:
     from binclf.predictor import Predictor
 
     out = out or Path("binclf-demo-model")
     with resources.as_file(resources.files("binclf") / "datasets" / DEMO_TABLE) as table:
         _say(f"demo: orange-juice brand choice ({DEMO_TABLE}, shipped with binclf); predicting {DEMO_TARGET!r}")
         # invoke() fills every other option with its default, as the command line would.
-        _, bundle = click.get_current_context().invoke(
-            train, data=table, target=DEMO_TARGET, out=out, force=force, seed=seed
-        )
+        kw = {**(train_kw or {}), "data": table, "target": DEMO_TARGET, "out": out, "force": force, "seed": seed}
+        _, bundle = click.get_current_context().invoke(train, **kw)
         predictor = Predictor.load(bundle)
         from binclf.data import read_table
 

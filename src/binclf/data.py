@@ -557,7 +557,8 @@ def _is_numeric_dtype(s: pd.Series) -> bool:
 
 
 def _is_integral(values: np.ndarray) -> bool:
-    return bool(values.size) and bool(np.all(np.mod(values, 1.0) == 0))
+    with np.errstate(invalid="ignore"):  # inf % 1 is NaN: not integral, and no warning on stderr
+        return bool(values.size) and bool(np.all(np.mod(values, 1.0) == 0))
 
 
 def infer_schema(

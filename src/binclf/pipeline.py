@@ -107,7 +107,10 @@ class TrainResult:
     seconds: float = 0.0
 
 
-def _encode(df: pd.DataFrame, options: TrainOptions, source: str) -> tuple[pd.DataFrame, np.ndarray, TargetInfo, list[str]]:
+def _encode(
+    df: pd.DataFrame, options: TrainOptions, source: str
+) -> tuple[pd.DataFrame, np.ndarray, TargetInfo, list[str], np.ndarray]:
+    """Encode the target; also returns the kept rows' positions in the file (for messages)."""
     if options.target not in df.columns:
         # infer_schema words this error best (close names, the column list).
         infer_schema(df, target=options.target)
@@ -116,7 +119,23 @@ def _encode(df: pd.DataFrame, options: TrainOptions, source: str) -> tuple[pd.Da
     )
     if not keep.all():
         df = df.loc[keep]  # y already holds only the kept rows
-    return df.reset_index(drop=True), y.astype(np.float32), info, notices
+    return df.reset_index(drop=True), y.astype(np.float32), info, notices, np.flatnonzero(keep)
+
+
+def _check_finite(df: pd.DataFrame, schema: Schema, source: str, rows: np.ndarray | None = None) -> None:
+    """Infinite numbers are an error, named by file row (before any split reorders the rows)."""
+    from binclf.preprocessing import _inf_problem, _to_float
+
+    problems = []
+    for name in schema.numeric:
+        if name not in df.columns:
+            continue  # reported with the other missing columns by the preprocessor
+        x, _, _ = _to_float(df[name], name=name, na_tokens=None, row_offset=0)
+        inf = np.flatnonzero(np.isinf(x))
+        if inf.size:
+            problems.append(_inf_problem(name, int(inf[0] if rows is None else rows[inf[0]]), 0))
+    if problems:
+        raise DataError(f"{source}: " + "; ".join(problems))
 
 
 def _relabel(df: pd.DataFrame, info: TargetInfo, options: TrainOptions, source: str) -> tuple[pd.DataFrame, np.ndarray]:
@@ -184,10 +203,14 @@ def train_table(
     """Train on a raw table; see the module docstring for the steps."""
     t0 = time.perf_counter()
     say = log or (lambda _msg: None)
-    df, y, target, notices = _encode(df, options, source)
+    df, y, target, notices, file_rows = _encode(df, options, source)
     schema, schema_notices = infer_schema(
         df, target=options.target, drop=options.drop, categorical=options.categorical, numeric=options.numeric
     )
+    _check_finite(df, schema, source, file_rows)
+    for name, extra_df in (("--valid file", valid_df), ("--test file", test_df)):
+        if extra_df is not None:
+            _check_finite(extra_df, schema, name)
     notices += schema_notices
     for n in notices:
         say(n)
