@@ -58,6 +58,11 @@ def handle_errors(fn: Callable) -> Callable:
             if debug:
                 raise
             _fail("interrupted; nothing was written", debug=debug, code=130)
+        except BrokenPipeError:
+            # The reader went away (`binclf predict ... | head`): stop quietly, as shell tools do.
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, sys.stdout.fileno())
+            sys.exit(141)
         except (click.exceptions.Exit, click.ClickException, SystemExit):
             raise
         except Exception as exc:  # noqa: BLE001 - the last line of defence
@@ -228,6 +233,7 @@ def _train(data: Path, **kw: Any) -> Any:
     df = read(data)
     valid_df = read(kw["valid_path"]) if kw["valid_path"] else None
     test_df = read(kw["test_path"]) if kw["test_path"] else None
+    _check_table(df, kw, source=str(data))
 
     from binclf.pipeline import TrainOptions, train_table
 
@@ -276,6 +282,28 @@ def _train(data: Path, **kw: Any) -> Any:
     if extra:
         click.echo(f"report written to {out / 'report.html'}")
     return result, out
+
+
+def _check_table(df: Any, kw: dict[str, Any], *, source: str) -> None:
+    """train_table's checks of the table, run before torch is imported: bad input fails in a blink.
+
+    Target (missing column, not two classes, missing values), column roles (unknown
+    names, all-missing columns) and infinite numbers; train_table repeats them.
+    """
+    from binclf.data import encode_target, infer_schema
+    from binclf.preprocessing import check_finite
+
+    target = kw["target"]
+    roles = dict(drop=_split_names(kw["drop"]), categorical=_split_names(kw["categorical"]),
+                 numeric=_split_names(kw["numeric"]))
+    if target not in df.columns:
+        infer_schema(df, target=target, **roles)  # words this error best (close names)
+    _, keep, _, _ = encode_target(
+        df[target], column=target, positive=kw["positive"], drop_missing=kw["drop_missing_target"]
+    )
+    kept = df.loc[keep].reset_index(drop=True)
+    schema, _ = infer_schema(kept, target=target, **roles)
+    check_finite(kept, schema.numeric, source=source, rows=keep.nonzero()[0])
 
 
 def _render_report(result: Any) -> bytes | None:
@@ -329,14 +357,19 @@ def _print_training(result: Any) -> None:
 def predict(bundle: Path, data: Path, output: Path | None, keep: Sequence[str], threshold: float | None,
             sep: str | None, encoding: str | None, batch_rows: int) -> None:
     """Write `probability` and `prediction` for every row of DATA."""
+    from binclf.data import read_columns
+
+    if output is not None and output.is_dir():
+        from binclf.errors import DataError
+
+        raise DataError(f"--output {output} is a directory: pass a file name ending in .csv or .parquet")
+    meta = _read_meta(bundle)
+    _check_input(meta, data, read_columns(data, sep=sep, encoding=encoding), keep=_split_names(keep))
+
     from binclf.predictor import Predictor
 
     predictor = Predictor.load(bundle)
     notices: list[str] = []
-    if output is not None and output.exists() and output.is_dir():
-        from binclf.errors import DataError
-
-        raise DataError(f"--output {output} is a directory: pass a file name ending in .csv or .parquet")
     stats = predictor.predict_file(
         data, output, keep=_split_names(keep), threshold=threshold, batch_rows=batch_rows, sep=sep,
         encoding=encoding, notices=notices,
@@ -360,11 +393,15 @@ def evaluate(bundle: Path, data: Path, threshold: float | None, sep: str | None,
              as_json: bool) -> None:
     """Metrics of the bundle's model on labelled DATA."""
     from binclf.data import read_table
+
+    meta = _read_meta(bundle)
+    df = read_table(data, sep=sep, encoding=encoding)
+    _check_input(meta, data, [str(c) for c in df.columns])
+
     from binclf.metrics import binary_metrics, bootstrap_intervals
     from binclf.predictor import Predictor
 
     predictor = Predictor.load(bundle)
-    df = read_table(data, sep=sep, encoding=encoding)
     y, proba = predictor.labelled(df, source=str(data))
     extra = predictor.preprocessor.extra_columns(df.drop(columns=[predictor.target.column], errors="ignore"))
     if extra:
@@ -383,6 +420,7 @@ def evaluate(bundle: Path, data: Path, threshold: float | None, sep: str | None,
 @handle_errors
 def info(bundle: Path, as_json: bool) -> None:
     """What a bundle holds: schema, model, threshold, training metrics, versions."""
+    _read_meta(bundle)
     from binclf.predictor import Predictor
 
     predictor = Predictor.load(bundle)  # verifies the hash and the format version
@@ -408,6 +446,26 @@ def info(bundle: Path, as_json: bool) -> None:
         click.echo(metrics_table(test, None, title="test metrics at training time"))
     versions = predictor.info.get("versions") or {}
     click.echo("versions   " + ", ".join(f"{k} {v}" for k, v in versions.items()))
+
+
+def _read_meta(bundle: Path) -> dict[str, Any]:
+    """The bundle's verified JSON, read before torch is imported: a bad bundle fails in a blink."""
+    from binclf.bundle import read_meta
+
+    return read_meta(bundle)
+
+
+def _check_input(meta: dict[str, Any], data: Path, names: Sequence[str], keep: Sequence[str] = ()) -> None:
+    """The bundle's column checks on DATA's header, before torch is imported (Predictor repeats them)."""
+    from binclf.bundle import check_columns
+    from binclf.data import Schema
+    from binclf.errors import BundleError
+
+    try:
+        schema = Schema.from_dict(meta["schema"])
+    except (KeyError, TypeError, ValueError) as exc:
+        raise BundleError(f"{data}: bundle.json has no usable input schema ({exc}); train the model again") from None
+    check_columns(schema, data, list(names), keep=keep)
 
 
 def _config_text(config: dict[str, Any]) -> str:

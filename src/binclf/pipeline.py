@@ -25,7 +25,7 @@ from binclf.errors import ConfigError, DataError
 from binclf.metrics import binary_metrics, bootstrap_intervals
 from binclf.models import build_model
 from binclf.predictor import Member, Predictor
-from binclf.preprocessing import Preprocessor
+from binclf.preprocessing import Preprocessor, check_finite
 from binclf.thresholds import choose_threshold, parse_objective
 from binclf.trainer import TrainConfig, Trainer, auto_batch_size
 
@@ -122,22 +122,6 @@ def _encode(
     return df.reset_index(drop=True), y.astype(np.float32), info, notices, np.flatnonzero(keep)
 
 
-def _check_finite(df: pd.DataFrame, schema: Schema, source: str, rows: np.ndarray | None = None) -> None:
-    """Infinite numbers are an error, named by file row (before any split reorders the rows)."""
-    from binclf.preprocessing import _inf_problem, _to_float
-
-    problems = []
-    for name in schema.numeric:
-        if name not in df.columns:
-            continue  # reported with the other missing columns by the preprocessor
-        x, _, _ = _to_float(df[name], name=name, na_tokens=None, row_offset=0)
-        inf = np.flatnonzero(np.isinf(x))
-        if inf.size:
-            problems.append(_inf_problem(name, int(inf[0] if rows is None else rows[inf[0]]), 0))
-    if problems:
-        raise DataError(f"{source}: " + "; ".join(problems))
-
-
 def _relabel(df: pd.DataFrame, info: TargetInfo, options: TrainOptions, source: str) -> tuple[pd.DataFrame, np.ndarray]:
     """Encode the target of a separate --valid / --test table with the training labels."""
     from binclf.data import _label_key
@@ -207,10 +191,10 @@ def train_table(
     schema, schema_notices = infer_schema(
         df, target=options.target, drop=options.drop, categorical=options.categorical, numeric=options.numeric
     )
-    _check_finite(df, schema, source, file_rows)
+    check_finite(df, schema.numeric, source=source, rows=file_rows)
     for name, extra_df in (("--valid file", valid_df), ("--test file", test_df)):
         if extra_df is not None:
-            _check_finite(extra_df, schema, name)
+            check_finite(extra_df, schema.numeric, source=name)
     notices += schema_notices
     for n in notices:
         say(n)

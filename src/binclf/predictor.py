@@ -34,7 +34,7 @@ import torch
 from torch import nn
 
 from binclf import __version__
-from binclf.bundle import _umask, load_bundle, save_bundle
+from binclf.bundle import _umask, check_columns, load_bundle, save_bundle
 from binclf.calibration import IdentityCalibrator, calibrator_from_dict
 from binclf.data import PARQUET_EXTENSIONS, Schema, TargetInfo, _label_key, _row_list, iter_batches, read_columns
 from binclf.errors import BundleError, DataError
@@ -262,7 +262,7 @@ class Predictor:
             source, batch_rows=batch_rows, sep=sep, columns=wanted, column_types=types, encoding=encoding
         )
         if output is None:
-            rows = self._write_stream(batches, sys.stdout.buffer, keep=keep, threshold=threshold)
+            rows = self._write_stream(batches, sys.stdout.buffer, keep=keep, threshold=threshold, source=source)
             return {"rows": rows, "seconds": time.perf_counter() - t0, "output": None}
         output = Path(output)
         if output.is_dir():
@@ -275,8 +275,8 @@ class Predictor:
             fd, tmp_name = tempfile.mkstemp(prefix=f".{output.name}.", suffix=".tmp", dir=output.parent)
             os.close(fd)
             tmp = Path(tmp_name)
-            rows = self._write_file(batches, tmp, parquet=output.name.lower().endswith(PARQUET_EXTENSIONS), keep=keep,
-                                    threshold=threshold)
+            parquet = output.name.lower().endswith(PARQUET_EXTENSIONS)
+            rows = self._write_file(batches, tmp, parquet=parquet, keep=keep, threshold=threshold, source=source)
             os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600 files; give the output the usual mode
             tmp.replace(output)
         except BaseException:
@@ -293,34 +293,22 @@ class Predictor:
     def _check_columns(
         self, source: str | Path, names: Sequence[str], keep: Sequence[str], notices: list[str] | None
     ) -> None:
-        present = set(names)
-        missing = [n for n in self.schema.names if n not in present]
-        if missing:
-            raise DataError(
-                f"{source}: {len(missing)} feature column(s) the model was trained on are missing: "
-                f"{', '.join(map(repr, missing))}; add them (empty cells are allowed) and run again"
-            )
-        missing_keep = [n for n in keep if n not in present]
-        if missing_keep:
-            raise DataError(f"{source}: --keep column(s) {', '.join(map(repr, missing_keep))} not in the file")
-        # The target is expected in labelled files: reading past it is not worth a notice.
-        known = {*self.schema.names, *keep, self.target.column}
-        extra = [n for n in names if n not in known]
-        if extra and notices is not None:
-            shown = ", ".join(extra[:10]) + (f" and {len(extra) - 10} more" if len(extra) > 10 else "")
-            notices.append(f"ignoring {len(extra)} column(s) the model does not use: {shown}")
+        check_columns(self.schema, source, list(names), target=self.target.column, keep=keep, notices=notices)
 
-    def _tables(self, batches, *, keep, threshold):
+    def _tables(self, batches, *, keep, threshold, source):
         offset = 0
         for df in batches:
-            yield self._predict_arrow(df, keep=keep, threshold=threshold, row_offset=offset)
+            try:
+                yield self._predict_arrow(df, keep=keep, threshold=threshold, row_offset=offset)
+            except DataError as exc:
+                raise DataError(f"{source}: {exc}") from None  # name the file, as the reader does
             offset += len(df)
 
-    def _write_file(self, batches, path: Path, *, parquet: bool, keep, threshold) -> int:
+    def _write_file(self, batches, path: Path, *, parquet: bool, keep, threshold, source) -> int:
         rows = 0
         writer = None
         try:
-            for table in self._tables(batches, keep=keep, threshold=threshold):
+            for table in self._tables(batches, keep=keep, threshold=threshold, source=source):
                 if writer is None:
                     writer = pq.ParquetWriter(path, table.schema) if parquet else pacsv.CSVWriter(path, table.schema)
                 writer.write_table(table)
@@ -330,10 +318,10 @@ class Predictor:
                 writer.close()
         return rows
 
-    def _write_stream(self, batches, stream, *, keep, threshold) -> int:
+    def _write_stream(self, batches, stream, *, keep, threshold, source) -> int:
         rows = 0
         writer = None
-        for table in self._tables(batches, keep=keep, threshold=threshold):
+        for table in self._tables(batches, keep=keep, threshold=threshold, source=source):
             if writer is None:
                 writer = pacsv.CSVWriter(stream, table.schema)
             writer.write_table(table)
@@ -382,7 +370,10 @@ class Predictor:
             )
         self._check_columns(source, [str(c) for c in df.columns], (), None)
         y = self.labels_to_01(df[self.target.column], source=source)
-        return y, self.predict_proba(df)
+        try:
+            return y, self.predict_proba(df)
+        except DataError as exc:
+            raise DataError(f"{source}: {exc}") from None
 
     def evaluate(self, df: pd.DataFrame, *, threshold: float | None = None, source: str = "data") -> dict[str, float]:
         """Metrics (ROC-AUC, PR-AUC, log-loss, Brier, ECE, ... at the threshold) on labelled data."""
