@@ -577,3 +577,22 @@ def test_predict_output_is_a_directory_or_bad_keep(bundles, messy, tmp_path):
     assert_user_error(runs[0], "is a directory")
     assert_user_error(runs[1], "--keep", "'nope'")
     assert_nothing_left(tmp_path, "p.csv")
+
+
+@pytest.mark.parametrize("where", ["training", "saving"])
+def test_interrupted_train_leaves_no_bundle(where, messy, tmp_path, monkeypatch):
+    """Ctrl-C during training or while the bundle is written: exit 130, one line, no bundle, no temporaries."""
+    import binclf.bundle
+    import binclf.pipeline
+
+    def interrupt(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    if where == "training":
+        monkeypatch.setattr(binclf.pipeline, "train_table", interrupt)
+    else:
+        monkeypatch.setattr(binclf.bundle.os, "fsync", interrupt)
+    r = cli("train", messy["train_csv"], "-t", "target", "-o", tmp_path / "m", "--no-report", *FAST)
+    assert r.returncode == 130, r
+    assert r.stderr.splitlines()[-1] == "error: interrupted; nothing was written"
+    assert list(tmp_path.iterdir()) == []
