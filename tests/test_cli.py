@@ -355,7 +355,7 @@ def test_predict_chunks_formats_stdout_keep_threshold(bundles, messy, tmp_path):
     assert (read_out(tmp_path / "new" / "dir" / "t1.csv")["prediction"] == "no").all()
 
 
-def test_predict_label_types_round_trip(bundles, messy, work, tmp_path):
+def test_predict_label_types_round_trip(bundles, messy, tmp_path):
     """Labels come back in their own type: bool as true/false, ints as ints, text as text."""
     runs = [
         binclf("predict", bundles["parquet"], messy["new_parquet"], "-o", tmp_path / "b.csv"),
