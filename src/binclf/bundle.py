@@ -20,13 +20,27 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-import torch
-from safetensors.torch import load as st_load
-from safetensors.torch import save as st_save
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
-from binclf.errors import BundleError
+from binclf.errors import BundleError, DataError
 
-__all__ = ["FORMAT", "FORMAT_VERSION", "WEIGHTS_FILE", "META_FILE", "save_bundle", "load_bundle", "is_bundle"]
+if TYPE_CHECKING:  # torch is imported when weights are read or written: checks stay fast
+    import torch
+
+    from binclf.data import Schema
+
+__all__ = [
+    "FORMAT",
+    "FORMAT_VERSION",
+    "WEIGHTS_FILE",
+    "META_FILE",
+    "save_bundle",
+    "load_bundle",
+    "read_meta",
+    "check_columns",
+    "is_bundle",
+]
 
 FORMAT = "binclf-bundle"
 FORMAT_VERSION = 1
@@ -63,6 +77,8 @@ def save_bundle(
         raise BundleError(f"{path} already exists: choose another --out directory or pass --force to replace it")
     if path.exists() and not path.is_dir():
         raise BundleError(f"{path} exists and is not a directory: choose another --out path")
+    from safetensors.torch import save as st_save
+
     path.parent.mkdir(parents=True, exist_ok=True)
     weights = st_save({k: v.detach().cpu().contiguous() for k, v in tensors.items()})
     meta = {
@@ -73,6 +89,7 @@ def save_bundle(
     }
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
     try:
+        os.chmod(tmp, 0o777 & ~_umask())  # mkdtemp makes 0700; a bundle gets the usual mode
         (tmp / WEIGHTS_FILE).write_bytes(weights)
         (tmp / META_FILE).write_text(_dumps(meta), encoding="utf-8")
         for name, data in (extra_files or {}).items():
@@ -94,12 +111,36 @@ def save_bundle(
     return path
 
 
+def _umask() -> int:
+    """The process's file-creation mask (read without changing it for long)."""
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
 def load_bundle(path: str | Path) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
     """Read and verify a bundle: ``(meta, tensors)``.
 
     Raises :class:`BundleError` when ``path`` is not a bundle, the format or its
     version is unknown, or the weights file does not match its recorded hash.
     """
+    from safetensors.torch import load as st_load
+
+    meta, data = _verified(path)
+    weights_path = Path(path) / meta["weights"]["file"]
+    try:
+        tensors = st_load(data)
+    except Exception as exc:  # safetensors raises its own error types
+        raise BundleError(f"{weights_path} is not a readable safetensors file ({exc})") from None
+    return meta, tensors
+
+
+def read_meta(path: str | Path) -> dict[str, Any]:
+    """The verified ``bundle.json`` of a bundle (format, version and weights hash checked), without torch."""
+    return _verified(path)[0]
+
+
+def _verified(path: str | Path) -> tuple[dict[str, Any], bytes]:
     path = Path(path)
     if not path.exists():
         raise BundleError(f"bundle {path} does not exist: pass the --out directory written by `binclf train`")
@@ -133,8 +174,45 @@ def load_bundle(path: str | Path) -> tuple[dict[str, Any], dict[str, torch.Tenso
             f"(expected {meta['weights']['sha256'][:12]}..., found {digest[:12]}...): the weights were modified; "
             "restore the original file or train again"
         )
-    try:
-        tensors = st_load(data)
-    except Exception as exc:  # safetensors raises its own error types
-        raise BundleError(f"{weights_path} is not a readable safetensors file ({exc})") from None
-    return meta, tensors
+    return meta, data
+
+
+def check_columns(
+    schema: Schema,
+    source: str | Path,
+    names: Sequence[str],
+    *,
+    target: str | None = None,
+    keep: Sequence[str] = (),
+    notices: list[str] | None = None,
+) -> None:
+    """Check a table's column ``names`` against a bundle's input ``schema``.
+
+    Duplicate names, missing feature columns (all listed) and ``keep`` columns
+    absent from the table are a DataError; columns the model does not use (the
+    ``target`` aside, expected in labelled files) add a notice to ``notices``.
+    """
+    dups = sorted({n for n in names if list(names).count(n) > 1})
+    if dups:
+        raise DataError(
+            f"{source}: duplicate column names {', '.join(map(repr, dups))}; "
+            "give every column a different name in the header"
+        )
+    present = set(names)
+    missing = [n for n in schema.names if n not in present]
+    if missing:
+        raise DataError(
+            f"{source}: {len(missing)} feature column(s) the model was trained on are missing: "
+            f"{', '.join(map(repr, missing))}; add them (empty cells are allowed) and run again"
+        )
+    missing_keep = [n for n in keep if n not in present]
+    if missing_keep:
+        raise DataError(
+            f"{source}: --keep column(s) {', '.join(map(repr, missing_keep))} not in the file; "
+            f"the file has {', '.join(map(repr, names[:30]))}"
+        )
+    known = {*schema.names, *keep, target}
+    extra = [n for n in names if n not in known]
+    if extra and notices is not None:
+        shown = ", ".join(extra[:10]) + (f" and {len(extra) - 10} more" if len(extra) > 10 else "")
+        notices.append(f"ignoring {len(extra)} column(s) the model does not use: {shown}")

@@ -58,6 +58,11 @@ def handle_errors(fn: Callable) -> Callable:
             if debug:
                 raise
             _fail("interrupted; nothing was written", debug=debug, code=130)
+        except BrokenPipeError:
+            # The reader went away (`binclf predict ... | head`): stop quietly, as shell tools do.
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, sys.stdout.fileno())
+            sys.exit(141)
         except (click.exceptions.Exit, click.ClickException, SystemExit):
             raise
         except Exception as exc:  # noqa: BLE001 - the last line of defence
@@ -149,6 +154,7 @@ _TRAIN_OPTIONS = [
     click.option("--model", type=click.Choice(["mlp", "logistic"]), default="mlp", show_default=True),
     click.option("--seed", type=int, default=0, show_default=True, help="Seed for splits, initialisation, batches."),
     click.option("--sep", help="CSV delimiter [default: sniffed]."),
+    click.option("--encoding", help="Text encoding of CSV files, e.g. latin-1 [default: utf-8]."),
     click.option("--drop", multiple=True, help="Column(s) to leave out (repeat or comma-separate)."),
     click.option("--categorical", multiple=True, help="Column(s) to treat as categories."),
     click.option("--numeric", multiple=True, help="Column(s) to treat as numbers."),
@@ -204,7 +210,8 @@ def _pos_weight(value: str | None) -> float | str | None:
 def train(data: Path | None, demo: bool, **kw: Any) -> None:
     """Train a calibrated model on DATA (CSV or Parquet) and save a bundle."""
     if demo:
-        _run_demo(out=kw["out"], force=kw["force"], seed=kw["seed"])
+        # The other options (--max-epochs, --model ...) apply to the demo's training too.
+        _run_demo(out=kw.pop("out"), force=kw.pop("force"), seed=kw.pop("seed"), train_kw=kw)
         return None
     if data is None:
         raise click.UsageError("missing DATA: pass a CSV or Parquet file (or --demo)")
@@ -216,11 +223,21 @@ def train(data: Path | None, demo: bool, **kw: Any) -> None:
 def _train(data: Path, **kw: Any) -> Any:
     from binclf.data import read_table
     from binclf.errors import BundleError, ConfigError
-    from binclf.pipeline import TrainOptions, train_table
 
     out: Path = kw["out"] or Path(f"{_stem(data)}-model")
     if out.exists() and not kw["force"]:
         raise BundleError(f"{out} already exists: choose another --out directory or pass --force to replace it")
+    if out.exists() and not out.is_dir():
+        raise BundleError(f"{out} exists and is not a directory: choose another --out path")
+    # Read (and so validate) the tables before importing torch: a bad file fails in a blink.
+    read = functools.partial(read_table, sep=kw["sep"], encoding=kw.get("encoding"))
+    df = read(data)
+    valid_df = read(kw["valid_path"]) if kw["valid_path"] else None
+    test_df = read(kw["test_path"]) if kw["test_path"] else None
+    _check_table(df, kw, source=str(data))
+
+    from binclf.pipeline import TrainOptions, train_table
+
     batch_size = kw["batch_size"]
     if batch_size != "auto":
         try:
@@ -246,11 +263,15 @@ def _train(data: Path, **kw: Any) -> Any:
         lr=kw["lr"],
         batch_size=batch_size,
     )
-    df = read_table(data, sep=kw["sep"])
-    _say(f"binclf {__version__}: {data} ({len(df)} rows, {len(df.columns)} columns), target {options.target!r}")
-    valid_df = read_table(kw["valid_path"], sep=kw["sep"]) if kw["valid_path"] else None
-    test_df = read_table(kw["test_path"], sep=kw["sep"]) if kw["test_path"] else None
-    result = train_table(df, options, valid_df=valid_df, test_df=test_df, source=str(data), log=_note)
+    header = [f"binclf {__version__}: {data} ({len(df)} rows, {len(df.columns)} columns), target {options.target!r}"]
+
+    def log(message: str) -> None:
+        # The header waits for the first notice: bad input fails with its one error line only.
+        while header:
+            _say(header.pop())
+        _note(message)
+
+    result = train_table(df, options, valid_df=valid_df, test_df=test_df, source=str(data), log=log)
     _print_training(result)
     extra = {}
     if not kw["no_report"]:
@@ -262,6 +283,28 @@ def _train(data: Path, **kw: Any) -> Any:
     if extra:
         click.echo(f"report written to {out / 'report.html'}")
     return result, out
+
+
+def _check_table(df: Any, kw: dict[str, Any], *, source: str) -> None:
+    """train_table's checks of the table, run before torch is imported: bad input fails in a blink.
+
+    Target (missing column, not two classes, missing values), column roles (unknown
+    names, all-missing columns) and infinite numbers; train_table repeats them.
+    """
+    from binclf.data import encode_target, infer_schema
+    from binclf.preprocessing import check_finite
+
+    target = kw["target"]
+    roles = dict(drop=_split_names(kw["drop"]), categorical=_split_names(kw["categorical"]),
+                 numeric=_split_names(kw["numeric"]))
+    if target not in df.columns:
+        infer_schema(df, target=target, **roles)  # words this error best (close names)
+    _, keep, _, _ = encode_target(
+        df[target], column=target, positive=kw["positive"], drop_missing=kw["drop_missing_target"]
+    )
+    kept = df.loc[keep].reset_index(drop=True)
+    schema, _ = infer_schema(kept, target=target, **roles)
+    check_finite(kept, schema.numeric, source=source, rows=keep.nonzero()[0])
 
 
 def _render_report(result: Any) -> bytes | None:
@@ -308,21 +351,29 @@ def _print_training(result: Any) -> None:
 @click.option("--keep", multiple=True, help="Input column(s) to copy into the output (repeat or comma-separate).")
 @click.option("--threshold", type=click.FloatRange(0, 1), help="Override the bundle's threshold.")
 @click.option("--sep", help="CSV delimiter of DATA [default: sniffed].")
-@click.option("--batch-rows", type=click.IntRange(1), default=262_144, show_default=True)
+@click.option("--encoding", help="Text encoding of a CSV DATA, e.g. latin-1 [default: utf-8].")
+@click.option("--batch-rows", type=click.IntRange(1), default=262_144, show_default=True,
+              help="Rows read, predicted and written at a time (memory stays flat).")
 @handle_errors
 def predict(bundle: Path, data: Path, output: Path | None, keep: Sequence[str], threshold: float | None,
-            sep: str | None, batch_rows: int) -> None:
+            sep: str | None, encoding: str | None, batch_rows: int) -> None:
     """Write `probability` and `prediction` for every row of DATA."""
+    from binclf.data import read_columns
+
+    if output is not None and output.is_dir():
+        from binclf.errors import DataError
+
+        raise DataError(f"--output {output} is a directory: pass a file name ending in .csv or .parquet")
+    meta = _read_meta(bundle)
+    _check_input(meta, data, read_columns(data, sep=sep, encoding=encoding), keep=_split_names(keep))
+
     from binclf.predictor import Predictor
 
     predictor = Predictor.load(bundle)
     notices: list[str] = []
-    if output is not None and output.exists() and output.is_dir():
-        from binclf.errors import DataError
-
-        raise DataError(f"--output {output} is a directory: pass a file name ending in .csv or .parquet")
     stats = predictor.predict_file(
-        data, output, keep=_split_names(keep), threshold=threshold, batch_rows=batch_rows, sep=sep, notices=notices
+        data, output, keep=_split_names(keep), threshold=threshold, batch_rows=batch_rows, sep=sep,
+        encoding=encoding, notices=notices,
     )
     for n in notices:
         _note(n)
@@ -336,25 +387,30 @@ def predict(bundle: Path, data: Path, output: Path | None, keep: Sequence[str], 
 @click.argument("data", type=click.Path(path_type=Path))
 @click.option("--threshold", type=click.FloatRange(0, 1), help="Evaluate at this threshold instead of the bundle's.")
 @click.option("--sep", help="CSV delimiter of DATA [default: sniffed].")
+@click.option("--encoding", help="Text encoding of a CSV DATA, e.g. latin-1 [default: utf-8].")
 @click.option("--json", "as_json", is_flag=True, help="Print the metrics as JSON.")
 @handle_errors
-def evaluate(bundle: Path, data: Path, threshold: float | None, sep: str | None, as_json: bool) -> None:
+def evaluate(bundle: Path, data: Path, threshold: float | None, sep: str | None, encoding: str | None,
+             as_json: bool) -> None:
     """Metrics of the bundle's model on labelled DATA."""
     from binclf.data import read_table
-    from binclf.metrics import bootstrap_intervals
+
+    meta = _read_meta(bundle)
+    df = read_table(data, sep=sep, encoding=encoding)
+    _check_input(meta, data, [str(c) for c in df.columns])
+
+    from binclf.metrics import binary_metrics, bootstrap_intervals
     from binclf.predictor import Predictor
 
     predictor = Predictor.load(bundle)
-    df = read_table(data, sep=sep)
+    y, proba = predictor.labelled(df, source=str(data))
     extra = predictor.preprocessor.extra_columns(df.drop(columns=[predictor.target.column], errors="ignore"))
     if extra:
         _note(f"ignoring {len(extra)} column(s) the model does not use: {', '.join(extra[:10])}")
-    metrics = predictor.evaluate(df, threshold=threshold, source=str(data))
+    metrics = binary_metrics(y, proba, threshold=predictor.effective_threshold(threshold))
     if as_json:
         click.echo(json.dumps(metrics, indent=2))
         return
-    y = predictor.labels_to_01(df[predictor.target.column], source=str(data))
-    proba = predictor.predict_proba(df)
     intervals = bootstrap_intervals(y, proba, threshold=metrics["threshold"])
     click.echo(metrics_table(metrics, intervals, title=f"metrics on {data} ({int(metrics['n'])} rows)"))
 
@@ -365,6 +421,7 @@ def evaluate(bundle: Path, data: Path, threshold: float | None, sep: str | None,
 @handle_errors
 def info(bundle: Path, as_json: bool) -> None:
     """What a bundle holds: schema, model, threshold, training metrics, versions."""
+    _read_meta(bundle)
     from binclf.predictor import Predictor
 
     predictor = Predictor.load(bundle)  # verifies the hash and the format version
@@ -390,6 +447,26 @@ def info(bundle: Path, as_json: bool) -> None:
         click.echo(metrics_table(test, None, title="test metrics at training time"))
     versions = predictor.info.get("versions") or {}
     click.echo("versions   " + ", ".join(f"{k} {v}" for k, v in versions.items()))
+
+
+def _read_meta(bundle: Path) -> dict[str, Any]:
+    """The bundle's verified JSON, read before torch is imported: a bad bundle fails in a blink."""
+    from binclf.bundle import read_meta
+
+    return read_meta(bundle)
+
+
+def _check_input(meta: dict[str, Any], data: Path, names: Sequence[str], keep: Sequence[str] = ()) -> None:
+    """The bundle's column checks on DATA's header, before torch is imported (Predictor repeats them)."""
+    from binclf.bundle import check_columns
+    from binclf.data import Schema
+    from binclf.errors import BundleError
+
+    try:
+        schema = Schema.from_dict(meta["schema"])
+    except (KeyError, TypeError, ValueError) as exc:
+        raise BundleError(f"{data}: bundle.json has no usable input schema ({exc}); train the model again") from None
+    check_columns(schema, data, list(names), keep=keep)
 
 
 def _config_text(config: dict[str, Any]) -> str:
@@ -452,16 +529,15 @@ def demo(out: Path | None, force: bool, seed: int) -> None:
     _run_demo(out=out, force=force, seed=seed)
 
 
-def _run_demo(*, out: Path | None, force: bool, seed: int) -> None:
+def _run_demo(*, out: Path | None, force: bool, seed: int, train_kw: dict[str, Any] | None = None) -> None:
     from binclf.predictor import Predictor
 
     out = out or Path("binclf-demo-model")
     with resources.as_file(resources.files("binclf") / "datasets" / DEMO_TABLE) as table:
         _say(f"demo: orange-juice brand choice ({DEMO_TABLE}, shipped with binclf); predicting {DEMO_TARGET!r}")
         # invoke() fills every other option with its default, as the command line would.
-        _, bundle = click.get_current_context().invoke(
-            train, data=table, target=DEMO_TARGET, out=out, force=force, seed=seed
-        )
+        kw = {**(train_kw or {}), "data": table, "target": DEMO_TARGET, "out": out, "force": force, "seed": seed}
+        _, bundle = click.get_current_context().invoke(train, **kw)
         predictor = Predictor.load(bundle)
         from binclf.data import read_table
 

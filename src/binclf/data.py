@@ -473,7 +473,8 @@ def _iter_csv(
 
 def _conversion_error(p: Path, exc: Exception, wanted: Sequence[str], opts_kw: dict[str, Any]) -> DataError:
     msg = _one_line(str(exc))
-    m = re.search(r"In CSV column #(\d+): CSV conversion error to (\w+): invalid value '(.*)'$", msg)
+    # pyarrow >= 2x puts "Row #N: " between the column and the conversion error.
+    m = re.search(r"In CSV column #(\d+): (?:Row #\d+: )?CSV conversion error to (\w+): invalid value '(.*)'$", msg)
     if not m:
         return _arrow_error(p, exc)
     idx, value = int(m.group(1)), m.group(3)
@@ -557,7 +558,8 @@ def _is_numeric_dtype(s: pd.Series) -> bool:
 
 
 def _is_integral(values: np.ndarray) -> bool:
-    return bool(values.size) and bool(np.all(np.mod(values, 1.0) == 0))
+    with np.errstate(invalid="ignore"):  # inf % 1 is NaN: not integral, and no warning on stderr
+        return bool(values.size) and bool(np.all(np.mod(values, 1.0) == 0))
 
 
 def infer_schema(

@@ -25,7 +25,7 @@ from binclf.errors import ConfigError, DataError
 from binclf.metrics import binary_metrics, bootstrap_intervals
 from binclf.models import build_model
 from binclf.predictor import Member, Predictor
-from binclf.preprocessing import Preprocessor
+from binclf.preprocessing import Preprocessor, check_finite
 from binclf.thresholds import choose_threshold, parse_objective
 from binclf.trainer import TrainConfig, Trainer, auto_batch_size
 
@@ -107,7 +107,10 @@ class TrainResult:
     seconds: float = 0.0
 
 
-def _encode(df: pd.DataFrame, options: TrainOptions, source: str) -> tuple[pd.DataFrame, np.ndarray, TargetInfo, list[str]]:
+def _encode(
+    df: pd.DataFrame, options: TrainOptions, source: str
+) -> tuple[pd.DataFrame, np.ndarray, TargetInfo, list[str], np.ndarray]:
+    """Encode the target; also returns the kept rows' positions in the file (for messages)."""
     if options.target not in df.columns:
         # infer_schema words this error best (close names, the column list).
         infer_schema(df, target=options.target)
@@ -116,7 +119,7 @@ def _encode(df: pd.DataFrame, options: TrainOptions, source: str) -> tuple[pd.Da
     )
     if not keep.all():
         df = df.loc[keep]  # y already holds only the kept rows
-    return df.reset_index(drop=True), y.astype(np.float32), info, notices
+    return df.reset_index(drop=True), y.astype(np.float32), info, notices, np.flatnonzero(keep)
 
 
 def _relabel(df: pd.DataFrame, info: TargetInfo, options: TrainOptions, source: str) -> tuple[pd.DataFrame, np.ndarray]:
@@ -184,10 +187,14 @@ def train_table(
     """Train on a raw table; see the module docstring for the steps."""
     t0 = time.perf_counter()
     say = log or (lambda _msg: None)
-    df, y, target, notices = _encode(df, options, source)
+    df, y, target, notices, file_rows = _encode(df, options, source)
     schema, schema_notices = infer_schema(
         df, target=options.target, drop=options.drop, categorical=options.categorical, numeric=options.numeric
     )
+    check_finite(df, schema.numeric, source=source, rows=file_rows)
+    for name, extra_df in (("--valid file", valid_df), ("--test file", test_df)):
+        if extra_df is not None:
+            check_finite(extra_df, schema.numeric, source=name)
     notices += schema_notices
     for n in notices:
         say(n)

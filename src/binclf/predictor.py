@@ -34,9 +34,9 @@ import torch
 from torch import nn
 
 from binclf import __version__
-from binclf.bundle import load_bundle, save_bundle
+from binclf.bundle import _umask, check_columns, load_bundle, save_bundle
 from binclf.calibration import IdentityCalibrator, calibrator_from_dict
-from binclf.data import PARQUET_EXTENSIONS, Schema, TargetInfo, _label_key, iter_batches, read_columns
+from binclf.data import PARQUET_EXTENSIONS, Schema, TargetInfo, _label_key, _row_list, iter_batches, read_columns
 from binclf.errors import BundleError, DataError
 from binclf.models import build_model
 from binclf.preprocessing import Preprocessor
@@ -238,6 +238,7 @@ class Predictor:
         threshold: float | None = None,
         batch_rows: int = 262_144,
         sep: str | None = None,
+        encoding: str | None = None,
         notices: list[str] | None = None,
     ) -> dict[str, Any]:
         """Predict a CSV or Parquet file in chunks (flat memory) into ``output``.
@@ -246,61 +247,68 @@ class Predictor:
         ``None`` writes CSV to standard output. A file output is written to a
         temporary name and renamed only when complete: an error leaves nothing.
         Returns ``{"rows", "seconds", "output"}``.
+
+        ``keep`` columns that are not features are copied as the file spells
+        them (CSV: as text, so ``007`` stays ``007``; Parquet: in their own type).
         """
         t0 = time.perf_counter()
-        names = read_columns(source, sep=sep)
+        keep = list(dict.fromkeys(keep))
+        names = read_columns(source, sep=sep, encoding=encoding)
         self._check_columns(source, names, keep, notices)
         wanted = list(dict.fromkeys([*self.schema.names, *keep]))
         types = {k: v for k, v in self.preprocessor.read_types().items() if k in wanted}
-        batches = iter_batches(source, batch_rows=batch_rows, sep=sep, columns=wanted, column_types=types)
+        types.update({k: "categorical" for k in keep if k not in types})
+        batches = iter_batches(
+            source, batch_rows=batch_rows, sep=sep, columns=wanted, column_types=types, encoding=encoding
+        )
         if output is None:
-            rows = self._write_stream(batches, sys.stdout.buffer, keep=keep, threshold=threshold)
+            rows = self._write_stream(batches, sys.stdout.buffer, keep=keep, threshold=threshold, source=source)
             return {"rows": rows, "seconds": time.perf_counter() - t0, "output": None}
         output = Path(output)
         if output.is_dir():
             raise DataError(f"output {output} is a directory: pass a file name ending in .csv or .parquet")
+        # Directories made here are removed again on failure: an error leaves nothing behind.
+        made = [d for d in (output.parent, *output.parent.parents) if not d.exists()]
         output.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp_name = tempfile.mkstemp(prefix=f".{output.name}.", suffix=".tmp", dir=output.parent)
-        os.close(fd)
-        tmp = Path(tmp_name)
+        tmp: Path | None = None
         try:
-            rows = self._write_file(batches, tmp, parquet=output.name.lower().endswith(PARQUET_EXTENSIONS), keep=keep,
-                                    threshold=threshold)
+            fd, tmp_name = tempfile.mkstemp(prefix=f".{output.name}.", suffix=".tmp", dir=output.parent)
+            os.close(fd)
+            tmp = Path(tmp_name)
+            parquet = output.name.lower().endswith(PARQUET_EXTENSIONS)
+            rows = self._write_file(batches, tmp, parquet=parquet, keep=keep, threshold=threshold, source=source)
+            os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600 files; give the output the usual mode
             tmp.replace(output)
         except BaseException:
-            tmp.unlink(missing_ok=True)
+            if tmp is not None:
+                tmp.unlink(missing_ok=True)
+            for d in made:  # innermost first
+                try:
+                    d.rmdir()
+                except OSError:
+                    break
             raise
         return {"rows": rows, "seconds": time.perf_counter() - t0, "output": str(output)}
 
     def _check_columns(
         self, source: str | Path, names: Sequence[str], keep: Sequence[str], notices: list[str] | None
     ) -> None:
-        present = set(names)
-        missing = [n for n in self.schema.names if n not in present]
-        if missing:
-            raise DataError(
-                f"{source}: {len(missing)} feature column(s) the model was trained on are missing: "
-                f"{', '.join(map(repr, missing))}; add them (empty cells are allowed) and run again"
-            )
-        missing_keep = [n for n in keep if n not in present]
-        if missing_keep:
-            raise DataError(f"{source}: --keep column(s) {', '.join(map(repr, missing_keep))} not in the file")
-        extra = [n for n in names if n not in set(self.schema.names) and n not in set(keep)]
-        if extra and notices is not None:
-            shown = ", ".join(extra[:10]) + (f" and {len(extra) - 10} more" if len(extra) > 10 else "")
-            notices.append(f"ignoring {len(extra)} column(s) the model does not use: {shown}")
+        check_columns(self.schema, source, list(names), target=self.target.column, keep=keep, notices=notices)
 
-    def _tables(self, batches, *, keep, threshold):
+    def _tables(self, batches, *, keep, threshold, source):
         offset = 0
         for df in batches:
-            yield self._predict_arrow(df, keep=keep, threshold=threshold, row_offset=offset)
+            try:
+                yield self._predict_arrow(df, keep=keep, threshold=threshold, row_offset=offset)
+            except DataError as exc:
+                raise DataError(f"{source}: {exc}") from None  # name the file, as the reader does
             offset += len(df)
 
-    def _write_file(self, batches, path: Path, *, parquet: bool, keep, threshold) -> int:
+    def _write_file(self, batches, path: Path, *, parquet: bool, keep, threshold, source) -> int:
         rows = 0
         writer = None
         try:
-            for table in self._tables(batches, keep=keep, threshold=threshold):
+            for table in self._tables(batches, keep=keep, threshold=threshold, source=source):
                 if writer is None:
                     writer = pq.ParquetWriter(path, table.schema) if parquet else pacsv.CSVWriter(path, table.schema)
                 writer.write_table(table)
@@ -310,10 +318,10 @@ class Predictor:
                 writer.close()
         return rows
 
-    def _write_stream(self, batches, stream, *, keep, threshold) -> int:
+    def _write_stream(self, batches, stream, *, keep, threshold, source) -> int:
         rows = 0
         writer = None
-        for table in self._tables(batches, keep=keep, threshold=threshold):
+        for table in self._tables(batches, keep=keep, threshold=threshold, source=source):
             if writer is None:
                 writer = pacsv.CSVWriter(stream, table.schema)
             writer.write_table(table)
@@ -330,31 +338,55 @@ class Predictor:
         Labels match as the training labels did (case-insensitive text, ``1`` ==
         ``1.0``). Missing or unknown labels are a DataError naming the rows.
         """
-        keys = values.map(_label_key, na_action="ignore")
+        col = self.target.column
+        missing = values.isna().to_numpy()
+        if missing.any():
+            rows = np.flatnonzero(missing)
+            raise DataError(
+                f"{source}: column {col!r} has {len(rows)} missing label(s) (row(s) {_row_list(rows)}); "
+                "evaluation needs a label on every row: fill them in or drop those rows"
+            )
+        keys = values.map(_label_key)
         pos, neg = _label_key(self.target.positive), _label_key(self.target.negative)
         bad = ~keys.isin([pos, neg]).to_numpy()
         if bad.any():
             rows = np.flatnonzero(bad)
-            found = sorted({str(v) for v in values[bad].head(5)})
+            counts = values[bad].astype(str).value_counts()
+            found = ", ".join(f"{k!r}: {int(v)}" for k, v in list(counts.items())[:5])
+            found += f" and {len(counts) - 5} more" if len(counts) > 5 else ""
             raise DataError(
-                f"{source}: column {self.target.column!r} has {len(rows)} value(s) that are not the model's labels "
-                f"{self.target.negative!r}/{self.target.positive!r} (first at row {rows[0] + 2}: {found}); "
+                f"{source}: column {col!r} has {len(rows)} value(s) that are not the model's labels "
+                f"{self.target.negative!r}/{self.target.positive!r} ({found}; first at row {int(rows[0]) + 2}); "
                 "evaluate on rows labelled like the training data"
             )
         return (keys == pos).to_numpy(np.float32)
+
+    def labelled(self, df: pd.DataFrame, *, source: str = "data") -> tuple[np.ndarray, np.ndarray]:
+        """0/1 labels and calibrated probabilities, both ``(n,)``, of a labelled table."""
+        if self.target.column not in df.columns:
+            raise DataError(
+                f"{source}: the target column {self.target.column!r} is not in the data; "
+                "evaluation needs labelled rows (use `binclf predict` for unlabelled ones)"
+            )
+        self._check_columns(source, [str(c) for c in df.columns], (), None)
+        y = self.labels_to_01(df[self.target.column], source=source)
+        try:
+            return y, self.predict_proba(df)
+        except DataError as exc:
+            raise DataError(f"{source}: {exc}") from None
 
     def evaluate(self, df: pd.DataFrame, *, threshold: float | None = None, source: str = "data") -> dict[str, float]:
         """Metrics (ROC-AUC, PR-AUC, log-loss, Brier, ECE, ... at the threshold) on labelled data."""
         from binclf.metrics import binary_metrics
 
-        if self.target.column not in df.columns:
-            raise DataError(
-                f"the target column {self.target.column!r} is not in the data: evaluation needs labelled rows"
-            )
-        y = self.labels_to_01(df[self.target.column], source=source)
-        proba = self.predict_proba(df)
-        t = threshold if threshold is not None else (self.threshold.threshold if self.threshold else 0.5)
-        return binary_metrics(y, proba, threshold=t)
+        y, proba = self.labelled(df, source=source)
+        return binary_metrics(y, proba, threshold=self.effective_threshold(threshold))
+
+    def effective_threshold(self, threshold: float | None = None) -> float:
+        """``threshold`` when given, else the bundle's, else 0.5."""
+        if threshold is not None:
+            return float(threshold)
+        return self.threshold.threshold if self.threshold is not None else 0.5
 
 
 def _batched(module: nn.Module, X: torch.Tensor) -> torch.Tensor:

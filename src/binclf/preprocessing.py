@@ -44,7 +44,7 @@ import pandas as pd
 from binclf.data import _NUMBER_RE, Schema
 from binclf.errors import BundleError, ConfigError, DataError, NotFittedError
 
-__all__ = ["Preprocessor", "canonical_labels"]
+__all__ = ["Preprocessor", "canonical_labels", "check_finite"]
 
 _FORMAT = "binclf.preprocessor/1"
 _BLOCK_ROWS = 32_768  # rows per block: the (d, block) scratch stays in cache
@@ -431,6 +431,27 @@ class Preprocessor:
     def __repr__(self) -> str:
         fitted = f", n_features_out_={self.n_features_out_}" if hasattr(self, "feature_names_") else ""
         return f"Preprocessor(numeric={self.numeric!r}, columns={len(self.schema.columns)}{fitted})"
+
+
+def check_finite(
+    df: pd.DataFrame, columns: Sequence[str], *, source: str = "data", rows: np.ndarray | None = None
+) -> None:
+    """Raise one DataError naming every column of ``columns`` holding an infinite number.
+
+    ``rows[i]`` is the 0-based data-row position in the file of ``df``'s row ``i``
+    (default: ``i``), so messages name file rows even after rows were dropped.
+    Columns absent from ``df`` are skipped (the transform reports them).
+    """
+    problems = []
+    for name in columns:
+        if name not in df.columns:
+            continue
+        x, _, _ = _to_float(df[name], name=name, na_tokens=None, row_offset=0)
+        inf = np.flatnonzero(np.isinf(x))
+        if inf.size:
+            problems.append(_inf_problem(name, int(inf[0] if rows is None else rows[inf[0]]), 0))
+    if problems:
+        raise DataError(f"{source}: " + "; ".join(problems))
 
 
 def _inf_problem(name: str, i: int, row_offset: int) -> str:

@@ -1,0 +1,45 @@
+"""Tests for binclf.pipeline.train_table: checks of the raw table, before any split."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from binclf.errors import DataError
+from binclf.pipeline import TrainOptions, train_table
+
+OPTIONS = TrainOptions(target="y", model="logistic", max_epochs=2, n_boot=10, drop_missing_target=True)
+
+
+def frame(n: int = 60) -> pd.DataFrame:
+    rng = np.random.default_rng(0)
+    df = pd.DataFrame({"a": rng.normal(size=n), "b": rng.normal(size=n)})
+    df["y"] = np.where(df["a"] > 0, "yes", "no")
+    return df
+
+
+def test_infinite_value_named_by_its_file_row_before_the_split():
+    """inf is an error naming the file row, even with rows dropped before it and the rows shuffled by splits."""
+    df = frame()
+    df.loc[[2, 5], "y"] = None  # dropped: file rows shift by two for later rows
+    df.loc[40, "b"] = np.inf
+    with pytest.raises(DataError, match="data.csv: column 'b' holds an infinite value at row 42"):
+        train_table(df, OPTIONS, source="data.csv")
+
+
+def test_infinite_value_in_a_valid_file():
+    """A --valid table with inf is named as such."""
+    valid = frame(30)
+    valid.loc[7, "a"] = -np.inf
+    with pytest.raises(DataError, match="--valid file: column 'a' holds an infinite value at row 9"):
+        train_table(frame(), OPTIONS, valid_df=valid)
+
+
+def test_trains_with_dropped_targets_and_reports_split_sizes():
+    """Rows with a missing target are dropped with a notice; the summary records the split sizes."""
+    df = frame()
+    df.loc[[2, 5], "y"] = None
+    result = train_table(df, OPTIONS)
+    assert any("2 row(s) with a missing 'y' dropped (row(s) 4, 7)" in n for n in result.notices)
+    assert sum(result.summary["split_rows"].values()) == 58

@@ -1,0 +1,119 @@
+"""Tests for binclf.predictor: the one prediction path (tables, files in chunks, evaluation)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pyarrow.parquet as pq
+import pytest
+
+from binclf.data import read_table
+from binclf.errors import DataError
+from binclf.pipeline import TrainOptions, train_table
+from binclf.predictor import Predictor
+
+
+def table(n: int, *, seed: int, label=("no", "yes")) -> pd.DataFrame:
+    rng = np.random.default_rng(seed)
+    df = pd.DataFrame({"id": [f"{i:05d}" for i in range(n)], "a": rng.normal(size=n),
+                       "c": rng.choice(["u", "v", "w"], n)})
+    df["y"] = np.where(df["a"] + (df["c"] == "u") + rng.normal(size=n) > 0.5, label[1], label[0])
+    return df
+
+
+def fit(df: pd.DataFrame) -> Predictor:
+    options = TrainOptions(target="y", model="logistic", max_epochs=2, n_boot=10)
+    return train_table(df, options).predictor
+
+
+@pytest.fixture(scope="module")
+def predictor() -> Predictor:
+    return fit(table(150, seed=0))
+
+
+@pytest.fixture(scope="module")
+def new_csv(tmp_path_factory):
+    path = tmp_path_factory.mktemp("pred") / "new.csv"
+    df = table(95, seed=1).drop(columns="y")
+    df.loc[3, "c"] = "never seen"
+    df.loc[4, "a"] = np.nan
+    df.to_csv(path, index=False)
+    return path
+
+
+def test_predict_file_in_chunks_equals_one_batch_and_predict_proba(predictor, new_csv, tmp_path, monkeypatch):
+    """Chunks of 10 rows give the same file as one batch, equal to predict_proba on the whole table to 1e-6;
+    no batch is larger than batch_rows (the file is never read whole)."""
+    sizes = []
+    original = Predictor._predict_arrow
+
+    def spy(self, df, **kw):
+        sizes.append(len(df))
+        return original(self, df, **kw)
+
+    monkeypatch.setattr(Predictor, "_predict_arrow", spy)
+    predictor.predict_file(new_csv, tmp_path / "chunked.csv", batch_rows=10)
+    assert max(sizes) == 10 and sum(sizes) == 95
+    predictor.predict_file(new_csv, tmp_path / "one.csv")
+    chunked, one = pd.read_csv(tmp_path / "chunked.csv"), pd.read_csv(tmp_path / "one.csv")
+    pd.testing.assert_frame_equal(chunked, one)
+    expected = predictor.predict_proba(read_table(new_csv))
+    np.testing.assert_allclose(one["probability"], expected, rtol=0, atol=1e-6)
+    assert (one["prediction"] == predictor.predict(read_table(new_csv))).all()
+
+
+def test_predict_file_parquet_keep_and_threshold(predictor, new_csv, tmp_path):
+    """Parquet output equals CSV output; --keep copies ids verbatim (leading zeros); a threshold overrides."""
+    predictor.predict_file(new_csv, tmp_path / "p.parquet", keep=["id", "a"], batch_rows=7)
+    predictor.predict_file(new_csv, tmp_path / "p.csv", keep=["id", "a"])
+    pq_out = pq.read_table(tmp_path / "p.parquet").to_pandas()
+    csv_out = pd.read_csv(tmp_path / "p.csv", dtype={"id": str})
+    assert list(pq_out.columns) == ["id", "a", "probability", "prediction"]
+    assert pq_out["id"].iloc[0] == "00000" and (pq_out["id"] == csv_out["id"]).all()
+    np.testing.assert_allclose(pq_out["probability"], csv_out["probability"], atol=1e-12)
+    low = predictor.predict_frame(read_table(new_csv), threshold=0.0)
+    assert (low["prediction"] == "yes").all()
+
+
+@pytest.mark.parametrize(
+    "labels, expected",
+    [((0, 1), {0, 1}), ((False, True), {False, True}), (("neg", "pos"), {"neg", "pos"})],
+)
+def test_labels_keep_their_type(labels, expected, tmp_path):
+    """Predictions are the original label values, in their own type, through predict and predict_file."""
+    df = table(80, seed=2, label=labels)
+    p = fit(df)
+    got = p.predict(df)
+    assert set(got) <= expected and all(type(v) is type(labels[0]) for v in got)
+    df.drop(columns="y").to_parquet(tmp_path / "x.parquet")
+    p.predict_file(tmp_path / "x.parquet", tmp_path / "out.parquet")
+    out = pd.read_parquet(tmp_path / "out.parquet")["prediction"]
+    assert set(out) <= expected
+
+
+def test_evaluate_errors_name_rows_and_counts(predictor):
+    """evaluate: missing labels, unknown labels, a missing target column, a missing feature: clear DataErrors."""
+    df = table(30, seed=3)
+    assert 0 <= predictor.evaluate(df)["roc_auc"] <= 1
+    bad = df.copy()
+    bad.loc[[1, 2], "y"] = None
+    with pytest.raises(DataError, match="f.csv: column 'y' has 2 missing label\\(s\\) \\(row\\(s\\) 3, 4\\)"):
+        predictor.evaluate(bad, source="f.csv")
+    bad = df.copy()
+    bad.loc[[5, 9], "y"] = "maybe"
+    with pytest.raises(DataError, match="'maybe': 2; first at row 7"):
+        predictor.evaluate(bad)
+    with pytest.raises(DataError, match="target column 'y' is not in the data"):
+        predictor.evaluate(df.drop(columns="y"))
+    with pytest.raises(DataError, match="1 feature column\\(s\\) .* missing: 'c'"):
+        predictor.evaluate(df.drop(columns="c"))
+
+
+def test_predict_file_errors_leave_no_output(predictor, tmp_path):
+    """A bad value found mid-file (after batches were written) leaves no output and no new directory."""
+    df = table(40, seed=4).drop(columns="y").astype({"a": object})
+    df.loc[33, "a"] = "oops"
+    df.to_csv(tmp_path / "bad.csv", index=False)
+    with pytest.raises(DataError, match="bad.csv: column 'a' should hold numbers but holds 'oops' at row 35"):
+        predictor.predict_file(tmp_path / "bad.csv", tmp_path / "made" / "out.csv", batch_rows=8)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["bad.csv"]
