@@ -31,10 +31,6 @@ import warnings
 from typing import Any
 
 import numpy as np
-from scipy.optimize import minimize
-from scipy.special import expit
-from sklearn.isotonic import IsotonicRegression
-from sklearn.model_selection import StratifiedKFold
 
 from binclf.errors import ConfigError, DataError, NotFittedError
 from binclf.metrics import _check_scores, _check_target
@@ -68,6 +64,17 @@ _RIDGE = 1e-6
 
 
 # --------------------------------------------------------------------------- helpers
+# scipy and scikit-learn are imported inside the fitting functions: applying a
+# fitted calibrator (every `binclf predict`) needs NumPy only, and importing them
+# costs about a second per process.
+
+
+def expit(z: np.ndarray) -> np.ndarray:
+    """Stable sigmoid in NumPy: ``exp`` only ever sees non-positive arguments."""
+    z = np.asarray(z, dtype=np.float64)
+    e = np.exp(-np.abs(z))
+    return np.where(z >= 0, 1.0 / (1.0 + e), e / (1.0 + e))
+
 
 
 def _log_sigmoid(z: np.ndarray) -> np.ndarray:
@@ -155,6 +162,8 @@ def _fit_logistic(
     bounds = [(None if lower is None else lower * s, None) for s in scale]
     if has_b:
         bounds.append((None, None))
+    from scipy.optimize import minimize
+
     res = minimize(
         loss_grad,
         theta0,
@@ -243,6 +252,8 @@ def fit_isotonic(logits, y, *, sample_weight=None) -> dict[str, list[float]]:
     z, y, w = _check_inputs(logits, y, sample_weight)
     if _single_class(y, w, "isotonic"):
         return {"X_thresholds_": [0.0, 1.0], "y_thresholds_": [_ISOTONIC_EPS, 1.0 - _ISOTONIC_EPS]}
+    from sklearn.isotonic import IsotonicRegression
+
     iso = IsotonicRegression(
         y_min=_ISOTONIC_EPS, y_max=1.0 - _ISOTONIC_EPS, increasing=True, out_of_bounds="clip"
     )
@@ -486,6 +497,8 @@ def select_calibrator(
             candidates = [m for m in CALIBRATION_METHODS if m != "isotonic"]
             if n >= isotonic_min_rows:
                 candidates.append("isotonic")
+            from sklearn.model_selection import StratifiedKFold
+
             splitter = StratifiedKFold(n_splits=folds, shuffle=True, random_state=seed)
             oof = {m: np.empty(n) for m in candidates}
             for train, test in splitter.split(z, yf):

@@ -17,7 +17,6 @@ import warnings
 from collections.abc import Sequence
 
 import numpy as np
-from sklearn import metrics as skm
 
 from binclf.errors import ConfigError, DataError
 
@@ -210,6 +209,8 @@ def binary_metrics(y, proba, *, threshold: float = 0.5) -> dict[str, float]:
     single class in ``y``, ``roc_auc`` and ``pr_auc`` are ``nan``; when nothing
     is predicted positive, ``precision`` (and ``f1``) is 0.
     """
+    from sklearn import metrics as skm  # imported here: `binclf predict` needs no scikit-learn
+
     y, proba = _check_pair(y, proba)
     threshold = float(threshold)
     n = int(y.shape[0])
