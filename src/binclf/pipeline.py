@@ -11,6 +11,7 @@ which nothing above has seen.
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -18,6 +19,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+import torch
 
 from binclf.calibration import select_calibrator
 from binclf.crossfit import cross_fit
@@ -67,6 +69,7 @@ class TrainOptions:
     # --model auto: cross-fitted folds over train + validation, and the linear member.
     folds: int = 5
     linear_member: bool = True
+    neural_member: str = "mlp"
 
     def __post_init__(self) -> None:
         problems = []
@@ -167,12 +170,14 @@ def _model_config(options: TrainOptions, n_features: int, n_rows: int = 0) -> di
     if options.model == "mlp":
         return {"n_features": n_features, "hidden": list(options.hidden), "dropout": options.dropout, "batchnorm": True}
     if options.model == "auto":
+        if options.neural_member == "tabm":
+            return {"n_features": n_features, "hidden": list(options.hidden), "dropout": options.dropout, "k": 8}
         return {"n_features": n_features, "hidden": list(options.hidden), "dropout": options.dropout, "batchnorm": True}
     return {"n_features": n_features}
 
 
 def _neural_name(options: TrainOptions) -> str:
-    return "mlp" if options.model in ("mlp", "auto") else options.model
+    return options.neural_member if options.model == "auto" else options.model
 
 
 def _fit_members(
@@ -185,6 +190,17 @@ def _fit_members(
     return [Member(options.model, config, module, 1.0, trainer.logit_shift_)], trainer.history_
 
 
+# Neural samples (rows x epochs, over all folds) the default model may spend:
+# about 5 s at the trainer's ~250k samples/s on two cores, so a 25k-row table
+# trains in well under 10 s while small tables never reach the cap.
+_SAMPLE_BUDGET = 1_200_000
+
+
+def _auto_folds(options: TrainOptions, n: int) -> int:
+    """5 folds up to ~10k rows; fewer above, where a held-out fold is already large."""
+    return int(options.folds) if n <= 10_000 else min(int(options.folds), 3)
+
+
 def _fit_crossfit(
     options: TrainOptions, X: np.ndarray, y: np.ndarray
 ) -> tuple[list[Member], list[dict[str, float]], np.ndarray, dict[str, Any]]:
@@ -194,10 +210,12 @@ def _fit_crossfit(
     fold's training history, the blended OOF logits ``(n,)`` and a summary.
     """
     name = _neural_name(options)
-    k = int(options.folds)
+    k = _auto_folds(options, len(y))
     n_fit = int(round(len(y) * (k - 1) / k))
     config = _model_config(options, X.shape[1], len(y))
-    train_config = _train_config(options, n_fit)
+    base = _train_config(options, n_fit)
+    epochs = int(min(options.max_epochs, max(10, _SAMPLE_BUDGET // (k * max(n_fit, 1)))))
+    train_config = TrainConfig(**{**base.to_dict(), "max_epochs": epochs})
 
     def fit_neural(Xf, yf, Xh, yh, fold):
         module = build_model(name, seed=options.seed * 1000 + fold, **config)
@@ -205,7 +223,8 @@ def _fit_crossfit(
         trainer = Trainer(cfg).fit(module, Xf, yf, X_valid=Xh, y_valid=yh)
         return module, trainer.logit_shift_, trainer.history_
 
-    cf = cross_fit(X, y, k=k, seed=options.seed, fit_neural=fit_neural, linear=options.linear_member)
+    with _one_torch_thread():
+        cf = cross_fit(X, y, k=k, seed=options.seed, fit_neural=fit_neural, linear=options.linear_member)
     kf = len(cf.neural) or len(cf.linear)
     members = [Member(name, config, m, (1 - cf.weight) / kf, s) for m, s in zip(cf.neural, cf.shifts)]
     lin_config = {"n_features": X.shape[1]}
@@ -214,6 +233,22 @@ def _fit_crossfit(
     members = [m for m in members if m.weight > 0]
     info = {**cf.info, "neural_model": name, "neural_config": config, "train_config": train_config.to_dict()}
     return members, cf.histories[0] if cf.histories else [], cf.oof_logits, info
+
+
+@contextlib.contextmanager
+def _one_torch_thread():
+    """Small networks train as fast on one thread, and far faster on a busy machine.
+
+    Intra-op threads split matrix products of a few hundred rows by 128 columns,
+    too little work to share; on a loaded machine the extra thread waits for a
+    core and every step waits for it (measured: 40x slower steps).
+    """
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 def train_table(
