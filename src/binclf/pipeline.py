@@ -186,7 +186,8 @@ def _fit_members(
     """One model trained on ``X`` and early-stopped on ``Xv`` (``--model mlp`` / ``logistic``)."""
     config = _model_config(options, X.shape[1], len(X))
     module = build_model(options.model, seed=options.seed, **config)
-    trainer = Trainer(_train_config(options, len(X))).fit(module, X, y, X_valid=Xv, y_valid=yv)
+    with _one_torch_thread():
+        trainer = Trainer(_train_config(options, len(X))).fit(module, X, y, X_valid=Xv, y_valid=yv)
     return [Member(options.model, config, module, 1.0, trainer.logit_shift_)], trainer.history_
 
 
@@ -194,6 +195,9 @@ def _fit_members(
 # about 5 s at the trainer's ~250k samples/s on two cores, so a 25k-row table
 # trains in well under 10 s while small tables never reach the cap.
 _SAMPLE_BUDGET = 1_200_000
+# Optimiser steps over all folds: on small tables the per-step overhead, not
+# the rows, is the cost (~1 ms a step), so steps are capped as well.
+_STEP_BUDGET = 6_000
 
 
 def _auto_folds(options: TrainOptions, n: int) -> int:
@@ -214,7 +218,9 @@ def _fit_crossfit(
     n_fit = int(round(len(y) * (k - 1) / k))
     config = _model_config(options, X.shape[1], len(y))
     base = _train_config(options, n_fit)
-    epochs = int(min(options.max_epochs, max(10, _SAMPLE_BUDGET // (k * max(n_fit, 1)))))
+    steps_per_epoch = -(-n_fit // base.batch_size)
+    epochs = min(_SAMPLE_BUDGET // (k * max(n_fit, 1)), _STEP_BUDGET // (k * steps_per_epoch))
+    epochs = int(min(options.max_epochs, max(10, epochs)))
     train_config = TrainConfig(**{**base.to_dict(), "max_epochs": epochs})
 
     def fit_neural(Xf, yf, Xh, yh, fold):
