@@ -151,7 +151,7 @@ _TRAIN_OPTIONS = [
     click.option("--positive", help="Which of the target's two values is the positive class."),
     click.option("--out", "-o", type=click.Path(path_type=Path), help="Bundle directory [default: <data>-model]."),
     click.option("--force", is_flag=True, help="Replace an existing bundle directory."),
-    click.option("--model", type=click.Choice(["mlp", "logistic"]), default="mlp", show_default=True),
+    click.option("--model", type=click.Choice(["auto", "mlp", "logistic"]), default="auto", show_default=True),
     click.option("--seed", type=int, default=0, show_default=True, help="Seed for splits, initialisation, batches."),
     click.option("--sep", help="CSV delimiter [default: sniffed]."),
     click.option("--encoding", help="Text encoding of CSV files, e.g. latin-1 [default: utf-8]."),

@@ -11,6 +11,7 @@ which nothing above has seen.
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -18,8 +19,10 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+import torch
 
 from binclf.calibration import select_calibrator
+from binclf.crossfit import cross_fit
 from binclf.data import Schema, TargetInfo, encode_target, infer_schema, stratified_split
 from binclf.errors import ConfigError, DataError
 from binclf.metrics import binary_metrics, bootstrap_intervals
@@ -31,7 +34,7 @@ from binclf.trainer import TrainConfig, Trainer, auto_batch_size
 
 __all__ = ["TrainOptions", "TrainResult", "train_table", "MODEL_CHOICES"]
 
-MODEL_CHOICES = ("mlp", "logistic")
+MODEL_CHOICES = ("auto", "mlp", "logistic")
 
 
 @dataclass(frozen=True)
@@ -40,7 +43,7 @@ class TrainOptions:
 
     target: str
     positive: str | None = None
-    model: str = "mlp"
+    model: str = "auto"
     drop: tuple[str, ...] = ()
     categorical: tuple[str, ...] = ()
     numeric: tuple[str, ...] = ()
@@ -63,11 +66,17 @@ class TrainOptions:
     hidden: tuple[int, ...] = (128, 64)
     dropout: float = 0.1
     n_boot: int = 200
+    # --model auto: cross-fitted folds over train + validation, and the linear member.
+    folds: int = 5
+    linear_member: bool = True
+    neural_member: str = "mlp"
 
     def __post_init__(self) -> None:
         problems = []
         if self.model not in MODEL_CHOICES:
             problems.append(f"--model must be one of {', '.join(MODEL_CHOICES)}, got {self.model!r}")
+        if not 2 <= int(self.folds) <= 20:
+            problems.append(f"folds must be an integer in [2, 20], got {self.folds}")
         for name in ("valid_fraction", "test_fraction"):
             v = getattr(self, name)
             if not 0.0 <= v < 0.5:
@@ -160,19 +169,95 @@ def _train_config(options: TrainOptions, n_train: int) -> TrainConfig:
     )
 
 
-def _model_config(options: TrainOptions, n_features: int) -> dict[str, Any]:
+def _model_config(options: TrainOptions, n_features: int, n_rows: int = 0) -> dict[str, Any]:
     if options.model == "mlp":
         return {"n_features": n_features, "hidden": list(options.hidden), "dropout": options.dropout, "batchnorm": True}
+    if options.model == "auto":
+        if options.neural_member == "tabm":
+            return {"n_features": n_features, "hidden": list(options.hidden), "dropout": options.dropout, "k": 8}
+        return {"n_features": n_features, "hidden": list(options.hidden), "dropout": options.dropout, "batchnorm": True}
     return {"n_features": n_features}
+
+
+def _neural_name(options: TrainOptions) -> str:
+    return options.neural_member if options.model == "auto" else options.model
 
 
 def _fit_members(
     options: TrainOptions, X: np.ndarray, y: np.ndarray, Xv: np.ndarray, yv: np.ndarray
 ) -> tuple[list[Member], list[dict[str, float]]]:
-    config = _model_config(options, X.shape[1])
+    """One model trained on ``X`` and early-stopped on ``Xv`` (``--model mlp`` / ``logistic``)."""
+    config = _model_config(options, X.shape[1], len(X))
     module = build_model(options.model, seed=options.seed, **config)
-    trainer = Trainer(_train_config(options, len(X))).fit(module, X, y, X_valid=Xv, y_valid=yv)
+    with _one_torch_thread():
+        trainer = Trainer(_train_config(options, len(X))).fit(module, X, y, X_valid=Xv, y_valid=yv)
     return [Member(options.model, config, module, 1.0, trainer.logit_shift_)], trainer.history_
+
+
+# Neural samples (rows x epochs, over all folds) the default model may spend:
+# about 5 s at the trainer's ~250k samples/s on two cores, so a 25k-row table
+# trains in well under 10 s while small tables never reach the cap.
+_SAMPLE_BUDGET = 1_200_000
+# Optimiser steps over all folds: on small tables the per-step overhead, not
+# the rows, is the cost (~1 ms a step), so steps are capped as well.
+_STEP_BUDGET = 6_000
+
+
+def _auto_folds(options: TrainOptions, n: int) -> int:
+    """5 folds up to ~10k rows; fewer above, where a held-out fold is already large."""
+    return int(options.folds) if n <= 10_000 else min(int(options.folds), 3)
+
+
+def _fit_crossfit(
+    options: TrainOptions, X: np.ndarray, y: np.ndarray
+) -> tuple[list[Member], list[dict[str, float]], np.ndarray, dict[str, Any]]:
+    """``--model auto``: cross-fitted neural + linear members (see :mod:`binclf.crossfit`).
+
+    Returns the members (weights summing to 1, as the OOF blend), the first
+    fold's training history, the blended OOF logits ``(n,)`` and a summary.
+    """
+    name = _neural_name(options)
+    k = _auto_folds(options, len(y))
+    n_fit = int(round(len(y) * (k - 1) / k))
+    config = _model_config(options, X.shape[1], len(y))
+    base = _train_config(options, n_fit)
+    steps_per_epoch = -(-n_fit // base.batch_size)
+    epochs = min(_SAMPLE_BUDGET // (k * max(n_fit, 1)), _STEP_BUDGET // (k * steps_per_epoch))
+    epochs = int(min(options.max_epochs, max(10, epochs)))
+    train_config = TrainConfig(**{**base.to_dict(), "max_epochs": epochs})
+
+    def fit_neural(Xf, yf, Xh, yh, fold):
+        module = build_model(name, seed=options.seed * 1000 + fold, **config)
+        cfg = TrainConfig(**{**train_config.to_dict(), "seed": options.seed * 1000 + fold})
+        trainer = Trainer(cfg).fit(module, Xf, yf, X_valid=Xh, y_valid=yh)
+        return module, trainer.logit_shift_, trainer.history_
+
+    with _one_torch_thread():
+        cf = cross_fit(X, y, k=k, seed=options.seed, fit_neural=fit_neural, linear=options.linear_member)
+    kf = len(cf.neural) or len(cf.linear)
+    members = [Member(name, config, m, (1 - cf.weight) / kf, s) for m, s in zip(cf.neural, cf.shifts)]
+    lin_config = {"n_features": X.shape[1]}
+    members += [Member("logistic", lin_config, m, cf.weight / kf, 0.0) for m in cf.linear]
+    # A member with weight 0 adds nothing but size and time.
+    members = [m for m in members if m.weight > 0]
+    info = {**cf.info, "neural_model": name, "neural_config": config, "train_config": train_config.to_dict()}
+    return members, cf.histories[0] if cf.histories else [], cf.oof_logits, info
+
+
+@contextlib.contextmanager
+def _one_torch_thread():
+    """Small networks train as fast on one thread, and far faster on a busy machine.
+
+    Intra-op threads split matrix products of a few hundred rows by 128 columns,
+    too little work to share; on a loaded machine the extra thread waits for a
+    core and every step waits for it (measured: 40x slower steps).
+    """
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 def train_table(
@@ -224,21 +309,40 @@ def train_table(
             )
 
     train_df, y_train = parts["train"]
+    crossfit = options.model == "auto"
+    if crossfit:
+        # The default model cross-fits over train + validation: every one of
+        # those rows trains k - 1 fold members and is predicted out of fold by
+        # the one that did not see it; calibration and threshold use all of them.
+        train_df = pd.concat([train_df, parts["valid"][0]], ignore_index=True)
+        y_train = np.concatenate([y_train, parts["valid"][1]])
     prep = Preprocessor(schema=schema, numeric=options.numeric_scaling).fit(train_df)
     X_train = prep.transform(train_df)
-    X_valid = prep.transform(parts["valid"][0])
     X_test = prep.transform(parts["test"][0])
-    y_valid, y_test = parts["valid"][1], parts["test"][1]
-    say(
-        f"training {options.model} on {len(y_train)} rows x {X_train.shape[1]} features "
-        f"(validation {len(y_valid)}, test {len(y_test)})"
-    )
+    y_test = parts["test"][1]
+    extra_info: dict[str, Any] = {}
+    if crossfit:
+        say(
+            f"training {options.model} ({options.folds}-fold cross-fit) on {len(y_train)} rows x "
+            f"{X_train.shape[1]} features (test {len(y_test)})"
+        )
+        members, history, z_valid, extra_info = _fit_crossfit(options, X_train, y_train)
+        y_valid = y_train
+        predictor = Predictor(schema=schema, target=target, preprocessor=prep, members=members)
+    else:
+        X_valid = prep.transform(parts["valid"][0])
+        y_valid = parts["valid"][1]
+        say(
+            f"training {options.model} on {len(y_train)} rows x {X_train.shape[1]} features "
+            f"(validation {len(y_valid)}, test {len(y_test)})"
+        )
+        members, history = _fit_members(options, X_train, y_train, X_valid, y_valid)
+        predictor = Predictor(schema=schema, target=target, preprocessor=prep, members=members)
+        z_valid = predictor.uncalibrated_logits(X_valid)
 
-    members, history = _fit_members(options, X_train, y_train, X_valid, y_valid)
-    predictor = Predictor(schema=schema, target=target, preprocessor=prep, members=members)
-
-    z_valid = predictor.uncalibrated_logits(X_valid)
     calibrator, cal_info = select_calibrator(z_valid, y_valid, method=options.calibration, seed=options.seed)
+    if crossfit:
+        cal_info["fitted_on"] = "out-of-fold predictions of train + validation"
     predictor.calibrator = calibrator
     p_valid = calibrator.predict_proba(z_valid)
     policy = choose_threshold(
@@ -268,6 +372,7 @@ def train_table(
             "calibration": cal_info,
             "history": history,
             "summary": summary,
+            **({"crossfit": extra_info} if extra_info else {}),
             "notices": notices,
             "train_seconds": seconds,
         }

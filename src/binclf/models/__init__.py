@@ -9,5 +9,6 @@ No model ends in a sigmoid: probabilities are read out (and calibrated) in
 from binclf.models.base import build_model, init_output_bias, model_names
 from binclf.models.logistic import LogisticModel
 from binclf.models.mlp import MLP
+from binclf.models.tabm import TabM
 
-__all__ = ["LogisticModel", "MLP", "build_model", "init_output_bias", "model_names"]
+__all__ = ["LogisticModel", "MLP", "TabM", "build_model", "init_output_bias", "model_names"]

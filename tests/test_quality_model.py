@@ -1,0 +1,101 @@
+"""The default model (``--model auto``): cross-fitted neural + linear members, OOF calibration."""
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from binclf.crossfit import blend_weight, fold_indices, log_loss
+from binclf.pipeline import MODEL_CHOICES, TrainOptions, train_table
+from binclf.predictor import Predictor
+
+
+@pytest.fixture(scope="module")
+def bananas_small(data_dir):
+    return pd.read_csv(data_dir / "bananas.csv").sample(1500, random_state=0).reset_index(drop=True)
+
+
+@pytest.fixture(scope="module")
+def linear_tiny():
+    """300 rows, 8 numbers, a linear log-odds: the setting where a network overfits."""
+    rng = np.random.default_rng(3)
+    X = rng.normal(size=(300, 8))
+    z = X[:, :4] @ np.array([1.0, -0.8, 0.6, 0.4]) - 0.5
+    y = rng.random(300) < 1 / (1 + np.exp(-z))
+    df = pd.DataFrame(X.round(4), columns=[f"f{i}" for i in range(8)])
+    df["y"] = np.where(y, "yes", "no")
+    return df
+
+
+@pytest.fixture(scope="module")
+def auto_bananas(bananas_small):
+    return train_table(bananas_small, TrainOptions(target="label", n_boot=20))
+
+
+def test_auto_is_the_default_and_the_old_models_stay():
+    assert TrainOptions(target="y").model == "auto"
+    assert {"auto", "mlp", "logistic"} <= set(MODEL_CHOICES)
+
+
+def test_auto_beats_the_linear_model_on_a_curved_boundary(bananas_small, auto_bananas):
+    linear = train_table(bananas_small, TrainOptions(target="label", model="logistic", n_boot=20))
+    assert auto_bananas.metrics["log_loss"] <= linear.metrics["log_loss"]
+    assert auto_bananas.predictor.info["crossfit"]["linear_weight"] < 0.5
+
+
+def test_auto_matches_the_textbook_mlp_on_a_tiny_linear_table(linear_tiny):
+    auto = train_table(linear_tiny, TrainOptions(target="y", n_boot=20))
+    mlp = train_table(linear_tiny, TrainOptions(target="y", model="mlp", n_boot=20))
+    assert auto.metrics["log_loss"] <= mlp.metrics["log_loss"] + 0.005
+    assert auto.predictor.info["crossfit"]["linear_weight"] > 0.5
+
+
+def test_calibration_and_threshold_use_every_train_and_validation_row(auto_bananas):
+    split = auto_bananas.summary["split_rows"]
+    n_fit = split["train"] + split["valid"]
+    assert auto_bananas.calibration_info["n"] == n_fit
+    assert len(auto_bananas.curves["y_valid"]) == len(auto_bananas.curves["p_valid"]) == n_fit
+    assert len(auto_bananas.curves["y_test"]) == split["test"]
+    assert "out-of-fold" in auto_bananas.calibration_info["fitted_on"]
+
+
+def test_members_are_fold_models_whose_weights_match_the_blend(auto_bananas):
+    info = auto_bananas.predictor.info["crossfit"]
+    members = auto_bananas.predictor.members
+    w = info["linear_weight"]
+    assert sum(m.weight for m in members) == pytest.approx(1.0)
+    linear = [m for m in members if m.name == "logistic"]
+    assert sum(m.weight for m in linear) == pytest.approx(w)
+    assert len(members) == info["folds"] * ((w > 0) + (w < 1))
+
+
+def test_bundle_round_trip_gives_the_same_probabilities(auto_bananas, bananas_small, tmp_path):
+    pred = auto_bananas.predictor
+    pred.save(tmp_path / "b")
+    loaded = Predictor.load(tmp_path / "b")
+    rows = bananas_small.head(200)
+    np.testing.assert_allclose(loaded.predict_proba(rows), pred.predict_proba(rows), rtol=1e-6, atol=1e-7)
+
+
+def test_fold_indices_hold_out_every_row_once():
+    y = np.r_[np.zeros(40), np.ones(10)]
+    folds = fold_indices(y, k=5, seed=0)
+    held = np.sort(np.concatenate([h for _, h in folds]))
+    np.testing.assert_array_equal(held, np.arange(50))
+    for fit, h in folds:
+        assert not set(fit) & set(h) and y[h].sum() == 2  # stratified
+
+
+def test_fold_indices_shrink_k_to_the_rarer_class():
+    y = np.r_[np.zeros(40), np.ones(3)]
+    assert len(fold_indices(y, k=5, seed=0)) == 3
+
+
+def test_blend_weight_finds_the_better_source_and_in_between():
+    rng = np.random.default_rng(0)
+    y = (rng.random(2000) < 0.5).astype(float)
+    good = np.clip(np.where(y == 1, 0.8, 0.2) + rng.normal(0, 0.05, 2000), 0.01, 0.99)
+    noise = np.full(2000, 0.5)
+    assert blend_weight(noise, good, y)[0] == 1.0
+    assert blend_weight(good, noise, y)[0] == 0.0
+    w, loss = blend_weight(good, np.clip(good + rng.normal(0, 0.1, 2000), 0.01, 0.99), y)
+    assert loss <= min(log_loss(y, good), log_loss(y, (1 - w) * good + w * good)) + 1e-12
