@@ -153,7 +153,7 @@ def test_bootstrap_intervals_are_reproducible_and_cover_the_estimate():
     ci = bootstrap_intervals(y, proba, n_boot=200, seed=1)
     assert ci == bootstrap_intervals(y, proba, n_boot=200, seed=1)
     point = binary_metrics(y, proba)
-    assert set(ci) == {"roc_auc", "pr_auc", "log_loss", "brier", "f1", "precision", "recall"}
+    assert set(ci) == {"roc_auc", "pr_auc", "log_loss", "brier", "accuracy", "f1", "precision", "recall"}
     for name, (lo, hi) in ci.items():
         assert lo <= point[name] <= hi, name
         assert hi - lo < 0.1
