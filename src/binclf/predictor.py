@@ -34,6 +34,7 @@ import torch
 from torch import nn
 
 from binclf import __version__
+from binclf._speed import eval_logits, prefetch
 from binclf.bundle import load_bundle, save_bundle
 from binclf.calibration import IdentityCalibrator, calibrator_from_dict
 from binclf.data import PARQUET_EXTENSIONS, Schema, TargetInfo, _label_key, iter_batches, read_columns
@@ -252,7 +253,8 @@ class Predictor:
         self._check_columns(source, names, keep, notices)
         wanted = list(dict.fromkeys([*self.schema.names, *keep]))
         types = {k: v for k, v in self.preprocessor.read_types().items() if k in wanted}
-        batches = iter_batches(source, batch_rows=batch_rows, sep=sep, columns=wanted, column_types=types)
+        # Read the next chunk while this one is predicted (pyarrow and torch release the GIL).
+        batches = prefetch(iter_batches(source, batch_rows=batch_rows, sep=sep, columns=wanted, column_types=types))
         if output is None:
             rows = self._write_stream(batches, sys.stdout.buffer, keep=keep, threshold=threshold)
             return {"rows": rows, "seconds": time.perf_counter() - t0, "output": None}
@@ -358,9 +360,8 @@ class Predictor:
 
 
 def _batched(module: nn.Module, X: torch.Tensor) -> torch.Tensor:
-    if len(X) <= _EVAL_BATCH:
-        return module(X)
-    return torch.cat([module(X[i : i + _EVAL_BATCH]) for i in range(0, len(X), _EVAL_BATCH)])
+    # Cache-sized chunks; binclf's MLP runs with BatchNorm folded into oneDNN linears.
+    return eval_logits(module, X)
 
 
 def _versions() -> dict[str, str]:

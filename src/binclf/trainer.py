@@ -24,7 +24,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from binclf._speed import FastAdamWStep, FusedMLPStep, compiled_kernel_ready, tune_malloc
+from binclf._speed import FastAdamWStep, FusedMLPStep, compiled_kernel_ready, eval_logits, tune_malloc
 from binclf.errors import ConfigError, NotFittedError, TrainingError
 from binclf.losses import LOSS_NAMES, build_loss, resolve_pos_weight
 from binclf.models.base import init_output_bias
@@ -144,9 +144,8 @@ def predict_logits(
         p = next(model.parameters(), None)
         device = p.device if p is not None else torch.device("cpu")
         X = _as_tensor(X, dtype, device)
-        if len(X) <= batch_size:
-            return model(X)
-        return torch.cat([model(X[i : i + batch_size]) for i in range(0, len(X), batch_size)])
+        # Cache-sized chunks, and binclf's MLP with BatchNorm folded in (see eval_logits).
+        return eval_logits(model, X, chunk_rows=min(batch_size, 4096) if device.type == "cpu" else batch_size)
     finally:
         model.train(was_training)
 
