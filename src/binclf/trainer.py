@@ -344,7 +344,9 @@ class Trainer:
             raise ConfigError(f"y must have shape ({len(X)},) to match X, got {tuple(y.shape)}")
         if w is not None and w.shape != (len(X),):
             raise ConfigError(f"sample_weight must have shape ({len(X)},), got {tuple(w.shape)}")
-        if not bool(torch.isfinite(X).all()):
+        # min and max propagate NaN and show inf: one pass, no (n, d) boolean temporary.
+        lo, hi = torch.aminmax(X) if X.numel() else (torch.zeros(()), torch.zeros(()))
+        if not (math.isfinite(float(lo)) and math.isfinite(float(hi))):
             raise ConfigError("X contains NaN or inf: impute or drop those values before training")
         if not bool(((y == 0) | (y == 1)).all()):
             raise ConfigError("y must contain only 0 and 1 (encode the positive class as 1)")
