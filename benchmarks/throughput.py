@@ -310,12 +310,19 @@ def main() -> None:
         timings |= {"skorch": [], "sklearn MLPClassifier": []}
         run_skorch(X[:20_000], y[:20_000])
     # Interleave the contenders so a burst of machine load hits all of them alike.
+    # A pause before each: BLAS and OpenMP worker threads spin for a while after
+    # their last call and would otherwise steal the cores from the next contender.
     for _ in range(args.repeats):
+        time.sleep(1)
         timings["binclf"].append(run_binclf(X, y)["seconds"])
+        time.sleep(1)
         timings["torch DataLoader loop"].append(run_dataloader(X, y))
         if not args.no_others:
+            time.sleep(1)
             timings["skorch"].append(run_skorch(X, y))
+            time.sleep(1)
             timings["sklearn MLPClassifier"].append(run_sklearn(X, y))
+    time.sleep(1)
     valid = [run_binclf(X, y, valid=(Xv, yv)) for _ in range(args.repeats)]
 
     rate = {k: N_ROWS / statistics.median(v) for k, v in timings.items()}
