@@ -42,11 +42,17 @@ def test_auto_beats_the_linear_model_on_a_curved_boundary(bananas_small, auto_ba
     assert auto_bananas.predictor.info["crossfit"]["linear_weight"] < 0.5
 
 
+@pytest.mark.slow
 def test_auto_matches_the_textbook_mlp_on_a_tiny_linear_table(linear_tiny):
-    auto = train_table(linear_tiny, TrainOptions(target="y", n_boot=20))
-    mlp = train_table(linear_tiny, TrainOptions(target="y", model="mlp", n_boot=20))
-    assert auto.metrics["log_loss"] <= mlp.metrics["log_loss"] + 0.005
-    assert auto.predictor.info["crossfit"]["linear_weight"] > 0.5
+    # A 60-row test split is noisy: compare means over three splits.
+    def mean_log_loss(model):
+        runs = [train_table(linear_tiny, TrainOptions(target="y", model=model, n_boot=0, seed=s)) for s in range(3)]
+        return float(np.mean([r.metrics["log_loss"] for r in runs])), runs
+
+    auto, runs = mean_log_loss("auto")
+    mlp, _ = mean_log_loss("mlp")
+    assert auto <= mlp + 0.005
+    assert np.mean([r.predictor.info["crossfit"]["linear_weight"] for r in runs]) > 0.5
 
 
 def test_calibration_and_threshold_use_every_train_and_validation_row(auto_bananas):

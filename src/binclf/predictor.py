@@ -34,6 +34,7 @@ import torch
 from torch import nn
 
 from binclf import __version__
+from binclf._speed import eval_logits, prefetch
 from binclf.bundle import _umask, check_columns, load_bundle, save_bundle
 from binclf.calibration import IdentityCalibrator, calibrator_from_dict
 from binclf.data import PARQUET_EXTENSIONS, Schema, TargetInfo, _label_key, _row_list, iter_batches, read_columns
@@ -45,7 +46,6 @@ from binclf.thresholds import ThresholdPolicy
 __all__ = ["Member", "Predictor", "ABSTAIN"]
 
 ABSTAIN = "abstain"
-_EVAL_BATCH = 65536
 
 
 @dataclass
@@ -169,11 +169,11 @@ class Predictor:
         Xt = torch.from_numpy(np.ascontiguousarray(X, dtype=np.float32))
         if len(self.members) == 1:
             m = self.members[0]
-            z = _batched(m.module, Xt) - m.logit_shift
+            z = eval_logits(m.module, Xt) - m.logit_shift
             return z.double().numpy()
         p = torch.zeros(len(Xt), dtype=torch.float64)
         for m in self.members:
-            p += m.weight * torch.sigmoid((_batched(m.module, Xt) - m.logit_shift).double())
+            p += m.weight * torch.sigmoid((eval_logits(m.module, Xt) - m.logit_shift).double())
         return _stable_logit(p.numpy())
 
     def proba_from_inputs(self, X: np.ndarray) -> np.ndarray:
@@ -258,8 +258,9 @@ class Predictor:
         wanted = list(dict.fromkeys([*self.schema.names, *keep]))
         types = {k: v for k, v in self.preprocessor.read_types().items() if k in wanted}
         types.update({k: "categorical" for k in keep if k not in types})
-        batches = iter_batches(
-            source, batch_rows=batch_rows, sep=sep, columns=wanted, column_types=types, encoding=encoding
+        # Read the next chunk while this one is predicted (pyarrow and torch release the GIL).
+        batches = prefetch(
+            iter_batches(source, batch_rows=batch_rows, sep=sep, columns=wanted, column_types=types, encoding=encoding)
         )
         if output is None:
             rows = self._write_stream(batches, sys.stdout.buffer, keep=keep, threshold=threshold, source=source)
@@ -387,12 +388,6 @@ class Predictor:
         if threshold is not None:
             return float(threshold)
         return self.threshold.threshold if self.threshold is not None else 0.5
-
-
-def _batched(module: nn.Module, X: torch.Tensor) -> torch.Tensor:
-    if len(X) <= _EVAL_BATCH:
-        return module(X)
-    return torch.cat([module(X[i : i + _EVAL_BATCH]) for i in range(0, len(X), _EVAL_BATCH)])
 
 
 def _versions() -> dict[str, str]:

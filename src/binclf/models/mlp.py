@@ -6,6 +6,7 @@ from collections.abc import Sequence
 
 from torch import Tensor, nn
 
+from binclf._speed import dropout_key, relu_dropout
 from binclf.models.base import register
 
 __all__ = ["MLP"]
@@ -57,4 +58,23 @@ class MLP(nn.Module):
         }
 
     def forward(self, x: Tensor) -> Tensor:
+        if self.training and self.dropout > 0 and x.device.type == "cpu":
+            return self.output(self._body_hashed_dropout(x)).squeeze(-1)
         return self.output(self.body(x)).squeeze(-1)
+
+    def _body_hashed_dropout(self, x: Tensor) -> Tensor:
+        # On the CPU each ReLU + Dropout pair draws its mask from a counter-based
+        # hash (binclf._speed): the same Bernoulli(1 - p) dropout, but far cheaper
+        # than the CPU generator's bernoulli_, and the very masks the trainer's
+        # fused step uses, so both paths train the same model.
+        layers = list(self.body)
+        i = 0
+        while i < len(layers):
+            layer = layers[i]
+            if isinstance(layer, nn.ReLU) and i + 1 < len(layers) and isinstance(layers[i + 1], nn.Dropout):
+                x, _ = relu_dropout(x, layers[i + 1].p, dropout_key())
+                i += 2
+            else:
+                x = layer(x)
+                i += 1
+        return x

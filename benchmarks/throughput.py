@@ -1,0 +1,364 @@
+"""Training and prediction throughput of binclf against the usual ways (issue #6).
+
+    python benchmarks/throughput.py                 # everything, prints one table
+    python benchmarks/throughput.py --no-predict    # training rows only
+    python benchmarks/throughput.py --repeats 5
+
+Training workload: 200,000 rows x 50 float features, the MLP 50 -> 128 -> 64 -> 1
+with BatchNorm, ReLU, Dropout 0.1, BCE with logits, AdamW, batch 512, one epoch
+after a warm-up, ``--threads`` threads (2). Each contender's epoch is timed
+``--repeats`` times; the table shows the median. Contenders: binclf's public
+``Trainer.fit`` (end to end: permutation, gather, steps); a plain PyTorch loop
+over ``DataLoader(TensorDataset(...), batch_size=512, shuffle=True)``; skorch's
+``NeuralNetBinaryClassifier``; scikit-learn's ``MLPClassifier`` for one epoch.
+
+Prediction: ``python -m binclf predict`` end to end in a child process on a
+1,000,000 x 50 Parquet and CSV file (written once under ``--workdir``), its
+rows/s and peak memory (the child's max RSS), beside pyarrow reading the same
+file alone; then peak memory on files of 20x and 40x the chunk size.
+
+Never part of the test suite: timings depend on the machine and its load.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import re
+import statistics
+import subprocess
+import sys
+import time
+import warnings
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+N_ROWS, N_FEATURES, BATCH = 200_000, 50, 512
+HIDDEN = (128, 64)
+DROPOUT = 0.1
+
+
+# --------------------------------------------------------------------------- #
+# data and the reference module
+# --------------------------------------------------------------------------- #
+
+
+def make_data(n: int, d: int = N_FEATURES, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    X = rng.normal(size=(n, d)).astype(np.float32)
+    z = X[:, :10] @ rng.normal(size=10) + 0.5 * np.sin(3 * X[:, 10]) - 1.0
+    y = (rng.random(n) < 1 / (1 + np.exp(-z))).astype(np.float32)
+    return X, y
+
+
+class PlainMLP(nn.Module):
+    """The workload's network in plain PyTorch (torch's own Dropout), returning (n,) logits."""
+
+    def __init__(self, d: int = N_FEATURES) -> None:
+        super().__init__()
+        layers: list[nn.Module] = []
+        for h in HIDDEN:
+            layers += [nn.Linear(d, h, bias=False), nn.BatchNorm1d(h), nn.ReLU(), nn.Dropout(DROPOUT)]
+            d = h
+        self.body = nn.Sequential(*layers)
+        self.output = nn.Linear(d, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.output(self.body(x)).squeeze(-1)
+
+
+def flops_per_sample() -> int:
+    """Matmul FLOPs of one training sample: forward, weight gradients, input gradients (not layer 1's)."""
+    dims = [N_FEATURES, *HIDDEN, 1]
+    macs = [a * b for a, b in zip(dims[:-1], dims[1:])]
+    return 2 * (sum(macs) + sum(macs) + sum(macs[1:]))
+
+
+def matmul_gflops(repeats: int = 5) -> float:
+    """Best float32 matmul rate (GFLOP/s) on 2048 x 2048 matrices with the current threads."""
+    a, b = torch.randn(2048, 2048), torch.randn(2048, 2048)
+    a @ b
+    best = 0.0
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        for _ in range(3):
+            a @ b
+        best = max(best, 3 * 2 * 2048**3 / (time.perf_counter() - t0) / 1e9)
+    return best
+
+
+# --------------------------------------------------------------------------- #
+# contenders: each returns the seconds of one timed epoch
+# --------------------------------------------------------------------------- #
+
+
+def run_binclf(X: np.ndarray, y: np.ndarray, *, valid: tuple[np.ndarray, np.ndarray] | None = None) -> dict:
+    from binclf.models import MLP
+    from binclf.trainer import TrainConfig, Trainer
+
+    cfg = TrainConfig(batch_size=BATCH, max_epochs=1, verbose=False, seed=int(time.time_ns() % 1000))
+    model = MLP(N_FEATURES, hidden=HIDDEN, dropout=DROPOUT)
+    kw = {} if valid is None else {"X_valid": valid[0], "y_valid": valid[1]}
+    t0 = time.perf_counter()
+    t = Trainer(cfg).fit(model, X, y, **kw)
+    seconds = time.perf_counter() - t0
+    return {"seconds": seconds, "valid_seconds": t.history_[0].get("valid_seconds", 0.0)}
+
+
+def run_dataloader(X: np.ndarray, y: np.ndarray, *, epochs: int = 1) -> float:
+    from torch.utils.data import DataLoader, TensorDataset
+
+    model = PlainMLP()
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
+    loss_fn = nn.BCEWithLogitsLoss()
+    loader = DataLoader(TensorDataset(torch.from_numpy(X), torch.from_numpy(y)), batch_size=BATCH, shuffle=True)
+    model.train()
+    t0 = time.perf_counter()
+    for _ in range(epochs):
+        for xb, yb in loader:
+            if len(xb) < 2:
+                continue
+            loss = loss_fn(model(xb), yb)
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+    return time.perf_counter() - t0
+
+
+def run_skorch(X: np.ndarray, y: np.ndarray) -> float:
+    from skorch import NeuralNetBinaryClassifier
+
+    net = NeuralNetBinaryClassifier(
+        PlainMLP,
+        max_epochs=1,
+        batch_size=BATCH,
+        lr=1e-3,
+        optimizer=torch.optim.AdamW,
+        iterator_train__shuffle=True,
+        train_split=None,
+        verbose=0,
+    )
+    t0 = time.perf_counter()
+    net.fit(X, y)
+    return time.perf_counter() - t0
+
+
+def run_sklearn(X: np.ndarray, y: np.ndarray) -> float:
+    from sklearn.exceptions import ConvergenceWarning
+    from sklearn.neural_network import MLPClassifier
+
+    clf = MLPClassifier(hidden_layer_sizes=HIDDEN, batch_size=BATCH, max_iter=1, shuffle=True, random_state=0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        t0 = time.perf_counter()
+        clf.fit(X, y)
+    return time.perf_counter() - t0
+
+
+# --------------------------------------------------------------------------- #
+# prediction
+# --------------------------------------------------------------------------- #
+
+
+def _child(cmd: list[str]) -> tuple[float, float, float | None]:
+    """Wall seconds, peak RSS (MiB) and the CLI's own rows/s (None if not printed) of a child process.
+
+    The peak comes from ``/usr/bin/time`` where it exists: a child forked
+    straight from this (large) process would inherit its high-water mark.
+    """
+    timer = Path("/usr/bin/time")
+    full = [str(timer), "-f", "MAXRSS_KB %M", *cmd] if timer.exists() else cmd
+    t0 = time.perf_counter()
+    proc = subprocess.run(full, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    seconds = time.perf_counter() - t0
+    if proc.returncode != 0:
+        raise RuntimeError(f"{' '.join(cmd)} failed ({proc.returncode}): {proc.stderr[-2000:]}")
+    m = re.search(r"MAXRSS_KB (\d+)", proc.stderr)
+    peak = int(m.group(1)) / 1024 if m else float("nan")
+    m = re.search(r"\(([\d.]+) s, ([\d,]+) rows/s\)", proc.stderr)
+    rate = float(m.group(2).replace(",", "")) if m else None
+    return seconds, peak, rate
+
+
+def prepare_files(workdir: Path, rows: int) -> dict[str, Path]:
+    import pyarrow as pa
+    import pyarrow.csv as pacsv
+    import pyarrow.parquet as pq
+
+    workdir.mkdir(parents=True, exist_ok=True)
+    files = {
+        "parquet": workdir / f"big_{rows}.parquet",
+        "csv": workdir / f"big_{rows}.csv",
+        "half_parquet": workdir / f"big_{rows // 2}.parquet",
+        "half_csv": workdir / f"big_{rows // 2}.csv",
+        "sample": workdir / "sample.csv",
+    }
+    if all(p.exists() for p in files.values()):
+        return files
+    X, y = make_data(rows, seed=1)
+    cols = {f"x{i}": X[:, i].astype(np.float64) for i in range(N_FEATURES)}
+    table = pa.table({**cols, "y": pa.array(np.where(y > 0, "yes", "no"))})
+    features = table.drop(["y"])
+    # Row groups of 64k rows, as data-lake writers make them: a reader holds one
+    # row group at a time, so this, not the file, bounds a Parquet reader's memory.
+    pq.write_table(features, files["parquet"], row_group_size=65_536)
+    pq.write_table(features.slice(0, rows // 2), files["half_parquet"], row_group_size=65_536)
+    pacsv.write_csv(features, files["csv"])
+    pacsv.write_csv(features.slice(0, rows // 2), files["half_csv"])
+    pacsv.write_csv(table.slice(0, 20_000), files["sample"])
+    return files
+
+
+def bench_predict(workdir: Path, rows: int, repeats: int) -> list[dict]:
+    import pyarrow.csv as pacsv
+    import pyarrow.parquet as pq
+
+    files = prepare_files(workdir, rows)
+    bundle = workdir / "bundle"
+    if not (bundle / "bundle.json").exists():
+        subprocess.run(
+            [sys.executable, "-m", "binclf", "train", str(files["sample"]), "--target", "y", "--max-epochs", "2",
+             "--out", str(bundle)],
+            check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )
+    results = []
+    for fmt, read in (("parquet", pq.read_table), ("csv", pacsv.read_csv)):
+        src = files[fmt]
+        out = workdir / f"out.{fmt}"
+        runs = [_child([sys.executable, "-m", "binclf", "predict", str(bundle), str(src), "-o", str(out)])
+                for _ in range(repeats)]
+        read_s = []
+        for _ in range(repeats):
+            t0 = time.perf_counter()
+            read(src)
+            read_s.append(time.perf_counter() - t0)
+        seconds = statistics.median(r[0] for r in runs)
+        cli_rate = statistics.median(r[2] for r in runs) if all(r[2] for r in runs) else float("nan")
+        results.append({
+            "name": f"binclf predict {fmt}",
+            "rows_per_s": cli_rate,
+            "seconds": rows / cli_rate,
+            "process_s": seconds,
+            "peak_mib": max(r[1] for r in runs),
+            "read_s": statistics.median(read_s),
+        })
+    # Flat memory: the same chunk size on files of 20x and 40x its length.
+    chunk = rows // 40
+    flat = {}
+    for fmt in ("parquet", "csv"):
+        for label, src in (("20x", files[f"half_{fmt}"]), ("40x", files[fmt])):
+            _, peak, _ = _child([sys.executable, "-m", "binclf", "predict", str(bundle), str(src), "-o",
+                              str(workdir / f"out_flat.{fmt}"), "--batch-rows", str(chunk)])
+            flat[f"{fmt} {label}"] = peak
+    results.append({"flat": flat, "chunk": chunk})
+    return results
+
+
+# --------------------------------------------------------------------------- #
+# main
+# --------------------------------------------------------------------------- #
+
+
+def cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--repeats", type=int, default=3, help="timed epochs per contender (median reported)")
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--no-predict", action="store_true", help="skip the prediction benchmark")
+    ap.add_argument("--no-others", action="store_true", help="time binclf and the DataLoader loop only")
+    ap.add_argument("--predict-rows", type=int, default=1_000_000)
+    ap.add_argument("--workdir", type=Path, default=Path("/tmp/binclf-throughput"))
+    args = ap.parse_args()
+    torch.set_num_threads(args.threads)
+
+    import binclf
+    from binclf import _speed
+    from binclf.models import MLP
+    from binclf.trainer import TrainConfig, Trainer
+
+    X, y = make_data(N_ROWS)
+    Xv, yv = make_data(N_ROWS // 5, seed=2)
+
+    print(f"torch {torch.__version__}, binclf {binclf.__version__}, python {platform.python_version()}, "
+          f"{torch.get_num_threads()} threads, CPU: {cpu_model()} ({os.cpu_count()} logical)")
+    print(f"workload: {N_ROWS:,} rows x {N_FEATURES}, MLP {N_FEATURES}-{HIDDEN[0]}-{HIDDEN[1]}-1, BatchNorm, ReLU, "
+          f"Dropout {DROPOUT}, BCE with logits, AdamW, batch {BATCH}, one epoch after a warm-up; "
+          f"median of {args.repeats}")
+
+    # Warm-up: binclf's first fit builds its compiled dropout kernel (reported).
+    t0 = time.perf_counter()
+    Trainer(TrainConfig(batch_size=BATCH, max_epochs=1, verbose=False, compile=True)).fit(MLP(N_FEATURES), X, y)
+    first_fit = time.perf_counter() - t0
+    compiled = _speed.compiled_kernel_ready()
+    run_dataloader(X[:20_000], y[:20_000])
+
+    timings: dict[str, list[float]] = {"binclf": [], "torch DataLoader loop": []}
+    if not args.no_others:
+        timings |= {"skorch": [], "sklearn MLPClassifier": []}
+        run_skorch(X[:20_000], y[:20_000])
+    # Interleave the contenders so a burst of machine load hits all of them alike.
+    # A pause before each: BLAS and OpenMP worker threads spin for a while after
+    # their last call and would otherwise steal the cores from the next contender.
+    for _ in range(args.repeats):
+        time.sleep(1)
+        timings["binclf"].append(run_binclf(X, y)["seconds"])
+        time.sleep(1)
+        timings["torch DataLoader loop"].append(run_dataloader(X, y))
+        if not args.no_others:
+            time.sleep(1)
+            timings["skorch"].append(run_skorch(X, y))
+            time.sleep(1)
+            timings["sklearn MLPClassifier"].append(run_sklearn(X, y))
+    time.sleep(1)
+    valid = [run_binclf(X, y, valid=(Xv, yv)) for _ in range(args.repeats)]
+
+    rate = {k: N_ROWS / statistics.median(v) for k, v in timings.items()}
+    base = rate["torch DataLoader loop"]
+    print()
+    print(f"{'contender':<24}{'samples/s':>12}{'vs DataLoader':>15}   epochs (s)")
+    for name, r in rate.items():
+        print(f"{name:<24}{r:>12,.0f}{r / base:>14.1f}x   {' '.join(f'{t:.2f}' for t in timings[name])}")
+
+    gflops = matmul_gflops()
+    fps = flops_per_sample()
+    roof = gflops * 1e9 / fps
+    print()
+    print(f"roofline: {gflops:,.0f} GFLOP/s float32 matmul / {fps:,} FLOPs per sample (fwd+bwd matmuls) "
+          f"= {roof:,.0f} samples/s; binclf reaches {rate['binclf'] / roof:.0%}")
+    vfrac = statistics.median(v["valid_seconds"] / v["seconds"] for v in valid)
+    print(f"validation on {len(Xv):,} rows each epoch: {statistics.median(v['valid_seconds'] for v in valid) * 1e3:.0f} ms"
+          f" = {vfrac:.1%} of the epoch")
+    print(f"binclf first fit (builds the compiled dropout kernel{'' if compiled else ': unavailable, eager'}): "
+          f"{first_fit:.1f} s")
+
+    if args.no_predict:
+        return
+    results = bench_predict(args.workdir, args.predict_rows, max(1, min(args.repeats, 3)))
+    print()
+    print(f"prediction, {args.predict_rows:,} rows x {N_FEATURES}: python -m binclf predict BUNDLE FILE -o OUT "
+          "in a child process; rows/s and seconds as the command reports them (first read to last write),")
+    print("process = the whole command with interpreter start and imports; ratio = seconds / pyarrow's read alone")
+    print(f"{'':<24}{'rows/s':>12}{'seconds':>10}{'process s':>11}{'peak MiB':>10}{'pyarrow read s':>16}{'ratio':>8}")
+    for r in results[:-1]:
+        print(f"{r['name']:<24}{r['rows_per_s']:>12,.0f}{r['seconds']:>10.2f}{r['process_s']:>11.2f}"
+              f"{r['peak_mib']:>10.0f}{r['read_s']:>16.2f}{r['seconds'] / r['read_s']:>7.1f}x")
+    flat = results[-1]
+    print(f"peak memory with --batch-rows {flat['chunk']:,}: "
+          + ", ".join(f"{k} the chunk: {v:.0f} MiB" for k, v in flat["flat"].items()))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,563 @@
+"""Fast paths for training on the CPU: what makes ``Trainer.fit`` run near the machine's limit.
+
+Three measured costs dominate a small MLP's training step on a CPU, and each
+has a fix here that leaves the model's math unchanged:
+
+1. **Dropout's random numbers.** ``F.dropout`` draws every mask element from
+   the CPU generator (``bernoulli_``), about a third of a step. Here the mask is
+   a counter-based hash of ``(key, element index)`` (splitmix64): the same
+   Bernoulli(1 - p) keep decision with 1 / (1 - p) scaling, but computable in
+   parallel, and fused with the ReLU in one compiled kernel when the fit is large
+   enough to pay for compiling it. One key per call is drawn from torch's default
+   generator, so ``torch.manual_seed`` makes it reproducible like ``nn.Dropout``.
+2. **Autograd's per-op overhead.** For binclf's own :class:`~binclf.models.MLP`
+   the trainer runs :class:`FusedMLPStep`: the forward and backward written out
+   as ~25 ATen calls (matmuls, fused batch-norm forward/backward), with no graph
+   to build. The gradients equal autograd's through ``MLP.forward``.
+3. **glibc's malloc** hands large temporaries back to the OS after each step and
+   page-faults them in again on the next (``tune_malloc``).
+
+Every path has a plain fallback: other models, other devices (CUDA) and other
+losses use the ordinary autograd loop.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import os
+import queue
+import sys
+import threading
+from collections.abc import Iterable, Iterator
+from typing import Any, TypeVar
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+T = TypeVar("T")
+
+__all__ = [
+    "FusedMLPStep",
+    "dropout_key",
+    "dropout_multiplier",
+    "eval_logits",
+    "prefetch",
+    "relu_dropout",
+    "tune_malloc",
+]
+
+
+# --------------------------------------------------------------------------- #
+# malloc
+# --------------------------------------------------------------------------- #
+
+_M_TRIM_THRESHOLD = -1
+_M_MMAP_THRESHOLD = -3
+_malloc_tuned: bool | None = None
+
+
+def tune_malloc() -> bool:
+    """Keep freed memory in the heap instead of returning it to the OS (glibc only).
+
+    A training step allocates and frees the same few-hundred-KB temporaries
+    every time; with glibc's defaults the larger ones are ``mmap``-ed and
+    unmapped each step, and each new mapping is page-faulted in again. Raising
+    the mmap and trim thresholds (measured: 500k -> 690k samples/s on the
+    no-dropout loop) costs at most the thresholds' worth of retained memory.
+    Skipped when the user set ``MALLOC_*`` variables, or off glibc. Returns
+    whether the settings were applied (once per process).
+    """
+    global _malloc_tuned
+    if _malloc_tuned is not None:
+        return _malloc_tuned
+    _malloc_tuned = False
+    if not sys.platform.startswith("linux") or any(k.startswith("MALLOC_") for k in os.environ):
+        return False
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        libc.gnu_get_libc_version  # noqa: B018 - raises AttributeError off glibc (musl)
+        # 32 MiB is glibc's largest allowed mmap threshold on 64-bit systems.
+        ok = libc.mallopt(_M_MMAP_THRESHOLD, 32 << 20) == 1
+        ok = libc.mallopt(_M_TRIM_THRESHOLD, 256 << 20) == 1 and ok
+    except (OSError, AttributeError):
+        return False
+    _malloc_tuned = ok
+    return ok
+
+
+# --------------------------------------------------------------------------- #
+# counter-based dropout
+# --------------------------------------------------------------------------- #
+
+
+def _i64(u: int) -> int:
+    """An unsigned 64-bit constant as the int64 with the same bits."""
+    return u - (1 << 64) if u >= 1 << 63 else u
+
+
+_GOLDEN = _i64(0x9E3779B97F4A7C15)
+_MIX1 = _i64(0xBF58476D1CE4E5B9)
+_MIX2 = _i64(0x94D049BB133111EB)
+_UNIFORM_BITS = 24  # each keep decision compares a 24-bit uniform: p is exact to 6e-8
+
+
+def dropout_key(device: torch.device | str = "cpu") -> Tensor:
+    """One int64 key (a 0-d tensor) from torch's default generator: the seed of one mask."""
+    return torch.randint(-(1 << 63), (1 << 63) - 1, (), dtype=torch.int64).to(device)
+
+
+def _threshold(p: float) -> int:
+    # A 24-bit signed uniform v in [-2^23, 2^23) is kept when v >= threshold: P = 1 - p.
+    return -(1 << (_UNIFORM_BITS - 1)) + round(p * (1 << _UNIFORM_BITS))
+
+
+def _uniform24(numel: int, shape: torch.Size, key: Tensor) -> Tensor:
+    """``numel`` independent uniform integers in ``[-2^23, 2^23)`` from ``key``, shaped ``shape``.
+
+    splitmix64 of the Weyl sequence ``key + i * golden``; each 64-bit output
+    gives two 32-bit halves, of which the top 24 bits are used. torch's ``>>``
+    on int64 is arithmetic, so the logical shifts of splitmix64 mask the sign
+    copies off.
+    """
+    m = (numel + 1) // 2
+    z = torch.arange(m, dtype=torch.int64, device=key.device) * _GOLDEN + key
+    z = z ^ ((z >> 30) & ((1 << 34) - 1))
+    z = z * _MIX1
+    z = z ^ ((z >> 27) & ((1 << 37) - 1))
+    z = z * _MIX2
+    z = z ^ ((z >> 31) & ((1 << 33) - 1))
+    return (z.view(torch.int32)[:numel] >> (32 - _UNIFORM_BITS)).view(shape)
+
+
+def dropout_multiplier(shape: torch.Size | tuple[int, ...], p: float, key: Tensor) -> Tensor:
+    """The dropout mask for ``key``: float32 ``shape``, 0 (dropped, probability p) or 1 / (1 - p)."""
+    shape = torch.Size(shape)
+    keep = _uniform24(shape.numel(), shape, key) >= _threshold(p)
+    return keep.to(torch.float32) * (1.0 / (1.0 - p))
+
+
+def _relu_dropout_kernel(z: Tensor, key: Tensor, threshold: int, scale: float) -> tuple[Tensor, Tensor]:
+    v = _uniform24(z.numel(), z.shape, key)
+    mult = torch.where((v >= threshold) & (z > 0), scale, 0.0)
+    return z * mult, mult
+
+
+_compiled_lock = threading.Lock()
+_compiled_kernel: Any = None  # None: not tried yet; False: compiling failed here
+
+
+def _compiled() -> Any:
+    """The relu+dropout kernel compiled by inductor, or ``False`` where that fails (no compiler)."""
+    global _compiled_kernel
+    with _compiled_lock:
+        if _compiled_kernel is None:
+            try:
+                kernel = torch.compile(_relu_dropout_kernel, dynamic=True)
+                # Compile now, on a throwaway input, so a failure falls back here
+                # and not in the middle of an epoch.
+                z = torch.linspace(-1, 1, 32).reshape(8, 4)  # not torch.randn: keep the RNG untouched
+                key = torch.tensor(1, dtype=torch.int64)
+                got = kernel(z, key, _threshold(0.5), 2.0)
+                want = _relu_dropout_kernel(z, key, _threshold(0.5), 2.0)
+                if not (torch.equal(got[0], want[0]) and torch.equal(got[1], want[1])):
+                    raise RuntimeError("compiled dropout kernel disagrees with the eager one")
+                _compiled_kernel = kernel
+            except Exception:  # noqa: BLE001 - no compiler, unsupported platform: use eager
+                _compiled_kernel = False
+        return _compiled_kernel
+
+
+def compiled_kernel_ready() -> bool:
+    """Whether the compiled relu+dropout kernel has been built in this process."""
+    return bool(_compiled_kernel)
+
+
+def relu_dropout(z: Tensor, p: float, key: Tensor, *, compiled: bool = False) -> tuple[Tensor, Tensor]:
+    """``dropout(relu(z))`` with the hashed mask of ``key``; returns ``(output, multiplier)``.
+
+    ``multiplier`` is 1 / (1 - p) where the unit is positive and kept, else 0,
+    so the gradient with respect to ``z`` is ``grad * multiplier``. The compiled
+    and eager kernels give identical results.
+    """
+    kernel = _compiled() if compiled else None
+    return (kernel or _relu_dropout_kernel)(z, key, _threshold(p), 1.0 / (1.0 - p))
+
+
+# --------------------------------------------------------------------------- #
+# matrix products
+# --------------------------------------------------------------------------- #
+
+_onednn_ok: bool | None = None
+
+
+def _onednn() -> bool:
+    """Whether oneDNN's linear kernel is available here and agrees with ``torch.mm``."""
+    global _onednn_ok
+    if _onednn_ok is None:
+        try:
+            # Fixed inputs: this check must not consume the global random stream.
+            a = torch.linspace(-3, 3, 33 * 17).reshape(33, 17).sin()
+            b = torch.linspace(-2, 2, 9 * 17).reshape(9, 17).cos()
+            got = torch.ops.mkldnn._linear_pointwise(a, b, None, "none", [], "")
+            _onednn_ok = bool(torch.backends.mkldnn.is_available()) and torch.allclose(got, a @ b.t(), atol=1e-4)
+        except (AttributeError, RuntimeError):
+            _onednn_ok = False
+    return _onednn_ok
+
+
+def mm_nt(a: Tensor, b: Tensor) -> Tensor:
+    """``a @ b.T`` for float32 CPU matrices (either may be a transposed view).
+
+    torch's CPU ``mm`` goes to MKL, which on non-Intel CPUs runs its AVX2 code
+    (measured on an AMD EPYC: 112 GFLOP/s per core against oneDNN's 248, and
+    37 vs 62 us for this MLP's first layer). oneDNN's linear kernel is used
+    where it works; ``mm`` otherwise.
+    """
+    if _onednn():
+        try:
+            return torch.ops.mkldnn._linear_pointwise(a, b, None, "none", [], "")
+        except RuntimeError:
+            pass  # oneDNN declines some stride layouts; MKL takes any
+    return a.mm(b.t())
+
+
+# --------------------------------------------------------------------------- #
+# the fused MLP step
+# --------------------------------------------------------------------------- #
+
+
+class FusedMLPStep:
+    """One training step of a :class:`~binclf.models.MLP`, forward and backward by hand.
+
+    ``step(x, y, w)`` computes the loss on a batch, writes every parameter's
+    ``.grad`` and updates BatchNorm's running statistics exactly as
+    ``loss_fn(model(x), y, w).backward()`` would (same dropout masks for the
+    same generator state), and returns the detached loss. The optimiser step
+    stays with the caller. Use :meth:`supports` first.
+    """
+
+    def __init__(self, model: nn.Module, loss_fn: nn.Module, *, compiled: bool = False) -> None:
+        self.model = model
+        self.loss_fn = loss_fn
+        self.compiled = compiled and bool(_compiled())
+        self.blocks = _blocks(model)
+        from binclf.losses import BCEWithLogitsLoss
+
+        # Plain BCE has a closed-form gradient; other losses go through autograd
+        # on the logits alone (a graph of a few nodes).
+        self.closed_form = type(loss_fn) is BCEWithLogitsLoss and loss_fn.reduction == "mean"
+
+    @staticmethod
+    def supports(model: nn.Module, loss_fn: nn.Module, device: torch.device) -> bool:
+        """Whether ``model`` is binclf's MLP in its standard layout, on the CPU, in float32."""
+        from binclf.models.mlp import MLP
+
+        if device.type != "cpu" or type(model) is not MLP:
+            return False
+        if any(p.dtype != torch.float32 or not p.requires_grad for p in model.parameters()):
+            return False
+        if getattr(loss_fn, "reduction", None) != "mean":
+            return False
+        try:
+            _blocks(model)
+        except ValueError:
+            return False
+        return True
+
+    @torch.no_grad()  # no graph: the backward below is written out
+    def __call__(self, x: Tensor, y: Tensor, w: Tensor | None) -> Tensor:
+        saved = []
+        a = x
+        for lin, bn, p in self.blocks:
+            z = mm_nt(a, lin.weight)
+            if lin.bias is not None:
+                z += lin.bias
+            if bn is not None:
+                zb, mean, invstd = torch.native_batch_norm(
+                    z, bn.weight, bn.bias, bn.running_mean, bn.running_var, True, bn.momentum, bn.eps
+                )
+                bn.num_batches_tracked.add_(1)
+            else:
+                zb, mean, invstd = z, None, None
+            if p > 0:
+                out, mult = relu_dropout(zb, p, dropout_key(), compiled=self.compiled)
+            else:
+                out, mult = torch.relu(zb), None
+            saved.append((a, z, mean, invstd, out, mult))
+            a = out
+        head = self.model.output
+        logits = F.linear(a, head.weight, head.bias).squeeze(-1)
+        loss, g = self._loss_and_grad(logits, y, w)
+
+        g = g.unsqueeze(-1)  # (n, 1)
+        head.weight.grad = g.t().mm(a)
+        head.bias.grad = g.sum(0)
+        da = g.mm(head.weight)
+        for i in range(len(self.blocks) - 1, -1, -1):
+            (lin, bn, p), (a_in, z, mean, invstd, out, mult) = self.blocks[i], saved[i]
+            dz = da * mult if mult is not None else torch.ops.aten.threshold_backward(da, out, 0)
+            if bn is not None:
+                dz, bn.weight.grad, bn.bias.grad = torch.ops.aten.native_batch_norm_backward(
+                    dz, z, bn.weight, bn.running_mean, bn.running_var, mean, invstd, True, bn.eps, [True, True, True]
+                )
+            lin.weight.grad = mm_nt(dz.t(), a_in.t())
+            if lin.bias is not None:
+                lin.bias.grad = dz.sum(0)
+            if i > 0:
+                da = mm_nt(dz, lin.weight.t())
+        return loss
+
+    def _loss_and_grad(self, logits: Tensor, y: Tensor, w: Tensor | None) -> tuple[Tensor, Tensor]:
+        """The mean loss and its gradient with respect to the logits ``(n,)``."""
+        if not self.closed_form:
+            z = logits.detach().requires_grad_(True)
+            with torch.enable_grad():
+                loss = self.loss_fn(z, y, w)
+                (g,) = torch.autograd.grad(loss, z)
+            return loss.detach(), g
+        weight = self.loss_fn._weight(w)
+        pos_weight = self.loss_fn._pos_weight_for(logits)
+        loss = F.binary_cross_entropy_with_logits(logits, y, weight=weight, pos_weight=pos_weight)
+        # d/dz of -[pw*y*log s(z) + (1-y)*log s(-z)] = s(z)*(1 + (pw-1)*y) - pw*y
+        s = torch.sigmoid(logits)
+        if pos_weight is None:
+            g = s - y
+        else:
+            g = s * (1 + (pos_weight - 1) * y) - pos_weight * y
+        if weight is not None:
+            g = g * weight
+        return loss, g.div_(len(logits))
+
+
+def _blocks(model: nn.Module) -> list[tuple[nn.Linear, nn.BatchNorm1d | None, float]]:
+    """``(linear, batchnorm or None, dropout p)`` per block of an MLP's body; ValueError otherwise."""
+    layers = list(model.body)
+    blocks = []
+    i = 0
+    while i < len(layers):
+        lin = layers[i]
+        if type(lin) is not nn.Linear:
+            raise ValueError("block does not start with nn.Linear")
+        i += 1
+        bn = None
+        if i < len(layers) and type(layers[i]) is nn.BatchNorm1d:
+            bn = layers[i]
+            if not (bn.affine and bn.track_running_stats and bn.momentum is not None):
+                raise ValueError("BatchNorm1d without affine/running stats/momentum")
+            i += 1
+        if i >= len(layers) or type(layers[i]) is not nn.ReLU:
+            raise ValueError("block has no ReLU")
+        i += 1
+        p = 0.0
+        if i < len(layers) and isinstance(layers[i], nn.Dropout):
+            p = float(layers[i].p)
+            i += 1
+        blocks.append((lin, bn, p))
+    if type(model.output) is not nn.Linear or model.output.out_features != 1 or model.output.bias is None:
+        raise ValueError("output is not nn.Linear(d, 1) with a bias")
+    return blocks
+
+
+# --------------------------------------------------------------------------- #
+# inference
+# --------------------------------------------------------------------------- #
+
+_EVAL_ROWS = 4096  # a chunk's activations (4096 x 128 floats = 2 MiB) stay in cache
+
+
+@torch.inference_mode()
+def eval_logits(model: nn.Module, X: Tensor, *, chunk_rows: int = _EVAL_ROWS) -> Tensor:
+    """``model(X)`` in eval mode, ``(n,)`` logits, in cache-sized chunks.
+
+    Large batches make every elementwise op (BatchNorm, ReLU) stream hundreds
+    of MiB through memory; chunks of a few thousand rows stay in cache. For
+    binclf's MLP on the CPU, each eval-mode BatchNorm is folded into the Linear
+    before it (an affine map of an affine map) and the ReLU fused into oneDNN's
+    linear kernel: one call per layer. The folding changes float rounding only
+    (agreement to ~1e-6). The caller sets ``model.eval()``.
+    """
+    n = len(X)
+    layers = _folded_mlp(model) if X.device.type == "cpu" and X.dtype == torch.float32 else None
+    if layers is None:
+        if n <= chunk_rows:
+            return model(X)
+        return torch.cat([model(X[lo : lo + chunk_rows]) for lo in range(0, n, chunk_rows)])
+    out = torch.empty(n, dtype=X.dtype)
+    # One thread: a chunk is ~0.5 ms of work, and in prediction it runs beside
+    # the file reader's threads; two OpenMP threads spinning at each layer's
+    # barrier then cost far more than they save (measured 9 s vs 0.2 s per
+    # million rows on a busy 2-core machine).
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        for lo in range(0, n, chunk_rows):
+            xb = X[lo : lo + chunk_rows]
+            for weight, bias, relu in layers:
+                xb = _linear(xb, weight, bias, relu)
+            out[lo : lo + len(xb)] = xb.squeeze(-1)
+    finally:
+        torch.set_num_threads(threads)
+    return out
+
+
+def _linear(x: Tensor, weight: Tensor, bias: Tensor, relu: bool) -> Tensor:
+    if _onednn():
+        try:
+            return torch.ops.mkldnn._linear_pointwise(x, weight, bias, "relu" if relu else "none", [], "")
+        except RuntimeError:
+            pass
+    y = F.linear(x, weight, bias)
+    return y.relu_() if relu else y
+
+
+def _folded_mlp(model: nn.Module) -> list[tuple[Tensor, Tensor, bool]] | None:
+    """``(weight, bias, relu)`` per layer of an eval-mode MLP with BatchNorm folded in, or None."""
+    from binclf.models.mlp import MLP
+
+    if type(model) is not MLP or model.training:
+        return None
+    try:
+        blocks = _blocks(model)
+    except ValueError:
+        return None
+    layers = []
+    for lin, bn, _ in blocks:  # dropout is the identity in eval mode
+        w = lin.weight.detach().float()
+        b = lin.bias.detach().float() if lin.bias is not None else torch.zeros(w.shape[0])
+        if bn is not None:
+            scale = bn.weight.detach() / torch.sqrt(bn.running_var + bn.eps)
+            w = w * scale[:, None]
+            b = (b - bn.running_mean) * scale + bn.bias.detach()
+        layers.append((w.contiguous(), b.contiguous(), True))
+    layers.append((model.output.weight.detach().contiguous(), model.output.bias.detach().contiguous(), False))
+    return layers
+
+
+# --------------------------------------------------------------------------- #
+# reading ahead
+# --------------------------------------------------------------------------- #
+
+_DONE = object()
+
+
+def prefetch(items: Iterable[T], depth: int = 1) -> Iterator[T]:
+    """Iterate ``items`` in a background thread, ``depth`` items ahead of the consumer.
+
+    File readers (pyarrow) and the model (torch) release the GIL, so reading
+    the next chunk overlaps predicting this one: the wall time becomes the
+    larger of the two instead of their sum. At most ``depth + 1`` items are held
+    at once, so memory stays flat. Exceptions surface in the consumer, in order.
+    """
+    q: queue.Queue = queue.Queue(maxsize=depth)
+    stop = threading.Event()
+
+    def produce() -> None:
+        try:
+            for item in items:
+                while not stop.is_set():
+                    try:
+                        q.put((item, None), timeout=0.1)
+                        break
+                    except queue.Full:
+                        continue
+                if stop.is_set():
+                    return
+            q.put((_DONE, None))
+        except BaseException as exc:  # noqa: BLE001 - handed to the consumer
+            q.put((_DONE, exc))
+
+    thread = threading.Thread(target=produce, name="binclf-prefetch", daemon=True)
+    thread.start()
+    try:
+        while True:
+            item, exc = q.get()
+            if exc is not None:
+                raise exc
+            if item is _DONE:
+                return
+            yield item
+    finally:
+        stop.set()
+        while thread.is_alive():  # unblock a producer waiting on a full queue
+            try:
+                q.get_nowait()
+            except queue.Empty:
+                thread.join(0.05)
+
+
+# --------------------------------------------------------------------------- #
+# the optimiser step
+# --------------------------------------------------------------------------- #
+
+
+class FastAdamWStep:
+    """``opt.step()`` of a fused AdamW, without its per-call Python bookkeeping.
+
+    ``Optimizer.step`` regroups every tensor by device and dtype, checks flags
+    and runs hooks on each call: ~100-200 us, as much as a small MLP's whole
+    forward pass. The arithmetic is one ``torch._fused_adamw_`` call per
+    parameter group, which this makes directly, on the optimiser's own state
+    (``state_dict()`` and schedulers see no difference). The first call goes
+    through ``opt.step()`` to create that state. Use :meth:`supports` first.
+    """
+
+    def __init__(self, opt: torch.optim.Optimizer) -> None:
+        self.opt = opt
+        self._groups: list[tuple[dict[str, Any], list[Tensor], list[Tensor], list[Tensor], list[Tensor]]] = []
+
+    @staticmethod
+    def supports(opt: torch.optim.Optimizer) -> bool:
+        """Whether ``opt`` is a plain fused AdamW on CPU tensors (no amsgrad, maximize, capturable)."""
+        if type(opt) is not torch.optim.AdamW or not hasattr(torch, "_fused_adamw_") or opt._optimizer_step_pre_hooks:
+            return False
+        for g in opt.param_groups:
+            if not g.get("fused") or g["amsgrad"] or g["maximize"] or g["capturable"] or g["differentiable"]:
+                return False
+            if isinstance(g["lr"], Tensor) or any(p.device.type != "cpu" for p in g["params"]):
+                return False
+        return True
+
+    def __call__(self) -> None:
+        if not self._groups:
+            self.opt.step()  # creates the state (exp_avg, exp_avg_sq, step) the usual way
+            state = self.opt.state
+            for g in self.opt.param_groups:
+                params = [p for p in g["params"] if p in state]
+                self._groups.append(
+                    (
+                        g,
+                        params,
+                        [state[p]["exp_avg"] for p in params],
+                        [state[p]["exp_avg_sq"] for p in params],
+                        [state[p]["step"] for p in params],
+                    )
+                )
+            return
+        for g, params, exp_avgs, exp_avg_sqs, steps in self._groups:
+            if not params:
+                continue
+            grads = [p.grad for p in params]
+            if any(gr is None for gr in grads):
+                self.opt.step()  # a parameter without a gradient: torch's rules decide
+                return
+            beta1, beta2 = g["betas"]
+            torch._foreach_add_(steps, 1)
+            torch._fused_adamw_(
+                params,
+                grads,
+                exp_avgs,
+                exp_avg_sqs,
+                [],
+                steps,
+                amsgrad=False,
+                lr=g["lr"],
+                beta1=beta1,
+                beta2=beta2,
+                weight_decay=g["weight_decay"],
+                eps=g["eps"],
+                maximize=False,
+                grad_scale=None,
+                found_inf=None,
+            )

@@ -1,0 +1,194 @@
+"""binclf._speed: the fast CPU training paths compute the same things as the plain ones (no timings)."""
+
+import math
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from binclf._speed import FastAdamWStep, FusedMLPStep, dropout_key, dropout_multiplier, mm_nt, relu_dropout
+from binclf.losses import build_loss
+from binclf.models import MLP, LogisticModel
+from binclf.trainer import TrainConfig, Trainer, predict_logits
+
+
+def test_hashed_dropout_keeps_one_minus_p_and_scales_kept_units_by_one_over_one_minus_p():
+    for p in (0.1, 0.5):
+        m = dropout_multiplier((1000, 200), p, torch.tensor(12345))
+        kept = m > 0
+        rate = kept.float().mean().item()
+        assert abs(rate - (1 - p)) < 4 * math.sqrt(p * (1 - p) / m.numel())  # 4 standard errors
+        assert torch.allclose(m[kept], torch.full_like(m[kept], 1 / (1 - p)))
+        assert torch.all(m[~kept] == 0)
+
+
+def test_hashed_dropout_has_no_structure_across_rows_or_columns():
+    m = dropout_multiplier((2000, 128), 0.5, torch.tensor(7)) > 0
+    # Each column and each row keeps about half: no unit or example is favoured.
+    assert m.float().mean(0).sub(0.5).abs().max() < 0.05
+    assert m.float().mean(1).sub(0.5).abs().max() < 0.15
+    # Neighbouring elements are uncorrelated.
+    a, b = m[:, :-1].flatten().float(), m[:, 1:].flatten().float()
+    assert abs(torch.corrcoef(torch.stack([a, b]))[0, 1].item()) < 0.02
+
+
+def test_hashed_dropout_masks_differ_per_key_and_repeat_for_the_same_key():
+    a = dropout_multiplier((64, 32), 0.1, torch.tensor(1))
+    b = dropout_multiplier((64, 32), 0.1, torch.tensor(2))
+    assert not torch.equal(a, b)
+    assert torch.equal(a, dropout_multiplier((64, 32), 0.1, torch.tensor(1)))
+
+
+def test_dropout_keys_follow_torch_manual_seed():
+    torch.manual_seed(3)
+    k1, k2 = dropout_key(), dropout_key()
+    torch.manual_seed(3)
+    assert k1 != k2 and dropout_key() == k1
+
+
+def test_relu_dropout_is_relu_times_the_mask():
+    z = torch.randn(300, 40)
+    key = torch.tensor(99)
+    out, mult = relu_dropout(z, 0.2, key)
+    expected = torch.relu(z) * dropout_multiplier(z.shape, 0.2, key)
+    assert torch.equal(out, expected)
+    assert torch.equal(mult, (z > 0) * dropout_multiplier(z.shape, 0.2, key))
+
+
+def test_mlp_dropout_differs_per_step_in_training_and_is_identity_in_eval():
+    torch.manual_seed(0)
+    m = MLP(6, hidden=(64,), dropout=0.5, batchnorm=False)
+    x = torch.randn(32, 6)
+    m.train()
+    assert not torch.equal(m(x), m(x))
+    m.eval()
+    assert torch.equal(m(x), m.output(torch.relu(m.body[0](x))).squeeze(-1))
+
+
+def test_mm_nt_matches_matmul_for_transposed_views():
+    a, b = torch.randn(70, 30), torch.randn(20, 30)
+    assert torch.allclose(mm_nt(a, b), a @ b.t(), atol=1e-4)
+    c = torch.randn(70, 40)
+    assert torch.allclose(mm_nt(a.t(), c.t()), a.t() @ c, atol=1e-4)
+
+
+@pytest.mark.parametrize(
+    "loss, kwargs, weighted",
+    [("bce", {}, False), ("bce", {"pos_weight": 3.0}, True), ("focal", {"focal_alpha": 0.25}, True), ("hinge", {}, False)],
+)
+@pytest.mark.parametrize("config", [{}, {"batchnorm": False}, {"dropout": 0.0}])
+def test_fused_step_gives_autograds_loss_gradients_and_running_stats(loss, kwargs, weighted, config):
+    torch.manual_seed(0)
+    a = MLP(9, hidden=(16, 8), **config)
+    b = MLP(9, hidden=(16, 8), **config)
+    b.load_state_dict(a.state_dict())
+    a.train(), b.train()
+    x, y, w = torch.randn(64, 9), (torch.rand(64) < 0.3).float(), torch.rand(64) if weighted else None
+    loss_fn = build_loss(loss, **kwargs)
+    assert FusedMLPStep.supports(b, loss_fn, torch.device("cpu"))
+    torch.manual_seed(5)
+    expected = loss_fn(a(x), y, w)
+    expected.backward()
+    torch.manual_seed(5)  # the same dropout keys
+    got = FusedMLPStep(b, loss_fn)(x, y, w)
+    assert got.item() == pytest.approx(expected.item(), rel=1e-5)
+    for (name, pa), pb in zip(a.named_parameters(), b.parameters()):
+        assert torch.allclose(pa.grad, pb.grad, atol=1e-5), name
+    for (name, sa), sb in zip(a.state_dict().items(), b.state_dict().values()):
+        assert torch.allclose(sa.float(), sb.float(), atol=1e-6), name
+
+
+def test_fused_step_is_only_for_binclfs_mlp_on_the_cpu():
+    bce = build_loss("bce")
+    assert FusedMLPStep.supports(MLP(3), bce, torch.device("cpu"))
+    assert not FusedMLPStep.supports(LogisticModel(3), bce, torch.device("cpu"))
+    assert not FusedMLPStep.supports(MLP(3), bce, torch.device("cuda"))
+    assert not FusedMLPStep.supports(MLP(3).double(), bce, torch.device("cpu"))
+
+
+def test_fast_adamw_step_equals_optimizer_step():
+    def make():
+        torch.manual_seed(0)
+        m = MLP(5, hidden=(8,))
+        decay = [p for p in m.parameters() if p.ndim >= 2]
+        rest = [p for p in m.parameters() if p.ndim < 2]
+        groups = [{"params": decay, "weight_decay": 0.1}, {"params": rest, "weight_decay": 0.0}]
+        return m, torch.optim.AdamW(groups, lr=1e-2, fused=True)
+
+    (m1, o1), (m2, o2) = make(), make()
+    fast = FastAdamWStep(o2)
+    assert FastAdamWStep.supports(o2)
+    x, y = torch.randn(32, 5), torch.rand(32)
+    for i in range(5):
+        for m, step in ((m1, o1.step), (m2, fast)):
+            torch.manual_seed(i)
+            m.zero_grad()
+            ((m(x) - y) ** 2).mean().backward()
+            step()
+        o1.param_groups[0]["lr"] = o2.param_groups[0]["lr"] = 1e-2 / (i + 2)  # a scheduler's change is seen
+    for a, b in zip(m1.state_dict().values(), m2.state_dict().values()):
+        assert torch.equal(a, b)
+    assert o1.state_dict()["state"][0]["step"] == o2.state_dict()["state"][0]["step"] == 5
+
+
+def test_fast_adamw_step_declines_what_it_does_not_implement():
+    p = [nn.Parameter(torch.zeros(3))]
+    assert not FastAdamWStep.supports(torch.optim.AdamW(p, amsgrad=True, fused=True))
+    assert not FastAdamWStep.supports(torch.optim.AdamW(p, foreach=True))
+    assert not FastAdamWStep.supports(torch.optim.Adam(p, fused=True))
+
+
+def _two_moons(n, seed):
+    from sklearn.datasets import make_moons
+
+    X, y = make_moons(n_samples=n, noise=0.25, random_state=seed)
+    X = np.hstack([X, np.random.default_rng(seed).normal(size=(n, 6))]).astype(np.float32)
+    return X, y.astype(np.float32)
+
+
+def _fit(monkeypatch, fast: bool, seed: int):
+    import binclf.trainer as trainer_module
+
+    if not fast:
+        monkeypatch.setattr(trainer_module.FusedMLPStep, "supports", staticmethod(lambda *a: False))
+        monkeypatch.setattr(trainer_module.FastAdamWStep, "supports", staticmethod(lambda *a: False))
+    X, y = _two_moons(3000, 0)
+    Xv, yv = _two_moons(2000, 1)
+    torch.manual_seed(seed)
+    model = MLP(8, hidden=(32, 16))
+    Trainer(TrainConfig(max_epochs=15, batch_size=128, seed=seed, verbose=False, compile=False)).fit(model, X, y)
+    logits = predict_logits(model, Xv)
+    monkeypatch.undo()
+    return torch.nn.functional.binary_cross_entropy_with_logits(logits, torch.from_numpy(yv)).item()
+
+
+def test_fast_and_plain_trainer_paths_learn_equally_well(monkeypatch):
+    fast = [_fit(monkeypatch, True, s) for s in (0, 1)]
+    plain = [_fit(monkeypatch, False, s) for s in (0, 1)]
+    assert max(fast + plain) < 0.35, (fast, plain)
+    assert abs(np.mean(fast) - np.mean(plain)) < 0.03, (fast, plain)
+
+
+def test_fast_path_training_is_reproducible_from_the_seed():
+    X, y = _two_moons(1000, 0)
+    outs = []
+    for global_seed in (1, 2):
+        torch.manual_seed(0)
+        model = MLP(8, hidden=(16,))
+        torch.manual_seed(global_seed)
+        Trainer(TrainConfig(max_epochs=3, seed=4, verbose=False, compile=False)).fit(model, X, y)
+        outs.append(predict_logits(model, X))
+    assert torch.equal(outs[0], outs[1])
+
+
+def test_compiled_and_eager_kernels_train_the_same_model():
+    pytest.importorskip("torch._inductor")
+    X, y = _two_moons(1000, 0)
+    outs = []
+    for compile in (False, True):
+        torch.manual_seed(0)
+        model = MLP(8, hidden=(16,))
+        Trainer(TrainConfig(max_epochs=2, seed=4, verbose=False, compile=compile)).fit(model, X, y)
+        outs.append(predict_logits(model, X))
+    assert torch.allclose(outs[0], outs[1], atol=1e-5)
