@@ -407,7 +407,10 @@ def iter_batches(
 
 def _iter_parquet(p: Path, *, batch_rows: int, columns: Sequence[str] | None) -> Iterator[pd.DataFrame]:
     try:
-        pf = pq.ParquetFile(p)
+        # No pre-buffering: pyarrow would otherwise keep the column chunks it has
+        # read cached, and memory would grow with the file (measured: 428 MiB for
+        # 500k rows, 631 MiB for 1M; with a 1 MiB read buffer instead: 298 and 302).
+        pf = pq.ParquetFile(p, pre_buffer=False, buffer_size=1 << 20)
     except Exception as exc:  # noqa: BLE001
         raise _arrow_error(p, exc) from exc
     _check_names(p, list(pf.schema_arrow.names), columns)
