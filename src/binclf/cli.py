@@ -326,12 +326,14 @@ def _stem(path: Path) -> str:
 def _print_training(result: Any) -> None:
     cal = result.calibration_info
     before, after = cal.get("log_loss_before"), cal.get("log_loss_after")
-    loss_text = f" (validation log-loss {_fmt(before, 4)} -> {_fmt(after, 4)})" if before is not None else ""
+    # The default model calibrates on out-of-fold predictions, `--model mlp` on the validation split.
+    held_out = "out-of-fold" if "out-of-fold" in str(cal.get("fitted_on", "")) else "validation"
+    loss_text = f" ({held_out} log-loss {_fmt(before, 4)} -> {_fmt(after, 4)})" if before is not None else ""
     _say(f"calibration: {cal.get('method')}{loss_text}")
     p = result.predictor.threshold
     ci = f" [{_fmt(p.value_ci[0])}, {_fmt(p.value_ci[1])}]" if p.value_ci else ""
     tci = f", 95% CI of threshold [{_fmt(p.threshold_ci[0])}, {_fmt(p.threshold_ci[1])}]" if p.threshold_ci else ""
-    _say(f"threshold: {_fmt(p.threshold)} chosen for {p.objective} = {_fmt(p.value)}{ci} on validation{tci}")
+    _say(f"threshold: {_fmt(p.threshold)} chosen for {p.objective} = {_fmt(p.value)}{ci} on {held_out} predictions{tci}")
     if p.analytic_threshold is not None:
         _say(f"  (for calibrated probabilities the cost-optimal threshold is c_fp/(c_fp+c_fn) = {_fmt(p.analytic_threshold)})")
     if p.abstain:
@@ -432,8 +434,7 @@ def info(bundle: Path, as_json: bool) -> None:
     t = predictor.target
     click.echo(f"bundle     {bundle}")
     click.echo(f"target     {t.column!r}: positive {t.positive!r}, negative {t.negative!r}")
-    models = ", ".join(f"{m.name}({_config_text(m.config)})" for m in predictor.members)
-    click.echo(f"model      {models}")
+    click.echo(f"model      {_members_text(predictor.members)}")
     click.echo(f"features   {predictor.preprocessor.n_features_out_} model inputs from {len(predictor.schema.columns)} columns")
     for spec in predictor.schema.columns:
         click.echo(f"  {spec.name:<24} {spec.role}")
@@ -467,6 +468,16 @@ def _check_input(meta: dict[str, Any], data: Path, names: Sequence[str], keep: S
     except (KeyError, TypeError, ValueError) as exc:
         raise BundleError(f"{data}: bundle.json has no usable input schema ({exc}); train the model again") from None
     check_columns(schema, data, list(names), keep=keep)
+
+
+def _members_text(members: Sequence[Any]) -> str:
+    """'5 x mlp(...) weight 0.7 + 5 x logistic() weight 0.3': fold members grouped by model."""
+    groups: dict[str, list[float]] = {}
+    for m in members:
+        groups.setdefault(f"{m.name}({_config_text(m.config)})", []).append(m.weight)
+    if len(members) == 1:
+        return next(iter(groups))
+    return " + ".join(f"{len(w)} x {name} weight {_fmt(sum(w))}" for name, w in groups.items())
 
 
 def _config_text(config: dict[str, Any]) -> str:

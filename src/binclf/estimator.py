@@ -13,7 +13,7 @@ from sklearn.utils.multiclass import check_classification_targets, type_of_targe
 from sklearn.utils.validation import _check_sample_weight, check_is_fitted, validate_data
 
 from binclf.models import build_model
-from binclf.trainer import TrainConfig, Trainer, auto_batch_size, predict_logits
+from binclf.trainer import TrainConfig, Trainer, predict_logits
 
 __all__ = ["BinaryClassifier"]
 
@@ -114,23 +114,7 @@ class BinaryClassifier(ClassifierMixin, BaseEstimator):
 
         train_idx, valid_idx = self._split(y01, seed)
         self.model_ = build_model(self.model, seed=seed, **self._model_config(X.shape[1]))
-        batch_size = auto_batch_size(len(train_idx)) if self.batch_size == "auto" else self.batch_size
-        config = TrainConfig(
-            lr=self.lr,
-            weight_decay=self.weight_decay,
-            batch_size=batch_size,
-            max_epochs=self.max_epochs,
-            patience=self.patience,
-            lr_schedule=self.lr_schedule,
-            seed=seed,
-            loss=self.loss,
-            pos_weight=self.pos_weight,
-            focal_alpha=self.focal_alpha,
-            focal_gamma=self.focal_gamma,
-            sampler=self.sampler,
-            device=self.device,
-            verbose=self.verbose,
-        )
+        config = TrainConfig.from_settings(self, n_train=len(train_idx), seed=seed)
         w = sample_weight.astype(np.float32)
         has_weights = not np.all(w == 1.0)
         valid = {}

@@ -30,7 +30,7 @@ from binclf.models import build_model
 from binclf.predictor import Member, Predictor
 from binclf.preprocessing import Preprocessor, check_finite
 from binclf.thresholds import choose_threshold, parse_objective
-from binclf.trainer import TrainConfig, Trainer, auto_batch_size
+from binclf.trainer import TrainConfig, Trainer
 
 __all__ = ["TrainOptions", "TrainResult", "train_table", "MODEL_CHOICES"]
 
@@ -154,19 +154,7 @@ def _relabel(df: pd.DataFrame, info: TargetInfo, options: TrainOptions, source: 
 
 
 def _train_config(options: TrainOptions, n_train: int) -> TrainConfig:
-    batch = auto_batch_size(n_train) if options.batch_size == "auto" else int(options.batch_size)
-    return TrainConfig(
-        lr=options.lr,
-        weight_decay=options.weight_decay,
-        batch_size=batch,
-        max_epochs=options.max_epochs,
-        patience=options.patience,
-        seed=options.seed,
-        loss=options.loss,
-        pos_weight=options.pos_weight,
-        sampler=options.sampler,
-        verbose=False,
-    )
+    return TrainConfig.from_settings(options, n_train=n_train, verbose=False)
 
 
 def _model_config(options: TrainOptions, n_features: int, n_rows: int = 0) -> dict[str, Any]:

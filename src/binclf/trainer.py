@@ -17,7 +17,7 @@ import os
 import sys
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from typing import Any, Literal
 
 import numpy as np
@@ -100,6 +100,19 @@ class TrainConfig:
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+    @classmethod
+    def from_settings(cls, settings: Any, *, n_train: int, **overrides: Any) -> "TrainConfig":
+        """A config from any object with same-named attributes (the estimator, ``TrainOptions``).
+
+        Attributes it lacks keep their defaults, ``overrides`` win, and
+        ``batch_size="auto"`` is resolved for ``n_train`` training rows.
+        """
+        kw = {f.name: getattr(settings, f.name) for f in fields(cls) if hasattr(settings, f.name)}
+        kw.update(overrides)
+        if kw.get("batch_size") == "auto":
+            kw["batch_size"] = auto_batch_size(n_train)
+        return cls(**kw)
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "TrainConfig":
