@@ -200,6 +200,94 @@ def test_iter_batches_text_in_numeric_column_names_column_and_row(tmp_path):
         list(iter_batches(p, batch_rows=10, column_types={"num": "numeric"}))
 
 
+def _csv_batches(p, *, parallel, block_bytes=64, batch_rows=7, column_types=None, columns=None):
+    """Batches of binclf.data._iter_csv, block-parallel (tiny blocks) or pyarrow's streaming reader only."""
+    from binclf import data
+
+    kw = dict(batch_rows=batch_rows, sep=None, columns=columns, column_types=column_types, encoding=None)
+    if parallel:
+        return list(data._iter_csv(p, block_bytes=block_bytes, **kw))
+    original = data._block_parallel_ok
+    data._block_parallel_ok = lambda *a: False
+    try:
+        return list(data._iter_csv(p, **kw))
+    finally:
+        data._block_parallel_ok = original
+
+
+def _assert_same_batches(got, want):
+    assert [len(b) for b in got] == [len(b) for b in want]
+    assert [b.index[0] for b in got] == [b.index[0] for b in want]
+    for g, w in zip(got, want):
+        pd.testing.assert_frame_equal(g, w)
+
+
+def _tricky_csv(n=60, eol="\n", trailing=True):
+    rng = np.random.default_rng(0)
+    texts = ['plain', '"a, b"', '"say ""hi"""', '"two\nlines"', '"crlf\r\ninside, too"', "", '""', '"x""\n""y"']
+    lines = ["id,text,x,note"]
+    for i in range(n):
+        x = "" if i % 9 == 4 else ("NA" if i % 13 == 5 else f"{rng.normal():.6f}")
+        lines.append(f"{i},{texts[i % len(texts)]},{x},{texts[(i * 3) % len(texts)]}")
+    return eol.join(lines) + (eol if trailing else "")
+
+
+@pytest.mark.parametrize("eol", ["\n", "\r\n"])
+@pytest.mark.parametrize("trailing", [True, False])
+@pytest.mark.parametrize("block_bytes", [64, 97, 1000, 1 << 20])
+def test_block_parallel_csv_reader_equals_streaming_reader(tmp_path, eol, trailing, block_bytes, monkeypatch):
+    """Quoted commas, quotes and newlines, block ends inside quoted fields, CRLF, missing values."""
+    from binclf import data
+
+    p = tmp_path / "t.csv"
+    p.write_bytes(_tricky_csv(eol=eol, trailing=trailing).encode())
+    want = _csv_batches(p, parallel=False)
+    assert sum(map(len, want)) == 60 and want[0]["text"].iloc[3] == "two\nlines"
+
+    def no_fallback(*args, offset=0, **kw):
+        raise AssertionError("the block-parallel reader fell back to the streaming reader")
+
+    monkeypatch.setattr(data, "_csv_tables_streaming", no_fallback)
+    _assert_same_batches(_csv_batches(p, parallel=True, block_bytes=block_bytes), want)
+
+
+@pytest.mark.parametrize("block_bytes", [64, 97, 1000])
+def test_block_parallel_csv_reader_columns_and_batch_sizes(tmp_path, block_bytes):
+    p = tmp_path / "t.csv"
+    p.write_bytes(_tricky_csv(n=200, eol="\r\n").encode())
+    for batch_rows in (1, 25, 200, 1000):
+        kw = dict(batch_rows=batch_rows, columns=["x", "text"], column_types={"x": "numeric"})
+        _assert_same_batches(
+            _csv_batches(p, parallel=True, block_bytes=block_bytes, **kw), _csv_batches(p, parallel=False, **kw)
+        )
+
+
+@pytest.mark.parametrize("body", [
+    'a,b\n1,12" pipe\n2,x\n' * 20,  # a quote inside an unquoted field: the quote count cannot be trusted
+    'a,b\n1,"' + "y" * 3000 + '"\n2,z\n',  # a row longer than every block may grow to
+    'a,b\n1,"never closed\n2,z\n3,w\n',
+])
+def test_block_parallel_csv_reader_falls_back_where_quotes_are_unusual(tmp_path, body):
+    p = tmp_path / "t.csv"
+    p.write_text(body)
+    try:
+        want = _csv_batches(p, parallel=False)
+    except DataError as exc:
+        with pytest.raises(DataError) as got:
+            _csv_batches(p, parallel=True, block_bytes=64)
+        assert str(got.value) == str(exc)
+    else:
+        _assert_same_batches(_csv_batches(p, parallel=True, block_bytes=64), want)
+
+
+def test_block_parallel_csv_reader_reports_bad_numbers_as_before(tmp_path):
+    rows = "".join(f'{i},"q, {i}"\n' for i in range(50)) + 'oops,"b"\n' + "".join(f"{i},c\n" for i in range(30))
+    p = write(tmp_path, "t.csv", "num,cat\n" + rows)
+    for parallel in (False, True):
+        with pytest.raises(DataError, match=r"column 'num' should hold numbers but holds 'oops' at row 52;"):
+            _csv_batches(p, parallel=parallel, column_types={"num": "numeric"})
+
+
 # --------------------------------------------------------------------------- schema
 
 

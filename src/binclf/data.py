@@ -423,6 +423,13 @@ def _iter_parquet(p: Path, *, batch_rows: int, columns: Sequence[str] | None) ->
         raise _no_rows(p)
 
 
+# Bytes of CSV text parsed at a time by the block-parallel reader: large enough
+# for pyarrow to spread one block over every core, small enough for flat memory.
+_CSV_BLOCK_BYTES = 8 << 20
+# A block without a row end grows up to this many times before giving up.
+_CSV_MAX_GROWTH = 8
+
+
 def _iter_csv(
     p: Path,
     *,
@@ -431,6 +438,7 @@ def _iter_csv(
     columns: Sequence[str] | None,
     column_types: dict[str, str] | None,
     encoding: str | None,
+    block_bytes: int = _CSV_BLOCK_BYTES,
 ) -> Iterator[pd.DataFrame]:
     sep = sep or _sniff_sep(p, encoding)
     names = read_columns(p, sep=sep, encoding=encoding)
@@ -451,27 +459,176 @@ def _iter_csv(
     bytes_per_line = len(head) / max(head.count(b"\n"), 1)
     block_size = int(max(4 << 20, 64 * bytes_per_line))
     opts_kw = dict(sep=sep, encoding=encoding, include_columns=wanted, block_size=block_size)
+    parallel = _block_parallel_ok(p, encoding)
+    if parallel:
+        tables = _csv_tables_parallel(p, names, types, opts_kw, block_bytes)
+    else:
+        tables = _csv_tables_streaming(p, types, opts_kw)
     pending: list[pa.RecordBatch] = []
     n_pending = 0
     start = 0
     try:
-        with pacsv.open_csv(p, **_csv_options(column_types=types, **opts_kw)) as reader:
-            for batch in reader:
-                pending.append(batch)
-                n_pending += batch.num_rows
-                while n_pending >= batch_rows:
-                    table = pa.Table.from_batches(pending)
-                    out, rest = table.slice(0, batch_rows), table.slice(batch_rows)
-                    yield _to_pandas(out, p, start=start)
-                    start += batch_rows
-                    pending, n_pending = rest.to_batches(), rest.num_rows
-            if n_pending:
-                yield _to_pandas(pa.Table.from_batches(pending), p, start=start)
-                start += n_pending
+        for piece in tables:
+            pending.extend(piece.to_batches())
+            n_pending += piece.num_rows
+            while n_pending >= batch_rows:
+                table = pa.Table.from_batches(pending)
+                out, rest = table.slice(0, batch_rows), table.slice(batch_rows)
+                yield _to_pandas(out, p, start=start)
+                start += batch_rows
+                pending, n_pending = rest.to_batches(), rest.num_rows
+        if n_pending:
+            yield _to_pandas(pa.Table.from_batches(pending), p, start=start)
+            start += n_pending
     except (pa.ArrowInvalid, UnicodeDecodeError) as exc:
+        if parallel:  # word it as the streaming reader does
+            exc = _streaming_failure(p, types, opts_kw, exc)
         raise _conversion_error(p, exc, wanted, opts_kw) from exc
     if start == 0:
         raise _no_rows(p)
+
+
+def _block_parallel_ok(p: Path, encoding: str | None) -> bool:
+    """Whether the block-parallel reader applies: an uncompressed UTF-8 file."""
+    if p.name.lower().endswith(".gz"):
+        return False
+    if encoding is None:
+        return True
+    try:
+        return codecs.lookup(encoding).name == "utf-8"
+    except LookupError:
+        return False
+
+
+def _csv_tables_streaming(
+    p: Path, types: dict[str, pa.DataType], opts_kw: dict[str, Any], *, names: Sequence[str] | None = None,
+    offset: int = 0,
+) -> Iterator[pa.Table]:
+    """pyarrow's streaming reader (one parsing thread), from byte ``offset`` (a row start)."""
+    opts = _csv_options(column_types=types, **opts_kw)
+    if not offset:
+        with pacsv.open_csv(p, **opts) as reader:
+            for batch in reader:
+                yield pa.Table.from_batches([batch])
+        return
+    read = opts["read_options"]
+    opts["read_options"] = pacsv.ReadOptions(
+        use_threads=read.use_threads, encoding=read.encoding, block_size=read.block_size,
+        column_names=list(names or []),
+    )
+    with open(p, "rb") as fh:
+        fh.seek(offset)
+        with pacsv.open_csv(fh, **opts) as reader:
+            for batch in reader:
+                yield pa.Table.from_batches([batch])
+
+
+def _streaming_failure(p: Path, types: dict[str, pa.DataType], opts_kw: dict[str, Any], exc: Exception) -> Exception:
+    """The error pyarrow's streaming reader gives on this file (error path only).
+
+    Errors are worded as the streaming reader words them, so a failure met by the
+    block-parallel reader is re-read that way; ``exc`` if it reads cleanly.
+    """
+    try:
+        for _ in _csv_tables_streaming(p, types, opts_kw):
+            pass
+    except (pa.ArrowInvalid, UnicodeDecodeError) as streaming_exc:
+        return streaming_exc
+    return exc
+
+
+def _quote_cut(buf: bytearray, n: int, sep: int, final: bool) -> tuple[int, bool] | None:
+    """Where to cut ``buf[:n]`` (which starts at a row start) after its last complete row.
+
+    Returns (end of the last complete row, whether the part holds quotes), or None
+    when a quote is not where RFC 4180 puts one (at the start of a field, or
+    doubled inside a quoted field): then a quote's meaning depends on more than
+    its count, and the caller reads the rest of the file the slow way. Outside
+    quotes the count of quote characters before a position is even.
+    """
+    end = n if final else buf.rfind(b"\n", 0, n) + 1
+    if end == 0:
+        return 0, False
+    if buf.find(b'"', 0, n) < 0:
+        return end, False
+    arr = np.frombuffer(buf, dtype=np.uint8, count=n)
+    q = np.flatnonzero(arr == ord('"'))
+    opening = q[0::2]  # quotes after an even number of quotes: they open a quoted field
+    before = arr[np.maximum(opening - 1, 0)]
+    ok = (opening == 0) | (before == sep) | (before == ord("\n")) | (before == ord("\r")) | (before == ord('"'))
+    if not ok.all():
+        return None
+    if final:
+        return (end, True) if q.size % 2 == 0 else None
+    while end > 0:
+        k = int(np.searchsorted(q, end - 1))  # quotes before the newline at end - 1
+        if k % 2 == 0:
+            return end, True
+        end = buf.rfind(b"\n", 0, int(q[k - 1])) + 1  # a newline before that quoted field opened
+    return 0, True
+
+
+def _csv_tables_parallel(
+    p: Path, names: Sequence[str], types: dict[str, pa.DataType], opts_kw: dict[str, Any], block_bytes: int
+) -> Iterator[pa.Table]:
+    """The file as arrow tables, each parsed from ~``block_bytes`` of text on every core.
+
+    pyarrow's streaming reader parses on one thread; ``read_csv`` on a whole
+    file uses them all but holds the file. Here the file is read in blocks into
+    one reused buffer, each block cut after its last complete row (outside
+    quotes) and parsed with ``read_csv``; the rest of the block starts the next
+    one. Anything the quote count cannot vouch for (a stray quote, a row longer
+    than several blocks) hands the rest of the file, from the last row end, to
+    the streaming reader.
+    """
+    base = _csv_options(column_types=types, **opts_kw)
+    sep = ord(opts_kw["sep"])
+    header_read = pacsv.ReadOptions(use_threads=True, encoding="utf8")
+    body_read = pacsv.ReadOptions(use_threads=True, encoding="utf8", column_names=list(names))
+    parse_plain = base["parse_options"]
+    parse_quoted = pacsv.ParseOptions(delimiter=opts_kw["sep"], newlines_in_values=True)
+    convert = base["convert_options"]
+    buf = bytearray(block_bytes)
+    n = 0  # bytes of text held in buf
+    offset = 0  # file offset of buf[0], always a row start
+    first = True
+    eof = False
+    with open(p, "rb", buffering=0) as fh:
+        while not eof or n:
+            while True:
+                view = memoryview(buf)
+                while n < len(buf) and not eof:
+                    got = fh.readinto(view[n:])
+                    eof = not got
+                    n += got or 0
+                del view
+                cut = _quote_cut(buf, n, sep, eof)
+                if cut is None or cut[0] > 0 or eof:
+                    break
+                if len(buf) >= _CSV_MAX_GROWTH * block_bytes:
+                    cut = None
+                    break
+                buf = buf + bytearray(len(buf))  # no row end yet: a longer block
+            if cut is None:
+                yield from _csv_tables_streaming(p, types, opts_kw, names=names, offset=offset)
+                return
+            end, quoted = cut
+            if first or end > 2 or bytes(buf[:end]).strip(b"\r\n"):
+                with memoryview(buf) as view:
+                    table = pacsv.read_csv(
+                        pa.py_buffer(view[:end]),
+                        read_options=header_read if first else body_read,
+                        parse_options=parse_quoted if quoted else parse_plain,
+                        convert_options=convert,
+                    )
+                if table.num_rows:
+                    yield table
+            first = False
+            buf[: n - end] = buf[end:n]
+            n -= end
+            offset += end
+            if end == 0:
+                break
 
 
 def _conversion_error(p: Path, exc: Exception, wanted: Sequence[str], opts_kw: dict[str, Any]) -> DataError:
