@@ -903,6 +903,35 @@ class TargetInfo:
         out[np.asarray(is_positive, dtype=bool)] = self.positive
         return out
 
+    def encode(self, values: pd.Series, *, source: str = "data") -> np.ndarray:
+        """Labels ``(n,)`` -> 0/1 float32, matched as at training (case-insensitive, 1 == 1.0).
+
+        A missing label or a value that is neither label is a DataError naming
+        the rows (file rows: row 2 is the first data row) and the counts.
+        """
+        col = self.column
+        missing = values.isna().to_numpy()
+        if missing.any():
+            rows = np.flatnonzero(missing)
+            raise DataError(
+                f"{source}: column {col!r} has {len(rows)} missing label(s) (row(s) {_row_list(rows)}); "
+                "every row needs a label: fill them in or drop those rows"
+            )
+        keys = values.map(_label_key)
+        pos, neg = _label_key(self.positive), _label_key(self.negative)
+        bad = ~keys.isin([pos, neg]).to_numpy()
+        if bad.any():
+            rows = np.flatnonzero(bad)
+            counts = values[bad].astype(str).value_counts()
+            found = ", ".join(f"{k!r}: {int(v)}" for k, v in list(counts.items())[:5])
+            found += f" and {len(counts) - 5} more" if len(counts) > 5 else ""
+            raise DataError(
+                f"{source}: column {col!r} has {len(rows)} value(s) that are not the model's labels "
+                f"{self.negative!r}/{self.positive!r} ({found}; first at row {int(rows[0]) + _FIRST_DATA_LINE}); "
+                "use rows labelled like the training data"
+            )
+        return (keys == pos).to_numpy(np.float32)
+
     def to_dict(self) -> dict[str, Any]:
         return {
             "column": self.column,

@@ -133,24 +133,13 @@ def _encode(
 
 def _relabel(df: pd.DataFrame, info: TargetInfo, options: TrainOptions, source: str) -> tuple[pd.DataFrame, np.ndarray]:
     """Encode the target of a separate --valid / --test table with the training labels."""
-    from binclf.data import _label_key
-
     if options.target not in df.columns:
         raise DataError(f"{source}: the target column {options.target!r} is missing; it must have the training columns")
     col = df[options.target]
     if options.drop_missing_target:
         df = df.loc[col.notna()].reset_index(drop=True)
         col = df[options.target]
-    keys = col.map(_label_key, na_action="ignore")
-    pos, neg = _label_key(info.positive), _label_key(info.negative)
-    bad = ~keys.isin([pos, neg]).to_numpy()
-    if bad.any():
-        row = int(np.flatnonzero(bad)[0]) + 2
-        raise DataError(
-            f"{source}: column {options.target!r} has {int(bad.sum())} value(s) other than the training labels "
-            f"{info.negative!r}/{info.positive!r} (first at row {row}: {col.iloc[row - 2]!r}); fix or drop those rows"
-        )
-    return df, (keys == pos).to_numpy(np.float32)
+    return df, info.encode(col, source=source)
 
 
 def _train_config(options: TrainOptions, n_train: int) -> TrainConfig:

@@ -37,7 +37,7 @@ from binclf import __version__
 from binclf._speed import eval_logits, prefetch
 from binclf.bundle import _umask, check_columns, load_bundle, save_bundle
 from binclf.calibration import IdentityCalibrator, calibrator_from_dict
-from binclf.data import PARQUET_EXTENSIONS, Schema, TargetInfo, _label_key, _row_list, iter_batches, read_columns
+from binclf.data import PARQUET_EXTENSIONS, Schema, TargetInfo, iter_batches, read_columns
 from binclf.errors import BundleError, DataError
 from binclf.models import build_model
 from binclf.preprocessing import Preprocessor
@@ -339,28 +339,7 @@ class Predictor:
         Labels match as the training labels did (case-insensitive text, ``1`` ==
         ``1.0``). Missing or unknown labels are a DataError naming the rows.
         """
-        col = self.target.column
-        missing = values.isna().to_numpy()
-        if missing.any():
-            rows = np.flatnonzero(missing)
-            raise DataError(
-                f"{source}: column {col!r} has {len(rows)} missing label(s) (row(s) {_row_list(rows)}); "
-                "evaluation needs a label on every row: fill them in or drop those rows"
-            )
-        keys = values.map(_label_key)
-        pos, neg = _label_key(self.target.positive), _label_key(self.target.negative)
-        bad = ~keys.isin([pos, neg]).to_numpy()
-        if bad.any():
-            rows = np.flatnonzero(bad)
-            counts = values[bad].astype(str).value_counts()
-            found = ", ".join(f"{k!r}: {int(v)}" for k, v in list(counts.items())[:5])
-            found += f" and {len(counts) - 5} more" if len(counts) > 5 else ""
-            raise DataError(
-                f"{source}: column {col!r} has {len(rows)} value(s) that are not the model's labels "
-                f"{self.target.negative!r}/{self.target.positive!r} ({found}; first at row {int(rows[0]) + 2}); "
-                "evaluate on rows labelled like the training data"
-            )
-        return (keys == pos).to_numpy(np.float32)
+        return self.target.encode(values, source=source)
 
     def labelled(self, df: pd.DataFrame, *, source: str = "data") -> tuple[np.ndarray, np.ndarray]:
         """0/1 labels and calibrated probabilities, both ``(n,)``, of a labelled table."""
