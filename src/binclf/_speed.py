@@ -378,12 +378,18 @@ def eval_logits(model: nn.Module, X: Tensor, *, chunk_rows: int = _EVAL_ROWS) ->
     linear kernel: one call per layer. The folding changes float rounding only
     (agreement to ~1e-6). The caller sets ``model.eval()``.
     """
+    from binclf.models.mlp import MLP
+
     n = len(X)
+    encode = None
+    if not isinstance(model, MLP) and isinstance(getattr(model, "network", None), MLP) and hasattr(model, "encode"):
+        encode, model = model.encode, model.network  # binclf.models.PLEMLP: encoding, then an MLP
     layers = _folded_mlp(model) if X.device.type == "cpu" and X.dtype == torch.float32 else None
     if layers is None:
+        run = model if encode is None else (lambda xb: model(encode(xb)))
         if n <= chunk_rows:
-            return model(X)
-        return torch.cat([model(X[lo : lo + chunk_rows]) for lo in range(0, n, chunk_rows)])
+            return run(X)
+        return torch.cat([run(X[lo : lo + chunk_rows]) for lo in range(0, n, chunk_rows)])
     out = torch.empty(n, dtype=X.dtype)
     # One thread: a chunk is ~0.5 ms of work, and in prediction it runs beside
     # the file reader's threads; two OpenMP threads spinning at each layer's
@@ -394,6 +400,8 @@ def eval_logits(model: nn.Module, X: Tensor, *, chunk_rows: int = _EVAL_ROWS) ->
     try:
         for lo in range(0, n, chunk_rows):
             xb = X[lo : lo + chunk_rows]
+            if encode is not None:
+                xb = encode(xb)
             for weight, bias, relu in layers:
                 xb = _linear(xb, weight, bias, relu)
             out[lo : lo + len(xb)] = xb.squeeze(-1)

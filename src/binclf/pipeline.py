@@ -69,12 +69,17 @@ class TrainOptions:
     # --model auto: cross-fitted folds over train + validation, and the linear member.
     folds: int = 5
     linear_member: bool = True
-    neural_member: str = "mlp"
+    neural_member: str = "ple_mlp"
+    ple_bins: int = 16
 
     def __post_init__(self) -> None:
         problems = []
         if self.model not in MODEL_CHOICES:
             problems.append(f"--model must be one of {', '.join(MODEL_CHOICES)}, got {self.model!r}")
+        if self.numeric_scaling not in ("robust", "standard", "quantile"):
+            problems.append(f"numeric_scaling must be robust, standard or quantile, got {self.numeric_scaling!r}")
+        if self.neural_member not in ("ple_mlp", "mlp", "tabm"):
+            problems.append(f"neural_member must be ple_mlp, mlp or tabm, got {self.neural_member!r}")
         if not 2 <= int(self.folds) <= 20:
             problems.append(f"folds must be an integer in [2, 20], got {self.folds}")
         for name in ("valid_fraction", "test_fraction"):
@@ -146,14 +151,26 @@ def _train_config(options: TrainOptions, n_train: int) -> TrainConfig:
     return TrainConfig.from_settings(options, n_train=n_train, verbose=False)
 
 
-def _model_config(options: TrainOptions, n_features: int, n_rows: int = 0) -> dict[str, Any]:
+def _model_config(options: TrainOptions, n_features: int, n_rows: int = 0, n_numeric: int = 0) -> dict[str, Any]:
     if options.model == "mlp":
         return {"n_features": n_features, "hidden": list(options.hidden), "dropout": options.dropout, "batchnorm": True}
     if options.model == "auto":
         if options.neural_member == "tabm":
             return {"n_features": n_features, "hidden": list(options.hidden), "dropout": options.dropout, "k": 8}
+        if options.neural_member == "ple_mlp":
+            return {"n_features": n_features, "n_numeric": n_numeric, "bins": _ple_bins(options.ple_bins, n_numeric),
+                    "hidden": list(options.hidden), "dropout": options.dropout, "batchnorm": True}
         return {"n_features": n_features, "hidden": list(options.hidden), "dropout": options.dropout, "batchnorm": True}
     return {"n_features": n_features}
+
+
+# Encoded numeric inputs (columns x bins) of the default network at most: the
+# first layer's cost grows with them, so wide tables get fewer bins (>= 4).
+_PLE_WIDTH = 512
+
+
+def _ple_bins(bins: int, n_numeric: int) -> int:
+    return int(max(4, min(bins, _PLE_WIDTH // max(n_numeric, 1))))
 
 
 def _neural_name(options: TrainOptions) -> str:
@@ -186,7 +203,7 @@ def _auto_folds(options: TrainOptions, n: int) -> int:
 
 
 def _fit_crossfit(
-    options: TrainOptions, X: np.ndarray, y: np.ndarray
+    options: TrainOptions, X: np.ndarray, y: np.ndarray, n_numeric: int = 0
 ) -> tuple[list[Member], list[dict[str, float]], np.ndarray, dict[str, Any]]:
     """``--model auto``: cross-fitted neural + linear members (see :mod:`binclf.crossfit`).
 
@@ -196,7 +213,7 @@ def _fit_crossfit(
     name = _neural_name(options)
     k = _auto_folds(options, len(y))
     n_fit = int(round(len(y) * (k - 1) / k))
-    config = _model_config(options, X.shape[1], len(y))
+    config = _model_config(options, X.shape[1], len(y), n_numeric)
     base = _train_config(options, n_fit)
     steps_per_epoch = -(-n_fit // base.batch_size)
     epochs = min(_SAMPLE_BUDGET // (k * max(n_fit, 1)), _STEP_BUDGET // (k * steps_per_epoch))
@@ -303,7 +320,7 @@ def train_table(
             f"training {options.model} ({options.folds}-fold cross-fit) on {len(y_train)} rows x "
             f"{X_train.shape[1]} features (test {len(y_test)})"
         )
-        members, history, z_valid, extra_info = _fit_crossfit(options, X_train, y_train)
+        members, history, z_valid, extra_info = _fit_crossfit(options, X_train, y_train, len(prep.numeric_))
         y_valid = y_train
         predictor = Predictor(schema=schema, target=target, preprocessor=prep, members=members)
     else:

@@ -246,6 +246,20 @@ class Trainer:
             yv = _as_tensor(y_valid, torch.float32, device)
             wv = None if sample_weight_valid is None else _as_tensor(sample_weight_valid, torch.float32, device)
         self._check_inputs(X, y, w)
+        outer = model
+        network = getattr(model, "network", None)
+        if callable(getattr(model, "encode", None)) and isinstance(network, nn.Module):
+            # A first stage without trainable parameters (binclf.models.PLEMLP's
+            # encoding): fit it to the training rows, encode them once and train
+            # the network behind it.
+            model.to(device)
+            if callable(getattr(model, "fit_encoding", None)):
+                model.fit_encoding(X)
+            with torch.no_grad():
+                X = model.encode(X).contiguous()
+                if has_valid:
+                    Xv = model.encode(Xv).contiguous()
+            model = network
 
         self.pos_weight_ = resolve_pos_weight(cfg.pos_weight, y)
         loss_fn = build_loss(
@@ -345,7 +359,7 @@ class Trainer:
             if not has_valid:
                 self.best_epoch_ = len(self.history_)
         model.eval()
-        self.model_ = model
+        self.model_ = outer
         return self
 
     # -- pieces of the loop ----------------------------------------------------

@@ -9,6 +9,7 @@ No model ends in a sigmoid: probabilities are read out (and calibrated) in
 from binclf.models.base import build_model, init_output_bias, model_names
 from binclf.models.logistic import LogisticModel
 from binclf.models.mlp import MLP
+from binclf.models.ple import PLEMLP
 from binclf.models.tabm import TabM
 
-__all__ = ["LogisticModel", "MLP", "TabM", "build_model", "init_output_bias", "model_names"]
+__all__ = ["LogisticModel", "MLP", "PLEMLP", "TabM", "build_model", "init_output_bias", "model_names"]

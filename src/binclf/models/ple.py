@@ -1,0 +1,117 @@
+"""The MLP on numbers also given as piecewise-linear encodings (PLE).
+
+A plain MLP draws smooth functions of each number; tables often hold
+step-like effects (a price tier, an age band) that it only approximates with
+many units. The piecewise-linear encoding (Gorishniy et al., "On Embeddings
+for Numerical Features in Tabular Deep Learning", 2022) turns a number ``x``
+into ``bins`` components, component ``t`` being how far ``x`` has gone through
+bin ``t``: ``clamp((x - lo_t) / (hi_t - lo_t), 0, 1)``. A linear layer on them
+is any piecewise-linear function of ``x`` with knots at the bin edges, so the
+first layer can draw steps and kinks directly.
+
+The encoding is part of the model: it applies to the first ``n_numeric`` input
+columns (where binclf's preprocessing puts the scaled numbers), its bin edges
+are the training rows' quantiles of each column (``fit_encoding``; ties merged,
+so a column with few distinct values gets few bins) and are saved with the
+weights. The network sees the inputs themselves next to the encoding, so
+linear trends and values beyond the training range still reach it.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from statistics import NormalDist
+
+import torch
+from torch import Tensor, nn
+
+from binclf.models.base import register
+from binclf.models.mlp import MLP
+
+__all__ = ["PLEMLP"]
+
+
+@register("ple_mlp")
+class PLEMLP(nn.Module):
+    """``MLP`` on ``[x, PLE(x[:, :n_numeric])]``; ``forward`` maps ``(n, n_features)`` to ``(n,)`` logits.
+
+    The encoding has no trainable parameters (``encode``), so the trainer fits
+    its edges, encodes the rows once and trains ``network``, a plain
+    :class:`MLP`, on them (with the MLP's fast paths); prediction does the same.
+    Before ``fit_encoding`` the edges are those of standard-normal inputs.
+    """
+
+    def __init__(
+        self,
+        n_features: int,
+        n_numeric: int,
+        bins: int = 16,
+        hidden: Sequence[int] = (128, 64),
+        dropout: float = 0.1,
+        batchnorm: bool = True,
+    ) -> None:
+        super().__init__()
+        if not 0 <= n_numeric <= n_features:
+            raise ValueError(f"n_numeric must be in [0, n_features={n_features}], got {n_numeric}")
+        if bins < 1:
+            raise ValueError(f"bins must be >= 1, got {bins}")
+        self.n_features = int(n_features)
+        self.n_numeric = int(n_numeric)
+        self.bins = int(bins)
+        self.network = MLP(self.n_features + self.n_numeric * self.bins, hidden, dropout, batchnorm)
+        nd = NormalDist()
+        edges = torch.tensor([nd.inv_cdf((t + 0.5) / (self.bins + 1)) for t in range(self.bins + 1)])
+        lo, width = edges[:-1], edges[1:] - edges[:-1]
+        self.register_buffer("lo", lo.expand(self.n_numeric, -1).clone())
+        self.register_buffer("inv_width", (1.0 / width).expand(self.n_numeric, -1).clone())
+
+    @property
+    def output(self) -> nn.Linear:
+        """The final ``Linear(d, 1)`` (for :func:`~binclf.models.init_output_bias`)."""
+        return self.network.output
+
+    def config(self) -> dict:
+        net = self.network.config()
+        return {
+            "n_features": self.n_features,
+            "n_numeric": self.n_numeric,
+            "bins": self.bins,
+            "hidden": net["hidden"],
+            "dropout": net["dropout"],
+            "batchnorm": net["batchnorm"],
+        }
+
+    @torch.no_grad()
+    def fit_encoding(self, x: Tensor) -> "PLEMLP":
+        """Bin edges at the quantiles of each numeric column of the training rows ``x`` ``(n, n_features)``.
+
+        Tied quantiles merge; a column's unused bins get an edge at +inf
+        (their component is always 0).
+        """
+        if self.n_numeric == 0 or len(x) == 0:
+            return self
+        q = torch.linspace(0.0, 1.0, self.bins + 1, dtype=torch.float64)
+        cols = x[:, : self.n_numeric].detach().to("cpu", torch.float64)
+        lo = torch.full((self.n_numeric, self.bins), math.inf, dtype=torch.float64)
+        inv = torch.ones((self.n_numeric, self.bins), dtype=torch.float64)
+        for j in range(self.n_numeric):
+            e = torch.unique(torch.quantile(cols[:, j], q))
+            if len(e) < 2:
+                continue  # a constant column: the input itself says all there is
+            lo[j, : len(e) - 1] = e[:-1]
+            inv[j, : len(e) - 1] = 1.0 / (e[1:] - e[:-1])
+        self.lo.copy_(lo.to(self.lo))
+        self.inv_width.copy_(inv.to(self.inv_width))
+        return self
+
+    def encode(self, x: Tensor) -> Tensor:
+        """``(n, n_features)`` -> ``(n, n_features + n_numeric * bins)``: the inputs, then the encodings."""
+        if self.n_numeric == 0:
+            return x
+        z = x[:, : self.n_numeric, None]
+        e = ((z - self.lo.to(x.dtype)) * self.inv_width.to(x.dtype)).clamp_(0.0, 1.0)
+        return torch.cat([x, e.flatten(1)], dim=1)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.network(self.encode(x))

@@ -1,0 +1,68 @@
+"""binclf.models.PLEMLP: piecewise-linear encodings of the numbers, then the MLP."""
+
+import numpy as np
+import pytest
+import torch
+
+from binclf._speed import eval_logits
+from binclf.models import PLEMLP, build_model
+from binclf.trainer import TrainConfig, Trainer
+
+
+def test_encoding_components_are_how_far_x_went_through_each_quantile_bin():
+    m = PLEMLP(3, n_numeric=2, bins=4)
+    x = torch.stack([torch.arange(0.0, 101.0), (torch.arange(101) % 2).float(), torch.zeros(101)], 1)
+    m.fit_encoding(x)
+    # Column 0: edges at its quantiles 0, 25, 50, 75, 100.
+    e = m.encode(torch.tensor([[-5.0, 0.0, 7.0], [30.0, 1.0, 7.0], [200.0, 0.0, 7.0]]))
+    assert e.shape == (3, 3 + 2 * 4)
+    np.testing.assert_allclose(e[:, :3], [[-5, 0, 7], [30, 1, 7], [200, 0, 7]])  # the inputs themselves first
+    np.testing.assert_allclose(e[:, 3:7], [[0, 0, 0, 0], [1, 0.2, 0, 0], [1, 1, 1, 1]], atol=1e-6)
+    # Column 1 has two values: one bin (0 -> 1), the other three always 0.
+    np.testing.assert_allclose(e[:, 7:], [[0, 0, 0, 0], [1, 0, 0, 0], [0, 0, 0, 0]])
+
+
+def test_a_step_function_is_learnt_better_with_the_encoding_than_without():
+    g = torch.Generator().manual_seed(0)
+    x = torch.rand(4000, 2, generator=g) * 4 - 2
+    y = ((x[:, 0] > 0.7) ^ (x[:, 0] < -0.9)).float()  # steps in x0, x1 is noise
+    train, valid = slice(0, 3000), slice(3000, None)
+    losses = {}
+    for name, extra in (("mlp", {}), ("ple_mlp", {"n_numeric": 2, "bins": 16})):
+        model = build_model(name, seed=0, n_features=2, hidden=[32, 16], dropout=0.0, **extra)
+        cfg = TrainConfig(max_epochs=15, batch_size=128, lr=3e-3, seed=0, verbose=False)
+        Trainer(cfg).fit(model, x[train], y[train])
+        model.eval()
+        z = eval_logits(model, x[valid])
+        losses[name] = float(torch.nn.functional.binary_cross_entropy_with_logits(z, y[valid]))
+    assert losses["ple_mlp"] < 0.7 * losses["mlp"], losses
+
+
+def test_trainer_fits_the_edges_and_eval_logits_agree_with_forward():
+    x = torch.randn(600, 5) * torch.tensor([1.0, 10.0, 0.1, 1.0, 1.0])
+    y = (x[:, 0] + x[:, 1] / 10 > 0).float()
+    m = build_model("ple_mlp", seed=1, n_features=5, n_numeric=3, bins=8)
+    Trainer(TrainConfig(max_epochs=3, batch_size=64, verbose=False)).fit(m, x, y, X_valid=x[:100], y_valid=y[:100])
+    # Edges follow each column's spread, not the standard-normal default.
+    assert m.lo[1, 0] < -10 and -1 < m.lo[2, 0] < 0
+    m.eval()
+    with torch.inference_mode():
+        np.testing.assert_allclose(eval_logits(m, x).numpy(), m(x).numpy(), rtol=1e-5, atol=1e-5)
+
+
+def test_edges_are_saved_with_the_weights_and_the_config_rebuilds_the_model():
+    m = build_model("ple_mlp", seed=0, n_features=4, n_numeric=2, bins=4).fit_encoding(torch.randn(50, 4) * 3)
+    state = m.state_dict()
+    assert "lo" in state and "inv_width" in state
+    twin = build_model("ple_mlp", **m.config())
+    twin.load_state_dict(state)
+    m.eval(), twin.eval()
+    x = torch.randn(20, 4)
+    torch.testing.assert_close(twin(x), m(x))
+
+
+def test_bad_arguments():
+    with pytest.raises(ValueError, match="n_numeric"):
+        PLEMLP(3, n_numeric=4)
+    with pytest.raises(ValueError, match="bins"):
+        PLEMLP(3, n_numeric=1, bins=0)
