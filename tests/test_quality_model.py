@@ -105,3 +105,20 @@ def test_blend_weight_finds_the_better_source_and_in_between():
     assert blend_weight(good, noise, y)[0] == 0.0
     w, loss = blend_weight(good, np.clip(good + rng.normal(0, 0.1, 2000), 0.01, 0.99), y)
     assert loss <= min(log_loss(y, good), log_loss(y, (1 - w) * good + w * good)) + 1e-12
+
+
+def test_the_default_network_encodes_the_numbers_and_a_table_without_numbers_gets_the_mlp(auto_bananas, data_dir):
+    nets = [m for m in auto_bananas.predictor.members if m.name != "logistic"]
+    assert nets and all(m.name == "ple_mlp" for m in nets)
+    assert nets[0].config["n_numeric"] == 2 and nets[0].config["bins"] == 16
+    titanic = pd.read_csv(data_dir / "titanic.csv").head(400)  # three categorical columns
+    res = train_table(titanic, TrainOptions(target="survived", n_boot=0, max_epochs=3))
+    assert {m.name for m in res.predictor.members} <= {"mlp", "logistic"}
+
+
+def test_wide_tables_get_fewer_bins():
+    from binclf.pipeline import _ple_bins
+
+    assert _ple_bins(16, 10) == 16
+    assert _ple_bins(16, 80) == 6  # 80 x 6 = 480 <= 512 encoded inputs
+    assert _ple_bins(16, 1000) == 4  # never fewer than 4

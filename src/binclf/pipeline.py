@@ -12,6 +12,7 @@ which nothing above has seen.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -211,6 +212,9 @@ def _fit_crossfit(
     fold's training history, the blended OOF logits ``(n,)`` and a summary.
     """
     name = _neural_name(options)
+    if name == "ple_mlp" and n_numeric == 0:
+        name = "mlp"  # no numbers to encode: the plain network is the same model
+        options = dataclasses.replace(options, neural_member="mlp")
     k = _auto_folds(options, len(y))
     n_fit = int(round(len(y) * (k - 1) / k))
     config = _model_config(options, X.shape[1], len(y), n_numeric)
