@@ -4,7 +4,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from binclf.crossfit import blend_weight, fold_indices, log_loss
+from binclf.crossfit import fold_indices, log_loss, mixture_weights
 from binclf.pipeline import MODEL_CHOICES, TrainOptions, train_table
 from binclf.predictor import Predictor
 
@@ -96,15 +96,19 @@ def test_fold_indices_shrink_k_to_the_rarer_class():
     assert len(fold_indices(y, k=5, seed=0)) == 3
 
 
-def test_blend_weight_finds_the_better_source_and_in_between():
+def test_mixture_weights_find_the_better_source_and_the_best_blend():
     rng = np.random.default_rng(0)
     y = (rng.random(2000) < 0.5).astype(float)
     good = np.clip(np.where(y == 1, 0.8, 0.2) + rng.normal(0, 0.05, 2000), 0.01, 0.99)
     noise = np.full(2000, 0.5)
-    assert blend_weight(noise, good, y)[0] == 1.0
-    assert blend_weight(good, noise, y)[0] == 0.0
-    w, loss = blend_weight(good, np.clip(good + rng.normal(0, 0.1, 2000), 0.01, 0.99), y)
-    assert loss <= min(log_loss(y, good), log_loss(y, (1 - w) * good + w * good)) + 1e-12
+    assert mixture_weights(np.c_[noise, good], y)[1] > 0.99
+    other = np.clip(np.where(y == 1, 0.7, 0.3) + rng.normal(0, 0.2, 2000), 0.01, 0.99)
+    w = mixture_weights(np.c_[good, other, noise], y)
+    assert w.sum() == pytest.approx(1.0) and (w >= 0).all()
+    best = log_loss(y, np.c_[good, other, noise] @ w)
+    # No point of a fine grid over the simplex does better.
+    grid = [(a, b, 1 - a - b) for a in np.linspace(0, 1, 41) for b in np.linspace(0, 1, 41) if a + b <= 1 + 1e-9]
+    assert best <= min(log_loss(y, np.c_[good, other, noise] @ np.array(g)) for g in grid) + 1e-6
 
 
 def test_the_default_network_encodes_the_numbers_and_a_table_without_numbers_gets_the_mlp(auto_bananas, data_dir):

@@ -1,21 +1,21 @@
 """Cross-fitted bagging: k fold models, out-of-fold predictions, a blend chosen on them.
 
 The rows given (train + validation) are cut into ``k`` stratified folds. For
-each fold, a neural member is trained on the other ``k - 1`` folds and
-early-stopped on the held-out fold's log-loss, and a linear (logistic) member
-is fitted on the same rows. Each row then has an **out-of-fold** (OOF)
-prediction from models that never trained on it, so that:
+each fold and each kind of network asked for (a "bag"), a neural member is
+trained on the other ``k - 1`` folds and early-stopped on the held-out fold's
+log-loss, and a linear (logistic) member is fitted on the same rows. Each row
+then has an **out-of-fold** (OOF) prediction from models that never trained on
+it, so that:
 
-* the blend weight ``w`` between the neural bag and the linear bag is chosen
-  by OOF log-loss (a 1-D search over ``[0, 1]``): near-linear tables get the
-  linear model, curved ones the network, most something in between;
+* the blend weights of the bags and the linear member are chosen by OOF
+  log-loss (:func:`mixture_weights`, over the simplex): near-linear tables get
+  the linear model, curved ones the network, most something in between;
 * the calibrator and the decision threshold are fitted on OOF predictions of
   **every** row instead of a 20% validation split.
 
-At prediction the ``2k`` members are averaged as probabilities with weights
-``(1 - w) / k`` (neural) and ``w / k`` (linear), as
-:class:`binclf.predictor.Predictor` does; the OOF blend is the same average with
-one model per bag, the one that did not see the row.
+At prediction every member is averaged as a probability with its bag's weight
+divided by ``k``, as :class:`binclf.predictor.Predictor` does; the OOF blend is
+the same average with one model per bag, the one that did not see the row.
 """
 
 from __future__ import annotations
@@ -33,7 +33,7 @@ from torch import nn
 
 from binclf.models import LogisticModel
 
-__all__ = ["CrossFit", "blend_weight", "fit_logistic_path", "fold_indices", "log_loss"]
+__all__ = ["Bag", "CrossFit", "cross_fit", "fit_logistic_path", "fold_indices", "log_loss", "mixture_weights"]
 
 _EPS = 1e-12
 
@@ -56,18 +56,6 @@ def fold_indices(y: np.ndarray, *, k: int, seed: int) -> list[tuple[np.ndarray, 
     k = max(2, min(k, n_minority))
     splitter = StratifiedKFold(n_splits=k, shuffle=True, random_state=seed)
     return [(a, b) for a, b in splitter.split(np.zeros(len(y)), y)]
-
-
-def blend_weight(p_a: np.ndarray, p_b: np.ndarray, y: np.ndarray, *, step: float = 0.02) -> tuple[float, float]:
-    """The weight ``w`` of ``p_b`` in ``(1 - w) p_a + w p_b`` with the lowest log-loss, and that loss.
-
-    A grid search (``step``) over ``[0, 1]``: the loss is convex in ``w``, the
-    grid keeps it simple and exact at the ends (pure ``a``, pure ``b``).
-    """
-    grid = np.linspace(0.0, 1.0, int(round(1 / step)) + 1)
-    losses = [log_loss(y, (1 - w) * p_a + w * p_b) for w in grid]
-    i = int(np.argmin(losses))
-    return float(grid[i]), float(losses[i])
 
 
 def fit_logistic_path(
@@ -111,25 +99,60 @@ def fit_logistic_path(
     return best, members, oof[best], {str(c): v for c, v in losses.items()}
 
 
+def mixture_weights(P: np.ndarray, y: np.ndarray, *, iters: int = 1000, tol: float = 1e-10) -> np.ndarray:
+    """Simplex weights ``w`` ``(m,)`` of the probability mixture ``P @ w`` with the lowest log-loss.
+
+    ``P`` ``(n, m)``: each source's probabilities. The log-likelihood of a
+    mixture is concave in its weights, and EM's multiplicative update
+    ``w_j <- w_j mean_i(q_ij / sum_l w_l q_il)`` (``q`` = the probability each
+    source gave the observed label) climbs to the global optimum.
+    """
+    Q = np.clip(np.where(y[:, None] == 1, P, 1 - P), _EPS, 1.0)
+    w = np.full(Q.shape[1], 1.0 / Q.shape[1])
+    prev = -math.inf
+    for _ in range(iters):
+        mix = Q @ w
+        ll = float(np.log(mix).mean())
+        if ll - prev < tol:
+            break
+        prev = ll
+        w = w * (Q / mix[:, None]).mean(axis=0)
+        w /= w.sum()
+    return w
+
+
+@dataclass
+class Bag:
+    """One kind of neural member over the folds: a module per fold, its logit shift, OOF logits ``(n,)``."""
+
+    name: str
+    modules: list[nn.Module]
+    shifts: list[float]
+    oof: np.ndarray
+    histories: list[list[dict[str, float]]]
+    weight: float = 0.0
+
+
 @dataclass
 class CrossFit:
     """The outcome of cross-fitting: fold members, OOF logits and the blend.
 
-    ``neural`` and ``linear``: one fitted module per fold; ``shifts``: each
-    neural member's logit shift (its imbalance treatment); ``oof_neural`` /
-    ``oof_linear``: prior-corrected OOF logits ``(n,)``; ``weight``: the linear
-    share ``w``; ``oof_logits``: the blended OOF logit ``(n,)``.
+    ``bags``: the neural members, one :class:`Bag` per kind (each with its
+    share of the blend); ``linear``: one logistic module per fold;
+    ``oof_linear``: its prior-corrected OOF logits ``(n,)``; ``weight``: the
+    linear share; ``oof_logits``: the blended OOF logit ``(n,)``.
     """
 
-    neural: list[nn.Module]
+    bags: list[Bag]
     linear: list[nn.Module]
-    shifts: list[float]
-    oof_neural: np.ndarray
     oof_linear: np.ndarray
     weight: float
     oof_logits: np.ndarray
-    histories: list[list[dict[str, float]]]
     info: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def histories(self) -> list[list[dict[str, float]]]:
+        return [h for bag in self.bags for h in bag.histories]
 
 
 FitNeural = Callable[[np.ndarray, np.ndarray, np.ndarray, np.ndarray, int], tuple[nn.Module, float, list]]
@@ -141,34 +164,40 @@ def cross_fit(
     *,
     k: int,
     seed: int,
-    fit_neural: FitNeural | None,
+    fit_neural: dict[str, FitNeural] | None,
     linear: bool = True,
 ) -> CrossFit:
     """Cross-fit on ``X`` ``(n, d)``, ``y`` ``(n,)``.
 
-    ``fit_neural(X_fit, y_fit, X_held, y_held, fold) -> (module, logit_shift,
-    history)`` trains one neural member early-stopped on the held-out rows
-    (None for a linear-only fit); ``linear`` adds the logistic members.
+    ``fit_neural``: a name -> ``fit(X_fit, y_fit, X_held, y_held, fold) ->
+    (module, logit_shift, history)`` per kind of neural member, each trained
+    per fold and early-stopped on the held-out rows (None or empty for a
+    linear-only fit); ``linear`` adds the logistic members. The blend weights
+    of the bags and the linear member minimise OOF log-loss (:func:`mixture_weights`).
     """
-    if fit_neural is None and not linear:
+    fit_neural = dict(fit_neural or {})
+    if not fit_neural and not linear:
         raise ValueError("cross_fit needs a neural member, a linear member or both")
     t0 = time.perf_counter()
     folds = fold_indices(y, k=k, seed=seed)
     n = len(y)
     info: dict[str, Any] = {"folds": len(folds)}
-    neural, shifts, histories = [], [], []
-    oof_n = np.zeros(n)
-    if fit_neural is not None:
+    bags = []
+    for name, fit in fit_neural.items():
+        bag = Bag(name, [], [], np.zeros(n), [])
         for i, (fit_rows, held) in enumerate(folds):
-            module, shift, history = fit_neural(X[fit_rows], y[fit_rows], X[held], y[held], i)
+            module, shift, history = fit(X[fit_rows], y[fit_rows], X[held], y[held], i)
             with torch.inference_mode():
                 z = module(torch.from_numpy(np.ascontiguousarray(X[held], dtype=np.float32))).double().numpy()
-            oof_n[held] = z - shift
-            neural.append(module)
-            shifts.append(shift)
-            histories.append(history)
-        info["neural_oof_log_loss"] = log_loss(y, _sigmoid(oof_n))
-        info["neural_best_epochs"] = [_best_epoch(h) for h in histories]
+            bag.oof[held] = z - shift
+            bag.modules.append(module)
+            bag.shifts.append(shift)
+            bag.histories.append(history)
+        bags.append(bag)
+        info[f"{name}_oof_log_loss"] = log_loss(y, _sigmoid(bag.oof))
+    if bags:
+        info["neural_oof_log_loss"] = min(info[f"{b.name}_oof_log_loss"] for b in bags)
+        info["neural_best_epochs"] = [_best_epoch(h) for b in bags for h in b.histories]
     info["neural_seconds"] = time.perf_counter() - t0
     lin_members: list[nn.Module] = []
     oof_l = np.zeros(n)
@@ -177,23 +206,24 @@ def cross_fit(
         C, lin_members, oof_l, losses = fit_logistic_path(X, y, folds)
         info.update(linear_C=C, linear_oof_log_loss=losses[str(C)], linear_path=losses,
                     linear_seconds=time.perf_counter() - t1)
-    if fit_neural is not None and linear:
-        w, loss = blend_weight(_sigmoid(oof_n), _sigmoid(oof_l), y)
-    else:
-        w = 0.0 if fit_neural is not None else 1.0
-        loss = log_loss(y, _sigmoid(oof_n if fit_neural is not None else oof_l))
-    p = (1 - w) * _sigmoid(oof_n) + w * _sigmoid(oof_l)
-    p = np.clip(p, _EPS, 1 - _EPS)
-    info.update(linear_weight=w, blend_oof_log_loss=loss, seconds=time.perf_counter() - t0)
+    sources = [_sigmoid(b.oof) for b in bags] + ([_sigmoid(oof_l)] if linear else [])
+    P = np.stack(sources, axis=1)
+    w = mixture_weights(P, y) if P.shape[1] > 1 else np.ones(1)
+    # Shares below 1% add members that hardly move a prediction: drop them.
+    w = np.where(w < 0.01, 0.0, w)
+    w /= w.sum()
+    for bag, share in zip(bags, w):
+        bag.weight = float(share)
+    w_lin = float(w[-1]) if linear else 0.0
+    p = np.clip(P @ w, _EPS, 1 - _EPS)
+    info.update(linear_weight=w_lin, bag_weights={b.name: b.weight for b in bags},
+                blend_oof_log_loss=log_loss(y, p), seconds=time.perf_counter() - t0)
     return CrossFit(
-        neural=neural,
+        bags=bags,
         linear=lin_members,
-        shifts=shifts,
-        oof_neural=oof_n,
         oof_linear=oof_l,
-        weight=w,
+        weight=w_lin,
         oof_logits=np.log(p) - np.log1p(-p),
-        histories=histories,
         info=info,
     )
 

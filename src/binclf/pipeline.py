@@ -79,8 +79,10 @@ class TrainOptions:
             problems.append(f"--model must be one of {', '.join(MODEL_CHOICES)}, got {self.model!r}")
         if self.numeric_scaling not in ("robust", "standard", "quantile"):
             problems.append(f"numeric_scaling must be robust, standard or quantile, got {self.numeric_scaling!r}")
-        if self.neural_member not in ("ple_mlp", "mlp", "tabm"):
-            problems.append(f"neural_member must be ple_mlp, mlp or tabm, got {self.neural_member!r}")
+        if not set(self.neural_member.split("+")) <= set(_NEURAL):
+            problems.append(
+                f"neural_member must be one of {', '.join(_NEURAL)} or several joined by '+', got {self.neural_member!r}"
+            )
         if not 2 <= int(self.folds) <= 20:
             problems.append(f"folds must be an integer in [2, 20], got {self.folds}")
         for name in ("valid_fraction", "test_fraction"):
@@ -152,17 +154,20 @@ def _train_config(options: TrainOptions, n_train: int) -> TrainConfig:
     return TrainConfig.from_settings(options, n_train=n_train, verbose=False)
 
 
-def _model_config(options: TrainOptions, n_features: int, n_rows: int = 0, n_numeric: int = 0) -> dict[str, Any]:
-    if options.model == "mlp":
-        return {"n_features": n_features, "hidden": list(options.hidden), "dropout": options.dropout, "batchnorm": True}
-    if options.model == "auto":
-        if options.neural_member == "tabm":
-            return {"n_features": n_features, "hidden": list(options.hidden), "dropout": options.dropout, "k": 8}
-        if options.neural_member == "ple_mlp":
-            return {"n_features": n_features, "n_numeric": n_numeric, "bins": _ple_bins(options.ple_bins, n_numeric),
-                    "hidden": list(options.hidden), "dropout": options.dropout, "batchnorm": True}
-        return {"n_features": n_features, "hidden": list(options.hidden), "dropout": options.dropout, "batchnorm": True}
-    return {"n_features": n_features}
+def _model_config(
+    options: TrainOptions, n_features: int, n_rows: int = 0, n_numeric: int = 0, name: str | None = None
+) -> dict[str, Any]:
+    """Constructor arguments of model ``name`` (default: ``--model``, or the network of ``auto``)."""
+    name = name or (options.model if options.model != "auto" else _neural_names(options)[0])
+    if name == "logistic":
+        return {"n_features": n_features}
+    body = {"n_features": n_features, "hidden": list(options.hidden), "dropout": options.dropout}
+    if name == "tabm":
+        return {**body, "k": 8}
+    if name == "ple_mlp":
+        return {"n_features": n_features, "n_numeric": n_numeric, "bins": _ple_bins(options.ple_bins, n_numeric),
+                "hidden": list(options.hidden), "dropout": options.dropout, "batchnorm": True}
+    return {**body, "batchnorm": True}
 
 
 # Encoded numeric inputs (columns x bins) of the default network at most: the
@@ -174,8 +179,12 @@ def _ple_bins(bins: int, n_numeric: int) -> int:
     return int(max(4, min(bins, _PLE_WIDTH // max(n_numeric, 1))))
 
 
-def _neural_name(options: TrainOptions) -> str:
-    return options.neural_member if options.model == "auto" else options.model
+_NEURAL = ("ple_mlp", "mlp", "tabm")
+
+
+def _neural_names(options: TrainOptions) -> list[str]:
+    """The kinds of network ``--model auto`` cross-fits (``neural_member``, joined by ``+``)."""
+    return options.neural_member.split("+")
 
 
 def _fit_members(
@@ -211,34 +220,41 @@ def _fit_crossfit(
     Returns the members (weights summing to 1, as the OOF blend), the first
     fold's training history, the blended OOF logits ``(n,)`` and a summary.
     """
-    name = _neural_name(options)
-    if name == "ple_mlp" and n_numeric == 0:
-        name = "mlp"  # no numbers to encode: the plain network is the same model
-        options = dataclasses.replace(options, neural_member="mlp")
+    names = _neural_names(options)
+    if n_numeric == 0:
+        # No numbers to encode: the plain network is the same model.
+        names = list(dict.fromkeys("mlp" if nm == "ple_mlp" else nm for nm in names))
     k = _auto_folds(options, len(y))
     n_fit = int(round(len(y) * (k - 1) / k))
-    config = _model_config(options, X.shape[1], len(y), n_numeric)
     base = _train_config(options, n_fit)
     steps_per_epoch = -(-n_fit // base.batch_size)
     epochs = min(_SAMPLE_BUDGET // (k * max(n_fit, 1)), _STEP_BUDGET // (k * steps_per_epoch))
     epochs = int(min(options.max_epochs, max(10, epochs)))
     train_config = TrainConfig(**{**base.to_dict(), "max_epochs": epochs})
+    configs = {nm: _model_config(options, X.shape[1], len(y), n_numeric, name=nm) for nm in names}
 
-    def fit_neural(Xf, yf, Xh, yh, fold):
-        module = build_model(name, seed=options.seed * 1000 + fold, **config)
-        cfg = TrainConfig(**{**train_config.to_dict(), "seed": options.seed * 1000 + fold})
-        trainer = Trainer(cfg).fit(module, Xf, yf, X_valid=Xh, y_valid=yh)
-        return module, trainer.logit_shift_, trainer.history_
+    def fitter(name: str, j: int):
+        def fit_neural(Xf, yf, Xh, yh, fold):
+            seed = options.seed * 1000 + 100 * j + fold
+            module = build_model(name, seed=seed, **configs[name])
+            cfg = TrainConfig(**{**train_config.to_dict(), "seed": seed})
+            trainer = Trainer(cfg).fit(module, Xf, yf, X_valid=Xh, y_valid=yh)
+            return module, trainer.logit_shift_, trainer.history_
 
+        return fit_neural
+
+    fits = {(nm if names.count(nm) == 1 else f"{nm}#{j}"): fitter(nm, j) for j, nm in enumerate(names)}
     with _one_torch_thread():
-        cf = cross_fit(X, y, k=k, seed=options.seed, fit_neural=fit_neural, linear=options.linear_member)
-    kf = len(cf.neural) or len(cf.linear)
-    members = [Member(name, config, m, (1 - cf.weight) / kf, s) for m, s in zip(cf.neural, cf.shifts)]
+        cf = cross_fit(X, y, k=k, seed=options.seed, fit_neural=fits, linear=options.linear_member)
+    members = []
+    for bag in cf.bags:
+        nm = bag.name.split("#")[0]
+        members += [Member(nm, configs[nm], m, bag.weight / len(bag.modules), s) for m, s in zip(bag.modules, bag.shifts)]
     lin_config = {"n_features": X.shape[1]}
-    members += [Member("logistic", lin_config, m, cf.weight / kf, 0.0) for m in cf.linear]
+    members += [Member("logistic", lin_config, m, cf.weight / len(cf.linear), 0.0) for m in cf.linear]
     # A member with weight 0 adds nothing but size and time.
     members = [m for m in members if m.weight > 0]
-    info = {**cf.info, "neural_model": name, "neural_config": config, "train_config": train_config.to_dict()}
+    info = {**cf.info, "neural_models": names, "neural_configs": configs, "train_config": train_config.to_dict()}
     return members, cf.histories[0] if cf.histories else [], cf.oof_logits, info
 
 
