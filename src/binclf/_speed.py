@@ -302,7 +302,9 @@ class FusedMLPStep:
                 dz, bn.weight.grad, bn.bias.grad = torch.ops.aten.native_batch_norm_backward(
                     dz, z, bn.weight, bn.running_mean, bn.running_var, mean, invstd, True, bn.eps, [True, True, True]
                 )
-            lin.weight.grad = mm_nt(dz.t(), a_in.t())
+            # Both operands transposed: BLAS takes them as they are, where oneDNN
+            # would first copy them contiguous (measured 45 vs 60 us, first layer).
+            lin.weight.grad = torch.mm(dz.t(), a_in)
             if lin.bias is not None:
                 lin.bias.grad = dz.sum(0)
             if i > 0:
