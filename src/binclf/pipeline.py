@@ -205,6 +205,29 @@ _SAMPLE_BUDGET = 1_200_000
 # Optimiser steps over all folds: on small tables the per-step overhead, not
 # the rows, is the cost (~1 ms a step), so steps are capped as well.
 _STEP_BUDGET = 6_000
+# Floating-point work of the networks' training over all folds (forward and
+# backward matmuls, ~6 FLOPs per weight per row): wide one-hot inputs make a
+# row expensive, so they get fewer epochs (at least 3); ~4 s at the fused
+# step's ~100 GFLOP/s on one core.
+_FLOP_BUDGET = 400e9
+
+
+def _flops_per_row(name: str, config: dict[str, Any]) -> float:
+    width = config["n_features"] + (config["n_numeric"] * config["bins"] if name == "ple_mlp" else 0)
+    sizes = [width, *config.get("hidden", []), 1]
+    return 6.0 * sum(a * b for a, b in zip(sizes, sizes[1:]))
+
+
+def _epoch_cap(k: int, n_fit: int, batch_size: int, flops_per_row: float, max_epochs: int) -> int:
+    """Epochs each fold's network may run within the sample, step and FLOP budgets.
+
+    At least 10 (early stopping usually ends sooner) unless the FLOP budget
+    says less, and never fewer than 3.
+    """
+    steps_per_epoch = -(-n_fit // batch_size)
+    epochs = max(10, min(_SAMPLE_BUDGET // (k * max(n_fit, 1)), _STEP_BUDGET // (k * steps_per_epoch)))
+    by_flops = _FLOP_BUDGET // max(k * n_fit * flops_per_row, 1.0)
+    return int(min(max_epochs, epochs, max(3, by_flops)))
 
 
 def _auto_folds(options: TrainOptions, n: int) -> int:
@@ -227,11 +250,10 @@ def _fit_crossfit(
     k = _auto_folds(options, len(y))
     n_fit = int(round(len(y) * (k - 1) / k))
     base = _train_config(options, n_fit)
-    steps_per_epoch = -(-n_fit // base.batch_size)
-    epochs = min(_SAMPLE_BUDGET // (k * max(n_fit, 1)), _STEP_BUDGET // (k * steps_per_epoch))
-    epochs = int(min(options.max_epochs, max(10, epochs)))
-    train_config = TrainConfig(**{**base.to_dict(), "max_epochs": epochs})
     configs = {nm: _model_config(options, X.shape[1], len(y), n_numeric, name=nm) for nm in names}
+    flops = sum(_flops_per_row(nm, configs[nm]) for nm in names)
+    epochs = _epoch_cap(k, n_fit, base.batch_size, flops, options.max_epochs)
+    train_config = TrainConfig(**{**base.to_dict(), "max_epochs": epochs})
 
     def fitter(name: str, j: int):
         def fit_neural(Xf, yf, Xh, yh, fold):
