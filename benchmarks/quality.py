@@ -4,6 +4,7 @@
     PYTHONPATH=src python benchmarks/quality.py --data t.csv --target y
     PYTHONPATH=src python benchmarks/quality.py --tables oj,bananas --models binclf,catboost
     PYTHONPATH=src python benchmarks/quality.py --set folds=3 --set hidden=256,128   # a variant
+    PYTHONPATH=src python benchmarks/quality.py --tables gen_wide_onehot,gen_wide_numeric --seeds 1   # time budget
 
 Every model sees the same stratified 60/20/20 split per seed (binclf's own
 ``stratified_split``). The anchors train on the 60% and early-stop (or tune C)
@@ -162,11 +163,46 @@ def gen_large(seed: int = 104) -> pd.DataFrame:
     return df
 
 
+def gen_wide_onehot(seed: int = 105) -> pd.DataFrame:
+    """22,272 rows, 40 numbers and 45 text columns of 10 to 150 levels (~3,200 inputs): the time budget."""
+    rng = np.random.default_rng(seed)
+    n = 22_272
+    df = pd.DataFrame(rng.normal(size=(n, 40)).round(4), columns=[f"x{i}" for i in range(40)])
+    z = df.to_numpy()[:, :5] @ rng.normal(0, 0.5, 5)
+    for j in range(45):
+        k = int(rng.integers(10, 150))
+        col = rng.integers(0, k, n)
+        if j < 10:
+            z += rng.normal(0, 0.3, k)[col]
+        df[f"c{j}"] = np.array([f"v{i}" for i in range(k)])[col]
+    df.loc[rng.random(n) < 0.1, "x3"] = np.nan
+    df["y"] = (rng.random(n) < _sigmoid(z + _intercept_for(z, 0.2))).astype(int)
+    return df
+
+
+def gen_wide_numeric(seed: int = 106) -> pd.DataFrame:
+    """22,272 rows, 80 numbers (10 informative, one step, one curve) and 5 text columns."""
+    rng = np.random.default_rng(seed)
+    n, d = 22_272, 80
+    x = rng.normal(size=(n, d))
+    z = x[:, :10] @ rng.normal(0, 0.5, 10) + np.sin(2 * x[:, 10]) + (x[:, 11] > 1)
+    df = pd.DataFrame(x.round(4), columns=[f"x{i}" for i in range(d)])
+    for j in range(5):
+        df[f"s{j}"] = rng.choice([f"v{i}" for i in range(10 + 10 * j)], n)
+    df["y"] = (rng.random(n) < _sigmoid(z + _intercept_for(z, 0.15))).astype(int)
+    return df
+
+
 GENERATED = {
     "gen_imbalanced": (gen_imbalanced, "fraud"),
     "gen_linear600": (gen_linear_small, "outcome"),
     "gen_categorical": (gen_categorical, "churn"),
     "gen_large25k": (gen_large, "target"),
+}
+# Wide tables for the time budget, only with --tables (not in the default set).
+EXTRA = {
+    "gen_wide_onehot": (gen_wide_onehot, "y"),
+    "gen_wide_numeric": (gen_wide_numeric, "y"),
 }
 
 
@@ -180,6 +216,12 @@ def load_tables(names: list[str] | None) -> dict[str, tuple[pd.DataFrame, str]]:
     for name, (make, target) in GENERATED.items():
         if names is None or name in names:
             out[name] = (make(), target)
+    for name, (make, target) in EXTRA.items():
+        if names is not None and name in names:
+            out[name] = (make(), target)
+    unknown = set(names or ()) - set(out)
+    if unknown:
+        raise SystemExit(f"unknown table(s) {sorted(unknown)}; choose from {[*REAL, *GENERATED, *EXTRA]}")
     return out
 
 

@@ -105,26 +105,33 @@ def fit_logistic_path(
     return best, members, oof[best], {str(c): v for c, v in losses.items()}
 
 
-def mixture_weights(P: np.ndarray, y: np.ndarray, *, iters: int = 1000, tol: float = 1e-10) -> np.ndarray:
+def mixture_weights(P: np.ndarray, y: np.ndarray) -> np.ndarray:
     """Simplex weights ``w`` ``(m,)`` of the probability mixture ``P @ w`` with the lowest log-loss.
 
-    ``P`` ``(n, m)``: each source's probabilities. The log-likelihood of a
-    mixture is concave in its weights, and EM's multiplicative update
-    ``w_j <- w_j mean_i(q_ij / sum_l w_l q_il)`` (``q`` = the probability each
-    source gave the observed label) climbs to the global optimum.
+    ``P`` ``(n, m)``: each source's probabilities. The mixture's log-likelihood
+    is concave in its weights, so a constrained Newton-type solver (SLSQP, with
+    the exact gradient) finds the global optimum, edges of the simplex included,
+    in a few dozen evaluations (EM's multiplicative update needs thousands when
+    two sources nearly agree).
     """
+    from scipy.optimize import minimize
+
     Q = np.clip(np.where(y[:, None] == 1, P, 1 - P), _EPS, 1.0)
-    w = np.full(Q.shape[1], 1.0 / Q.shape[1])
-    prev = -math.inf
-    for _ in range(iters):
-        mix = Q @ w
-        ll = float(np.log(mix).mean())
-        if ll - prev < tol:
-            break
-        prev = ll
-        w = w * (Q / mix[:, None]).mean(axis=0)
-        w /= w.sum()
-    return w
+    m = Q.shape[1]
+    if m == 1:
+        return np.ones(1)
+
+    def loss(w: np.ndarray) -> tuple[float, np.ndarray]:
+        mix = np.maximum(Q @ w, _EPS)
+        return float(-np.log(mix).mean()), -(Q / mix[:, None]).mean(axis=0)
+
+    res = minimize(
+        loss, np.full(m, 1.0 / m), jac=True, method="SLSQP", bounds=[(0.0, 1.0)] * m,
+        constraints=[{"type": "eq", "fun": lambda w: w.sum() - 1.0, "jac": lambda w: np.ones(m)}],
+        options={"ftol": 1e-12, "maxiter": 200},
+    )
+    w = np.clip(res.x, 0.0, None)
+    return w / w.sum()
 
 
 @dataclass

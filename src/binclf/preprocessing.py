@@ -47,7 +47,11 @@ from binclf.errors import BundleError, ConfigError, DataError, NotFittedError
 __all__ = ["Preprocessor", "canonical_labels", "check_finite"]
 
 _FORMAT = "binclf.preprocessor/1"
-_BLOCK_ROWS = 32_768  # rows per block: the (d, block) scratch stays in cache
+_BLOCK_ROWS = 32_768  # rows per block at most
+# Floats of the (d, block) scratch: it stays in cache, so wide one-hot outputs
+# get short blocks (measured, 22k rows x 3,082 features: 1.31 s with 32k-row
+# blocks, 0.24 s with 512-row ones).
+_BLOCK_FLOATS = 1 << 20
 NumericMode = Literal["robust", "standard", "quantile"]
 _FIRST_DATA_LINE = 2
 
@@ -306,7 +310,7 @@ class Preprocessor:
                 pos += 1
             onehot.append(lut)
         inf_first: dict[int, int] = {}
-        block = min(_BLOCK_ROWS, max(n, 1))
+        block = min(_BLOCK_ROWS, max(256, _BLOCK_FLOATS // max(d, 1)), max(n, 1))
         scratch = np.empty((d, block), dtype=np.float32)
         for start in range(0, n, block):
             stop = min(start + block, n)
