@@ -266,7 +266,7 @@ def _fit_crossfit(
         return fit_neural
 
     fits = {(nm if names.count(nm) == 1 else f"{nm}#{j}"): fitter(nm, j) for j, nm in enumerate(names)}
-    with _one_torch_thread():
+    with _one_torch_thread(max(_flops_per_row(nm, configs[nm]) for nm in names) if names else 0.0):
         cf = cross_fit(X, y, k=k, seed=options.seed, fit_neural=fits, linear=options.linear_member)
     members = []
     for bag in cf.bags:
@@ -280,16 +280,22 @@ def _fit_crossfit(
     return members, cf.histories[0] if cf.histories else [], cf.oof_logits, info
 
 
+# Network FLOPs per row from which a training step has enough work to share
+# between threads (a 512-row step of ~0.5 GFLOP: wide one-hot inputs).
+_SHARED_FLOPS_PER_ROW = 1e6
+
+
 @contextlib.contextmanager
-def _one_torch_thread():
+def _one_torch_thread(flops_per_row: float = 0.0):
     """Small networks train as fast on one thread, and far faster on a busy machine.
 
     Intra-op threads split matrix products of a few hundred rows by 128 columns,
     too little work to share; on a loaded machine the extra thread waits for a
-    core and every step waits for it (measured: 40x slower steps).
+    core and every step waits for it (measured: 40x slower steps). Networks of
+    at least ``_SHARED_FLOPS_PER_ROW`` keep torch's threads.
     """
     before = torch.get_num_threads()
-    torch.set_num_threads(1)
+    torch.set_num_threads(before if flops_per_row >= _SHARED_FLOPS_PER_ROW else 1)
     try:
         yield
     finally:
