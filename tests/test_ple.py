@@ -45,7 +45,7 @@ def test_trainer_fits_the_edges_and_eval_logits_agree_with_forward():
     Trainer(TrainConfig(max_epochs=3, batch_size=64, verbose=False)).fit(m, x, y, X_valid=x[:100], y_valid=y[:100])
     # Edges follow each column's spread, not the standard-normal default.
     assert m.lo[1, 0] < -10 and -1 < m.lo[2, 0] < 0
-    m.eval()
+    assert not m.training and not m.network.training  # fit leaves the whole model in eval mode
     with torch.inference_mode():
         np.testing.assert_allclose(eval_logits(m, x).numpy(), m(x).numpy(), rtol=1e-5, atol=1e-5)
 

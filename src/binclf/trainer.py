@@ -358,7 +358,7 @@ class Trainer:
                 model.load_state_dict(best_state)
             if not has_valid:
                 self.best_epoch_ = len(self.history_)
-        model.eval()
+        outer.eval()  # the network too, when a fixed encoding wraps it
         self.model_ = outer
         return self
 
