@@ -6,6 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 from sklearn.calibration import CalibratedClassifierCV
+from sklearn.metrics import log_loss
 from sklearn.model_selection import GridSearchCV, cross_val_score
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
@@ -131,3 +132,14 @@ def test_rejects_multiclass_single_class_nan_and_mismatched_lengths():
     clf = BinaryClassifier(**FAST).fit(X, y)
     with pytest.raises(ValueError, match="features"):
         clf.predict(X[:, :2])
+
+
+def test_ple_mlp_estimator_encodes_every_feature_and_learns_a_step():
+    rng = np.random.default_rng(0)
+    X = rng.uniform(-2, 2, (2000, 3))
+    y = ((X[:, 0] > 0.7) ^ (X[:, 0] < -0.9)).astype(int)
+    clf = BinaryClassifier(model="ple_mlp", random_state=0, max_epochs=30).fit(X[:1500], y[:1500])
+    assert clf.model_.n_numeric == 3
+    p = clf.predict_proba(X[1500:])
+    np.testing.assert_allclose(p.sum(1), 1.0)
+    assert log_loss(y[1500:], p[:, 1]) < 0.15

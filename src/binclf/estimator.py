@@ -26,7 +26,8 @@ class BinaryClassifier(ClassifierMixin, BaseEstimator):
     """A PyTorch binary classifier with scikit-learn's estimator API.
 
     Features are standardised with the training mean and standard deviation,
-    a single-logit model (``"mlp"`` or ``"logistic"``) is trained with AdamW on
+    a single-logit model (``"mlp"``, ``"ple_mlp"``: the MLP with piecewise-linear
+    encodings of every feature, or ``"logistic"``) is trained with AdamW on
     BCE with logits (or focal / hinge loss), early-stopped on a stratified
     ``validation_fraction`` of the training rows, and its output bias starts at
     ``logit(prior)``.
@@ -143,8 +144,9 @@ class BinaryClassifier(ClassifierMixin, BaseEstimator):
         return int(self.random_state)
 
     def _model_config(self, n_features: int) -> dict:
-        if self.model == "mlp":
-            return dict(n_features=n_features, hidden=tuple(self.hidden), dropout=self.dropout, batchnorm=self.batchnorm)
+        if self.model in ("mlp", "ple_mlp"):
+            config = dict(n_features=n_features, hidden=tuple(self.hidden), dropout=self.dropout, batchnorm=self.batchnorm)
+            return config if self.model == "mlp" else {**config, "n_numeric": n_features}
         return dict(n_features=n_features)
 
     def _split(self, y01: np.ndarray, seed: int) -> tuple[np.ndarray, np.ndarray | None]:
