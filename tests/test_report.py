@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import base64
 from html.parser import HTMLParser
-from pathlib import Path
 
 import numpy as np
 import pandas as pd

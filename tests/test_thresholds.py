@@ -46,9 +46,6 @@ def _brute(y: np.ndarray, proba: np.ndarray, text: str, t: float) -> tuple[float
     """(value, feasible, constrained metric) at threshold t, straight from scikit-learn."""
     pred = (proba >= t).astype(int)
     tn, fp, fn, tp = skm.confusion_matrix(y, pred, labels=[0, 1]).ravel()
-    precision = skm.precision_score(y, pred, zero_division=0)
-    recall = skm.recall_score(y, pred, zero_division=0)
-    fpr = fp / (fp + tn)
     name, _, arg = text.partition(":")
     if name == "f1":
         return skm.f1_score(y, pred, zero_division=0), True, 0.0

@@ -12,7 +12,6 @@ which nothing above has seen.
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
