@@ -434,7 +434,7 @@ def info(bundle: Path, as_json: bool) -> None:
     t = predictor.target
     click.echo(f"bundle     {bundle}")
     click.echo(f"target     {t.column!r}: positive {t.positive!r}, negative {t.negative!r}")
-    click.echo(f"model      {_members_text(predictor.members)}")
+    click.echo(f"model      {_members_text(predictor)}")
     click.echo(f"features   {predictor.preprocessor.n_features_out_} model inputs from {len(predictor.schema.columns)} columns")
     for spec in predictor.schema.columns:
         click.echo(f"  {spec.name:<24} {spec.role}")
@@ -470,14 +470,12 @@ def _check_input(meta: dict[str, Any], data: Path, names: Sequence[str], keep: S
     check_columns(schema, data, list(names), keep=keep)
 
 
-def _members_text(members: Sequence[Any]) -> str:
+def _members_text(predictor: Any) -> str:
     """'5 x mlp(...) weight 0.7 + 5 x logistic() weight 0.3': fold members grouped by model."""
-    groups: dict[str, list[float]] = {}
-    for m in members:
-        groups.setdefault(f"{m.name}({_config_text(m.config)})", []).append(m.weight)
-    if len(members) == 1:
-        return next(iter(groups))
-    return " + ".join(f"{len(w)} x {name} weight {_fmt(sum(w))}" for name, w in groups.items())
+    groups = predictor.member_groups()
+    if len(predictor.members) == 1:
+        return f"{groups[0][0]}({_config_text(groups[0][1])})"
+    return " + ".join(f"{n} x {name}({_config_text(config)}) weight {_fmt(w)}" for name, config, n, w in groups)
 
 
 def _config_text(config: dict[str, Any]) -> str:

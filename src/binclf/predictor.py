@@ -16,6 +16,7 @@ This is where binary semantics live; models only ever return logits.
 
 from __future__ import annotations
 
+import json
 import os
 import sys
 import tempfile
@@ -175,6 +176,16 @@ class Predictor:
         for m in self.members:
             p += m.weight * torch.sigmoid((eval_logits(m.module, Xt) - m.logit_shift).double())
         return _stable_logit(p.numpy())
+
+    def member_groups(self) -> list[tuple[str, dict[str, Any], int, float]]:
+        """Members grouped by model and config: ``(name, config, count, total weight)``, in order."""
+        groups: dict[str, list[Any]] = {}
+        for m in self.members:
+            key = f"{m.name}:{json.dumps(m.config, sort_keys=True)}"
+            g = groups.setdefault(key, [m.name, m.config, 0, 0.0])
+            g[2] += 1
+            g[3] += m.weight
+        return [tuple(g) for g in groups.values()]
 
     def proba_from_inputs(self, X: np.ndarray) -> np.ndarray:
         """Calibrated probabilities of the positive class ``(n,)`` from model inputs."""

@@ -419,7 +419,8 @@ def _subtitle(source: Any, options: Mapping[str, Any], predictor: "Predictor") -
     parts = []
     if source:
         parts.append(f"data {source}")
-    models = ", ".join(m.name for m in predictor.members)
+    groups = predictor.member_groups()
+    models = " + ".join(name if n == 1 else f"{n} x {name} (weight {w:.2f})" for name, _, n, w in groups)
     parts.append(f"model {models}")
     treatment = []
     if options.get("loss") and options.get("loss") != "bce":
