@@ -50,7 +50,7 @@ _FORMAT = "binclf.preprocessor/1"
 _BLOCK_ROWS = 32_768  # rows per block at most
 # Floats of the (d, block) scratch: it stays in cache, so wide one-hot outputs
 # get short blocks (measured, 22k rows x 3,082 features: 1.31 s with 32k-row
-# blocks, 0.24 s with 512-row ones).
+# blocks, 0.09 s with these 340-row ones; 50 columns: 31 -> 21 ms per 262k rows).
 _BLOCK_FLOATS = 1 << 20
 NumericMode = Literal["robust", "standard", "quantile"]
 _FIRST_DATA_LINE = 2
