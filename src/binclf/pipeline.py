@@ -364,7 +364,7 @@ def train_table(
     extra_info: dict[str, Any] = {}
     if crossfit:
         say(
-            f"training {options.model} ({options.folds}-fold cross-fit) on {len(y_train)} rows x "
+            f"training {options.model} ({_auto_folds(options, len(y_train))}-fold cross-fit) on {len(y_train)} rows x "
             f"{X_train.shape[1]} features (test {len(y_test)})"
         )
         members, history, z_valid, extra_info = _fit_crossfit(options, X_train, y_train, len(prep.numeric_))
