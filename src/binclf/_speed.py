@@ -380,7 +380,7 @@ def eval_logits(model: nn.Module, X: Tensor, *, chunk_rows: int = _EVAL_ROWS) ->
     linear kernel: one call per layer. The folding changes float rounding only
     (agreement to ~1e-6). The caller sets ``model.eval()``.
     """
-    from binclf.models.mlp import MLP
+    from binclf.models.base import encoded_network
 
     # Chunks allocate the same few-MiB temporaries again and again: keep them
     # in the heap (measured: the default bundle's prediction 9.9 s -> 3.4 s per
@@ -388,8 +388,9 @@ def eval_logits(model: nn.Module, X: Tensor, *, chunk_rows: int = _EVAL_ROWS) ->
     tune_malloc()
     n = len(X)
     encode = None
-    if not isinstance(model, MLP) and isinstance(getattr(model, "network", None), MLP) and hasattr(model, "encode"):
-        encode, model = model.encode, model.network  # binclf.models.PLEMLP: encoding, then an MLP
+    network = encoded_network(model)
+    if network is not None:
+        encode, model = model.encode, network  # binclf.models.PLEMLP: encoding, then an MLP
     layers = _folded_mlp(model) if X.device.type == "cpu" and X.dtype == torch.float32 else None
     if layers is None:
         run = model if encode is None else (lambda xb: model(encode(xb)))

@@ -153,9 +153,7 @@ def _train_config(options: TrainOptions, n_train: int) -> TrainConfig:
     return TrainConfig.from_settings(options, n_train=n_train, verbose=False)
 
 
-def _model_config(
-    options: TrainOptions, n_features: int, n_rows: int = 0, n_numeric: int = 0, name: str | None = None
-) -> dict[str, Any]:
+def _model_config(options: TrainOptions, n_features: int, n_numeric: int = 0, name: str | None = None) -> dict[str, Any]:
     """Constructor arguments of model ``name`` (default: ``--model``, or the network of ``auto``)."""
     name = name or (options.model if options.model != "auto" else _neural_names(options)[0])
     if name == "logistic":
@@ -190,7 +188,7 @@ def _fit_members(
     options: TrainOptions, X: np.ndarray, y: np.ndarray, Xv: np.ndarray, yv: np.ndarray
 ) -> tuple[list[Member], list[dict[str, float]]]:
     """One model trained on ``X`` and early-stopped on ``Xv`` (``--model mlp`` / ``logistic``)."""
-    config = _model_config(options, X.shape[1], len(X))
+    config = _model_config(options, X.shape[1])
     module = build_model(options.model, seed=options.seed, **config)
     with _one_torch_thread():
         trainer = Trainer(_train_config(options, len(X))).fit(module, X, y, X_valid=Xv, y_valid=yv)
@@ -249,7 +247,7 @@ def _fit_crossfit(
     k = _auto_folds(options, len(y))
     n_fit = int(round(len(y) * (k - 1) / k))
     base = _train_config(options, n_fit)
-    configs = {nm: _model_config(options, X.shape[1], len(y), n_numeric, name=nm) for nm in names}
+    configs = {nm: _model_config(options, X.shape[1], n_numeric, name=nm) for nm in names}
     flops = sum(_flops_per_row(nm, configs[nm]) for nm in names)
     epochs = _epoch_cap(k, n_fit, base.batch_size, flops, options.max_epochs)
     train_config = TrainConfig(**{**base.to_dict(), "max_epochs": epochs})

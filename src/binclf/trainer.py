@@ -27,7 +27,7 @@ from torch import Tensor, nn
 from binclf._speed import FastAdamWStep, FusedMLPStep, compiled_kernel_ready, eval_logits, tune_malloc
 from binclf.errors import ConfigError, NotFittedError, TrainingError
 from binclf.losses import LOSS_NAMES, build_loss, resolve_pos_weight
-from binclf.models.base import init_output_bias
+from binclf.models.base import encoded_network, init_output_bias
 
 __all__ = ["TrainConfig", "Trainer", "auto_batch_size", "predict_logits", "resolve_device"]
 
@@ -247,8 +247,8 @@ class Trainer:
             wv = None if sample_weight_valid is None else _as_tensor(sample_weight_valid, torch.float32, device)
         self._check_inputs(X, y, w)
         outer = model
-        network = getattr(model, "network", None)
-        if callable(getattr(model, "encode", None)) and isinstance(network, nn.Module):
+        network = encoded_network(model)
+        if network is not None:
             # A first stage without trainable parameters (binclf.models.PLEMLP's
             # encoding): fit it to the training rows, encode them once and train
             # the network behind it.

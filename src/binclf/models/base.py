@@ -8,7 +8,7 @@ from typing import Any
 import torch
 from torch import nn
 
-__all__ = ["init_output_bias", "build_model", "model_names", "register"]
+__all__ = ["encoded_network", "init_output_bias", "build_model", "model_names", "register"]
 
 _REGISTRY: dict[str, type[nn.Module]] = {}
 
@@ -60,3 +60,15 @@ def init_output_bias(model: nn.Module, prior: float) -> None:
     if not isinstance(output, nn.Linear) or output.bias is None:
         raise TypeError(f"{type(model).__name__} has no `output` nn.Linear with a bias")
     output.bias.fill_(math.log(prior) - math.log1p(-prior))
+
+
+def encoded_network(model: nn.Module) -> nn.Module | None:
+    """The network behind a model's parameter-free ``encode`` stage (e.g. PLEMLP), or None.
+
+    Such a model computes ``network(encode(x))``: the trainer encodes the rows
+    once and trains the network, and prediction runs the network's fast path.
+    """
+    network = getattr(model, "network", None)
+    if callable(getattr(model, "encode", None)) and isinstance(network, nn.Module):
+        return network
+    return None
