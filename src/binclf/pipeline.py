@@ -248,8 +248,8 @@ def _fit_crossfit(
     n_fit = int(round(len(y) * (k - 1) / k))
     base = _train_config(options, n_fit)
     configs = {nm: _model_config(options, X.shape[1], n_numeric, name=nm) for nm in names}
-    flops = sum(_flops_per_row(nm, configs[nm]) for nm in names)
-    epochs = _epoch_cap(k, n_fit, base.batch_size, flops, options.max_epochs)
+    flops = {nm: _flops_per_row(nm, configs[nm]) for nm in names}
+    epochs = _epoch_cap(k, n_fit, base.batch_size, sum(flops.values()), options.max_epochs)
     train_config = TrainConfig(**{**base.to_dict(), "max_epochs": epochs})
 
     def fitter(name: str, j: int):
@@ -263,7 +263,7 @@ def _fit_crossfit(
         return fit_neural
 
     fits = {(nm if names.count(nm) == 1 else f"{nm}#{j}"): fitter(nm, j) for j, nm in enumerate(names)}
-    with _one_torch_thread(max(_flops_per_row(nm, configs[nm]) for nm in names) if names else 0.0):
+    with _one_torch_thread(max(flops.values(), default=0.0)):
         cf = cross_fit(X, y, k=k, seed=options.seed, fit_neural=fits, linear=options.linear_member)
     members = []
     for bag in cf.bags:
