@@ -182,8 +182,24 @@ def test_fast_path_training_is_reproducible_from_the_seed():
     assert torch.equal(outs[0], outs[1])
 
 
-def test_compiled_and_eager_kernels_train_the_same_model():
-    pytest.importorskip("torch._inductor")
+def _has_cxx() -> bool:
+    import shutil
+
+    return any(shutil.which(c) for c in ("c++", "g++", "clang++"))
+
+
+@pytest.mark.skipif(not _has_cxx(), reason="inductor needs a C++ compiler on the CPU")
+def test_compiled_and_eager_steps_train_the_same_model(monkeypatch):
+    from binclf import _speed
+
+    built = []
+    real_init = FusedMLPStep.__init__
+
+    def spy(self, *a, **kw):
+        real_init(self, *a, **kw)
+        built.append(self)
+
+    monkeypatch.setattr(FusedMLPStep, "__init__", spy)
     X, y = _two_moons(1000, 0)
     outs = []
     for compile in (False, True):
@@ -191,4 +207,34 @@ def test_compiled_and_eager_kernels_train_the_same_model():
         model = MLP(8, hidden=(16,))
         Trainer(TrainConfig(max_epochs=2, seed=4, verbose=False, compile=compile)).fit(model, X, y)
         outs.append(predict_logits(model, X))
+    # The compiled graph really ran (it was checked against the eager step on
+    # the first batch), and the two models agree to float32 rounding.
+    assert not built[0].compiled_in_use and built[1].compiled_in_use
+    assert _speed.compiled_step_ready()
     assert torch.allclose(outs[0], outs[1], atol=1e-5)
+    # A later fit of the same shapes uses the built graph without being asked to.
+    Trainer(TrainConfig(max_epochs=1, seed=4, verbose=False)).fit(MLP(8, hidden=(16,)), X, y)
+    assert built[2].compiled_in_use
+
+
+def test_a_step_whose_compiled_graph_disagrees_falls_back_to_eager(monkeypatch):
+    from binclf import _speed
+
+    def wrong(*args):
+        loss, grads, stats = _speed._mlp_step(*args)
+        return loss + 1.0, grads, stats
+
+    monkeypatch.setattr(_speed, "_compiled_mlp_step", lambda: wrong)
+    monkeypatch.setattr(_speed, "_compile_failed", False)
+    torch.manual_seed(0)
+    model = MLP(4, hidden=(8,))
+    step = FusedMLPStep(model, build_loss("bce"), compiled=True)
+    x, y = torch.randn(32, 4), (torch.rand(32) < 0.5).float()
+    torch.manual_seed(1)
+    loss = step(x, y, None)
+    eager = FusedMLPStep(MLP(4, hidden=(8,)), build_loss("bce"))
+    eager.model.load_state_dict(model.state_dict())
+    torch.manual_seed(1)
+    assert loss.item() == eager(x, y, None).item()  # the eager result, not the wrong one
+    assert not step.compiled_in_use and step.compiled is False
+    assert _speed._compile_failed  # later steps do not try again

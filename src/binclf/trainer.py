@@ -24,7 +24,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from binclf._speed import FastAdamWStep, FusedMLPStep, compiled_kernel_ready, eval_logits, tune_malloc
+from binclf._speed import FastAdamWStep, FusedMLPStep, eval_logits, tune_malloc
 from binclf.errors import ConfigError, NotFittedError, TrainingError
 from binclf.losses import LOSS_NAMES, build_loss, resolve_pos_weight
 from binclf.models.base import encoded_network, init_output_bias
@@ -36,10 +36,10 @@ LRSchedule = Literal["cosine", "plateau"] | None
 # Large temporaries freed and page-faulted back every step cost ~25% of a CPU step.
 tune_malloc()
 
-# Building the compiled relu+dropout kernel takes ~5 s per process (disk cache
-# warm; more the first time); it saves ~1.3 us per row against the eager
-# kernel, so it pays from about this many row-epochs on.
-_COMPILE_MIN_ROW_EPOCHS = 5_000_000
+# Compiling the training step takes 1.5-10 s per process and layer shape (less
+# with inductor's disk cache warm); it saves ~0.3-1.5 us per row-epoch against
+# the eager step, so it pays from about this many row-epochs on.
+_COMPILE_MIN_ROW_EPOCHS = 10_000_000
 
 
 @dataclass(frozen=True)
@@ -51,11 +51,11 @@ class TrainConfig:
     Imbalance: ``pos_weight`` (a number or ``"balanced"`` = n_neg / n_pos),
     ``loss="focal"`` or ``sampler="balanced"`` (each epoch draws as many rows
     as the training set, half of each class, with replacement).
-    ``compile`` (CPU, binclf's MLP with dropout): build the fused relu+dropout
-    kernel with ``torch.compile``; ``None`` does so when the fit is large enough
-    to repay the ~5 s it takes, or when it is already built in this process.
-    Results are identical either way; where no compiler works, training falls
-    back to the eager kernel.
+    ``compile`` (CPU, binclf's MLP, BCE): run each training step as one graph
+    compiled by ``torch.compile``; ``None`` does so when the fit is large enough
+    to repay the few seconds compiling takes, or when this process has already
+    compiled a step of the same shapes. Results agree to float32 rounding;
+    where no compiler works, training falls back to the eager step.
     """
 
     lr: float = 1e-3
@@ -387,12 +387,13 @@ class Trainer:
             shift += -_logit(prior)  # the sampler trains at prior 0.5
         return shift
 
-    def _compile_pays(self, n_rows: int) -> bool:
+    def _compile_pays(self, n_rows: int) -> bool | None:
+        """True: compile the step; None: only where this process already compiled its shapes."""
         if self.config.compile is not None:
             return self.config.compile
         if os.environ.get("BINCLF_COMPILE", "1") == "0":
             return False
-        return compiled_kernel_ready() or n_rows * self.config.max_epochs >= _COMPILE_MIN_ROW_EPOCHS
+        return True if n_rows * self.config.max_epochs >= _COMPILE_MIN_ROW_EPOCHS else None
 
     @staticmethod
     def _permutation(n: int, gen: torch.Generator) -> Tensor:
