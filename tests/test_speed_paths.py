@@ -182,15 +182,19 @@ def test_fast_path_training_is_reproducible_from_the_seed():
     assert torch.equal(outs[0], outs[1])
 
 
-def _has_cxx() -> bool:
-    import shutil
+def _inductor_works() -> bool:
+    """Whether torch.compile can build CPU code here (it needs a C++ compiler and Python's headers)."""
+    try:
+        return torch.equal(torch.compile(lambda t: t * 2 + 1)(torch.arange(4.0)), torch.arange(4.0) * 2 + 1)
+    except Exception:  # noqa: BLE001
+        return False
 
-    return any(shutil.which(c) for c in ("c++", "g++", "clang++"))
 
-
-@pytest.mark.skipif(not _has_cxx(), reason="inductor needs a C++ compiler on the CPU")
 def test_compiled_and_eager_steps_train_the_same_model(monkeypatch):
     from binclf import _speed
+
+    if not _inductor_works():
+        pytest.skip("torch.compile cannot build CPU code on this machine; training stays eager")
 
     built = []
     real_init = FusedMLPStep.__init__
