@@ -54,8 +54,9 @@ class TrainConfig:
     ``compile`` (CPU, binclf's MLP, BCE): run each training step as one graph
     compiled by ``torch.compile``; ``None`` does so when the fit is large enough
     to repay the few seconds compiling takes, or when this process has already
-    compiled a step of the same shapes. Results agree to float32 rounding;
-    where no compiler works, training falls back to the eager step.
+    compiled a step of the same shapes (``BINCLF_COMPILE=0`` in the environment
+    turns that automatic choice off). Results agree to float32 rounding; where
+    no compiler works, training falls back to the eager step.
     """
 
     lr: float = 1e-3
