@@ -242,3 +242,14 @@ def test_a_step_whose_compiled_graph_disagrees_falls_back_to_eager(monkeypatch):
     assert loss.item() == eager(x, y, None).item()  # the eager result, not the wrong one
     assert not step.compiled_in_use and step.compiled is False
     assert _speed._compile_failed  # later steps do not try again
+
+
+def test_shapes_past_torch_compiles_graph_limit_train_eagerly(monkeypatch):
+    from binclf import _speed
+
+    # As if this process had already filled torch.compile's graphs for the function.
+    monkeypatch.setattr(_speed, "_recompile_limit", lambda: 0)
+    monkeypatch.setattr(_speed, "_compiled_mlp_step", lambda: pytest.fail("must not compile"))
+    step = FusedMLPStep(MLP(4, hidden=(8,)), build_loss("bce"), compiled=True)
+    step(torch.randn(16, 4), (torch.rand(16) < 0.5).float(), None)
+    assert step.compiled is False and not step.compiled_in_use

@@ -274,6 +274,10 @@ class FusedMLPStep:
             )
             if self.compiled is None:
                 self.compiled = self._signature in _compiled_signatures
+            elif self.compiled and self._signature not in _compiled_signatures:
+                # torch.compile keeps a bounded number of graphs per function and
+                # warns beyond it; new shapes past that bound train eagerly.
+                self.compiled = len(_compiled_signatures) < _recompile_limit()
         if self.compiled and len(x) == self._compiled_rows:
             loss, grads, stats = self._run_compiled(args)
         else:
@@ -326,6 +330,16 @@ def _compiled_mlp_step() -> Any:
         # batch runs eagerly instead of compiling a second graph.
         _compiled_step = torch.compile(_mlp_step, dynamic=False)
     return _compiled_step
+
+
+def _recompile_limit() -> int:
+    """How many graphs torch.compile keeps per function (dynamo's recompile limit)."""
+    try:
+        import torch._dynamo
+    except ImportError:
+        return 0
+    config = torch._dynamo.config
+    return int(getattr(config, "recompile_limit", getattr(config, "cache_size_limit", 8)))
 
 
 def compiled_step_ready() -> bool:
