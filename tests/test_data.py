@@ -341,6 +341,11 @@ def test_mostly_numeric_text_stays_categorical_with_a_notice():
     schema, notices = infer_schema(df, target="y")
     assert schema.categorical == ["x"]
     assert any("'x' holds numbers except 1 value(s) such as '?'" in m for m in notices)
+    # Rows are counted, not distinct texts; the examples come in the order met.
+    df = pd.DataFrame({"x": pd.Series(["n/a", "1"] * 2 + ["?"] + [str(i) for i in range(40)]), "y": [0, 1] * 22 + [0]})
+    schema, notices = infer_schema(df, target="y")
+    assert schema.categorical == ["x"]
+    assert any("'x' holds numbers except 3 value(s) such as 'n/a', '?'" in m for m in notices), notices
 
 
 def test_all_missing_column_is_an_error_suggesting_drop():
