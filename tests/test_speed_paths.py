@@ -253,3 +253,34 @@ def test_shapes_past_torch_compiles_graph_limit_train_eagerly(monkeypatch):
     step = FusedMLPStep(MLP(4, hidden=(8,)), build_loss("bce"), compiled=True)
     step(torch.randn(16, 4), (torch.rand(16) < 0.5).float(), None)
     assert step.compiled is False and not step.compiled_in_use
+
+
+def test_an_early_stopped_fit_compiles_its_step_once_it_has_proved_long(monkeypatch):
+    import binclf.trainer as trainer_module
+    from binclf import _speed
+
+    compiled_rows = []
+
+    def fake_compiled():  # stands in for torch.compile: counts the steps it runs
+        def run(*args):
+            compiled_rows.append(len(args[0]))
+            return _speed._mlp_step(*args)
+
+        return run
+
+    monkeypatch.setattr(_speed, "_compiled_mlp_step", fake_compiled)
+    monkeypatch.setattr(_speed, "_compile_failed", False)
+    monkeypatch.setattr(_speed, "_compiled_signatures", set())
+    monkeypatch.setattr(trainer_module, "_COMPILE_MIN_ROW_EPOCHS", 4000)
+    X, y = _two_moons(1000, 0)
+    Xv, yv = _two_moons(300, 1)
+    cfg = TrainConfig(max_epochs=6, patience=100, batch_size=250, seed=0, verbose=False)
+    Trainer(cfg).fit(MLP(8, hidden=(16,)), X, y, X_valid=Xv, y_valid=yv)
+    # With validation the fit may stop early: eager until it has run half the
+    # compile budget (2,000 row-epochs, after epoch 2) with as much still ahead,
+    # then every step of epochs 3-6 (4 steps of 250 rows each) runs compiled.
+    assert compiled_rows == [250] * 16
+    # Without validation every epoch runs: a long enough fit compiles from its first step.
+    compiled_rows.clear()
+    Trainer(cfg).fit(MLP(8, hidden=(16,)), X, y)
+    assert compiled_rows == [250] * 24

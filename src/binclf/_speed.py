@@ -254,6 +254,14 @@ class FusedMLPStep:
             return False
         return True
 
+    def compile_from_now(self) -> None:
+        """Compile the step from the next full-size batch on (a fit that has proved long)."""
+        if self.closed_form and not _compile_failed and not self.compiled:
+            if self._compiled_rows is None or self._signature in _compiled_signatures:
+                self.compiled = True
+            else:
+                self.compiled = len(_compiled_signatures) < _recompile_limit()
+
     @property
     def compiled_in_use(self) -> bool:
         """Whether steps run the compiled graph (after the first step has checked it)."""

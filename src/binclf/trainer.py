@@ -52,8 +52,9 @@ class TrainConfig:
     ``loss="focal"`` or ``sampler="balanced"`` (each epoch draws as many rows
     as the training set, half of each class, with replacement).
     ``compile`` (CPU, binclf's MLP, BCE): run each training step as one graph
-    compiled by ``torch.compile``; ``None`` does so when the fit is large enough
-    to repay the few seconds compiling takes, or when this process has already
+    compiled by ``torch.compile``; ``None`` does so when the fit is long enough
+    to repay the few seconds compiling takes (with validation data: from the
+    epoch at which it has proved so), or when this process has already
     compiled a step of the same shapes (``BINCLF_COMPILE=0`` in the environment
     turns that automatic choice off). Results agree to float32 rounding; where
     no compiler works, training falls back to the eager step.
@@ -281,7 +282,7 @@ class Trainer:
             opt_step = FastAdamWStep(opt) if FastAdamWStep.supports(opt) else opt.step
             fused = None
             if FusedMLPStep.supports(model, loss_fn, device):
-                fused = FusedMLPStep(model, loss_fn, compiled=self._compile_pays(n))
+                fused = FusedMLPStep(model, loss_fn, compiled=self._compile_pays(n, has_valid))
             steps_per_epoch = math.ceil(n / cfg.batch_size)
             sched = self._scheduler(opt, steps_per_epoch)
             self.history_: list[dict[str, float]] = []
@@ -327,6 +328,8 @@ class Trainer:
                             sched.step()
                         step_losses[step] = loss.detach()
                     self._check_finite(step_losses, epoch)
+                    if fused is not None and self._compile_from_now(n, epoch, has_valid):
+                        fused.compile_from_now()
                     train_loss = float(step_losses.mean())
                     log = {"epoch": epoch, "train_loss": train_loss, "lr": opt.param_groups[0]["lr"]}
                     if has_valid:
@@ -388,13 +391,31 @@ class Trainer:
             shift += -_logit(prior)  # the sampler trains at prior 0.5
         return shift
 
-    def _compile_pays(self, n_rows: int) -> bool | None:
-        """True: compile the step; None: only where this process already compiled its shapes."""
+    def _compile_pays(self, n_rows: int, has_valid: bool) -> bool | None:
+        """True: compile the step; None: only where this process already compiled its shapes.
+
+        Without validation data every epoch runs, so the fit's length is known.
+        With it, early stopping usually ends the fit long before ``max_epochs``:
+        compiling then waits until the fit has proved long (``_compile_from_now``).
+        """
         if self.config.compile is not None:
             return self.config.compile
         if os.environ.get("BINCLF_COMPILE", "1") == "0":
             return False
-        return True if n_rows * self.config.max_epochs >= _COMPILE_MIN_ROW_EPOCHS else None
+        if not has_valid and n_rows * self.config.max_epochs >= _COMPILE_MIN_ROW_EPOCHS:
+            return True
+        return None
+
+    def _compile_from_now(self, n_rows: int, epoch: int, has_valid: bool) -> bool:
+        """Whether an early-stopped fit has run long enough to compile its step from the next epoch.
+
+        Rent or buy: once the eager epochs already run cost about what compiling
+        costs, compile, if at least as many row-epochs may still follow.
+        """
+        if self.config.compile is not None or not has_valid or os.environ.get("BINCLF_COMPILE", "1") == "0":
+            return False
+        half = _COMPILE_MIN_ROW_EPOCHS // 2
+        return n_rows * epoch >= half and n_rows * (self.config.max_epochs - epoch) >= half
 
     @staticmethod
     def _permutation(n: int, gen: torch.Generator) -> Tensor:
