@@ -32,6 +32,7 @@ from typing import Any
 
 import numpy as np
 
+from binclf._blas import with_one_blas_thread
 from binclf.errors import ConfigError, DataError, NotFittedError
 from binclf.metrics import _check_scores, _check_target
 
@@ -117,6 +118,7 @@ def _single_class(y: np.ndarray, w: np.ndarray, method: str) -> bool:
     return True
 
 
+@with_one_blas_thread  # a few parameters over n rows: BLAS threads cost more than they save
 def _fit_logistic(
     x: np.ndarray,
     y: np.ndarray,
@@ -433,6 +435,7 @@ def _log_loss(y: np.ndarray, p: np.ndarray) -> float:
     return float(_row_log_loss(y, p).mean())
 
 
+@with_one_blas_thread
 def select_calibrator(
     logits,
     y,

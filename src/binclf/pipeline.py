@@ -21,6 +21,7 @@ import numpy as np
 import pandas as pd
 import torch
 
+from binclf._blas import with_one_blas_thread
 from binclf.calibration import select_calibrator
 from binclf.crossfit import cross_fit
 from binclf.data import Schema, TargetInfo, encode_target, infer_schema, stratified_split
@@ -299,6 +300,7 @@ def _one_torch_thread(flops_per_row: float = 0.0):
         torch.set_num_threads(before)
 
 
+@with_one_blas_thread  # numpy/scipy's small products around training: one BLAS thread
 def train_table(
     df: pd.DataFrame,
     options: TrainOptions,
