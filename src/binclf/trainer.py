@@ -409,8 +409,10 @@ class Trainer:
     def _compile_from_now(self, n_rows: int, epoch: int, has_valid: bool) -> bool:
         """Whether an early-stopped fit has run long enough to compile its step from the next epoch.
 
-        Rent or buy: once the eager epochs already run cost about what compiling
-        costs, compile, if at least as many row-epochs may still follow.
+        Rent or buy: compile once half the break-even row-epochs
+        (``_COMPILE_MIN_ROW_EPOCHS``) have run eagerly, if at least as many may
+        still follow; a fit that stops early never pays for compiling, and one
+        that runs on is compiled for most of its length.
         """
         if self.config.compile is not None or not has_valid or os.environ.get("BINCLF_COMPILE", "1") == "0":
             return False
