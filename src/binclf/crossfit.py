@@ -31,6 +31,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from binclf._blas import one_blas_thread
 from binclf.models import LogisticModel
 
 __all__ = ["Bag", "CrossFit", "cross_fit", "fit_logistic_path", "fold_indices", "log_loss", "mixture_weights"]
@@ -72,7 +73,6 @@ def fit_logistic_path(
     oof_logits (n,), {C: oof log-loss})``.
     """
     from sklearn.linear_model import LogisticRegression
-    from threadpoolctl import threadpool_limits
 
     if X.size and np.count_nonzero(X) < 0.1 * X.size:
         # Mostly one-hot zeros: sparse rows make each L-BFGS iteration as cheap
@@ -84,14 +84,15 @@ def fit_logistic_path(
     coefs: dict[float, list[tuple[np.ndarray, float]]] = {c: [] for c in Cs}
     for fit_rows, held in folds:
         lr = LogisticRegression(max_iter=500, warm_start=True, tol=1e-5)
+        X_fit, y_fit, X_held = X[fit_rows], y[fit_rows], X[held]
         for c in Cs:
             lr.set_params(C=c)
             # One BLAS thread: these fits are small, and threads that spin on a
             # busy machine made them 30 times slower.
-            with warnings.catch_warnings(), threadpool_limits(1):
+            with warnings.catch_warnings(), one_blas_thread():
                 warnings.simplefilter("ignore")  # a ConvergenceWarning at large C on separable data is harmless
-                lr.fit(X[fit_rows], y[fit_rows])
-            oof[c][held] = lr.decision_function(X[held])
+                lr.fit(X_fit, y_fit)
+            oof[c][held] = lr.decision_function(X_held)
             coefs[c].append((lr.coef_.ravel().copy(), float(lr.intercept_[0])))
     losses = {c: log_loss(y, _sigmoid(oof[c])) for c in Cs}
     best = min(Cs, key=lambda c: losses[c])
