@@ -15,8 +15,9 @@ over ``DataLoader(TensorDataset(...), batch_size=512, shuffle=True)``; skorch's
 Prediction: ``python -m binclf predict`` end to end in a child process on a
 1,000,000 x 50 Parquet and CSV file (written once under ``--workdir``), its
 rows/s and peak memory (the child's max RSS), beside pyarrow reading the same
-file alone (in a fresh process, as the command runs, and warm in this one), with two bundles trained on a 20,000-row sample: the workload's
-MLP (``--model mlp``) and binclf's default model; then peak memory on files of
+file alone (in a fresh process, as the command runs, and warm in this one),
+with two bundles trained on a 20,000-row sample: the workload's MLP
+(``--model mlp``) and binclf's default model; then peak memory on files of
 20x and 40x the chunk size.
 
 Never part of the test suite: timings depend on the machine and its load.
