@@ -26,7 +26,9 @@ def one_blas_thread() -> contextlib.AbstractContextManager:
     OpenBLAS on two threads each one wakes and syncs a second thread, which on
     a 2-core machine costs far more than it saves (measured: a beta calibrator
     on 17,800 rows 110 ms -> 10 ms; ``binclf train`` on a 22k-row, 85-column
-    table 13.2 s -> 11.5 s). A no-op where threadpoolctl finds no BLAS.
+    table 13.2 s -> 11.5 s). A no-op where threadpoolctl finds no BLAS. The
+    setting is process-wide (it is the libraries' own thread count), restored
+    on leaving the block.
     """
     global _blas_controller
     if _blas_controller is None:
