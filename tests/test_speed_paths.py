@@ -274,13 +274,18 @@ def test_an_early_stopped_fit_compiles_its_step_once_it_has_proved_long(monkeypa
     monkeypatch.setattr(trainer_module, "_COMPILE_MIN_ROW_EPOCHS", 4000)
     X, y = _two_moons(1000, 0)
     Xv, yv = _two_moons(300, 1)
-    cfg = TrainConfig(max_epochs=6, patience=100, batch_size=250, seed=0, verbose=False)
+    cfg = TrainConfig(max_epochs=8, patience=100, batch_size=250, seed=0, verbose=False)
     Trainer(cfg).fit(MLP(8, hidden=(16,)), X, y, X_valid=Xv, y_valid=yv)
-    # With validation the fit may stop early: eager until it has run half the
-    # compile budget (2,000 row-epochs, after epoch 2) with as much still ahead,
-    # then every step of epochs 3-6 (4 steps of 250 rows each) runs compiled.
+    # With validation the fit may stop early: eager until it has run the
+    # break-even 4,000 row-epochs (after epoch 4) with as many still possible,
+    # then every step of epochs 5-8 (4 steps of 250 rows each) runs compiled.
     assert compiled_rows == [250] * 16
     # Without validation every epoch runs: a long enough fit compiles from its first step.
     compiled_rows.clear()
     Trainer(cfg).fit(MLP(8, hidden=(16,)), X, y)
-    assert compiled_rows == [250] * 24
+    assert compiled_rows == [250] * 32
+    # A validated fit that cannot run as long again after break-even stays eager.
+    compiled_rows.clear()
+    monkeypatch.setattr(_speed, "_compiled_signatures", set())
+    Trainer(TrainConfig(**{**cfg.to_dict(), "max_epochs": 7})).fit(MLP(8, hidden=(16,)), X, y, X_valid=Xv, y_valid=yv)
+    assert compiled_rows == []

@@ -409,15 +409,15 @@ class Trainer:
     def _compile_from_now(self, n_rows: int, epoch: int, has_valid: bool) -> bool:
         """Whether an early-stopped fit has run long enough to compile its step from the next epoch.
 
-        Rent or buy: compile once half the break-even row-epochs
-        (``_COMPILE_MIN_ROW_EPOCHS``) have run eagerly, if at least as many may
-        still follow; a fit that stops early never pays for compiling, and one
-        that runs on is compiled for most of its length.
+        Rent or buy: compile once the eager epochs have forgone about what
+        compiling costs (``_COMPILE_MIN_ROW_EPOCHS`` row-epochs), if at least as
+        many may still follow; a fit that stops early never pays for compiling,
+        and one that runs on costs at most about twice the best choice.
         """
         if self.config.compile is not None or not has_valid or os.environ.get("BINCLF_COMPILE", "1") == "0":
             return False
-        half = _COMPILE_MIN_ROW_EPOCHS // 2
-        return n_rows * epoch >= half and n_rows * (self.config.max_epochs - epoch) >= half
+        even = _COMPILE_MIN_ROW_EPOCHS
+        return n_rows * epoch >= even and n_rows * (self.config.max_epochs - epoch) >= even
 
     @staticmethod
     def _permutation(n: int, gen: torch.Generator) -> Tensor:
