@@ -7,7 +7,7 @@ import pytest
 import torch
 from torch import nn
 
-from binclf._speed import FastAdamWStep, FusedMLPStep, dropout_key, dropout_multiplier, mm_nt, relu_dropout
+from binclf._speed import FastAdamWStep, FusedAdamW, FusedMLPStep, dropout_key, dropout_multiplier, mm_nt, relu_dropout
 from binclf.losses import build_loss
 from binclf.models import MLP, LogisticModel
 from binclf.trainer import TrainConfig, Trainer, predict_logits
@@ -130,6 +130,47 @@ def test_fast_adamw_step_equals_optimizer_step():
     for a, b in zip(m1.state_dict().values(), m2.state_dict().values()):
         assert torch.equal(a, b)
     assert o1.state_dict()["state"][0]["step"] == o2.state_dict()["state"][0]["step"] == 5
+
+
+def test_fused_adamw_without_torch_optim_makes_torch_adamws_updates():
+    def make(cls, **kw):
+        torch.manual_seed(0)
+        m = MLP(5, hidden=(8,))
+        decay = [p for p in m.parameters() if p.ndim >= 2]
+        rest = [p for p in m.parameters() if p.ndim < 2]
+        return m, cls([{"params": decay, "weight_decay": 0.1}, {"params": rest, "weight_decay": 0.0}], lr=1e-2, **kw)
+
+    (m1, o1), (m2, o2) = make(torch.optim.AdamW, fused=True), make(FusedAdamW)
+    assert FusedAdamW.supports(m2.parameters())
+    x, y = torch.randn(32, 5), torch.rand(32)
+    for i in range(6):
+        for m, o in ((m1, o1), (m2, o2)):
+            torch.manual_seed(i)
+            o.zero_grad()
+            ((m(x) - y) ** 2).mean().backward()
+            if i == 2:
+                m.output.bias.grad = None  # a parameter without a gradient is left alone, as torch does
+            o.step()
+    for a, b in zip(m1.state_dict().values(), m2.state_dict().values()):
+        assert torch.equal(a, b)
+    assert o2.state[m2.output.weight]["step"].item() == 6 and o2.state[m2.output.bias]["step"].item() == 5
+    assert not FusedAdamW.supports(MLP(3).double().parameters())
+
+
+def test_a_cpu_fit_does_not_import_torchs_compiler():
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, torch\n"
+        "from binclf.models import MLP\n"
+        "from binclf.trainer import TrainConfig, Trainer\n"
+        "X, y = torch.randn(300, 4), (torch.rand(300) < 0.3).float()\n"
+        "Trainer(TrainConfig(max_epochs=2, verbose=False)).fit(MLP(4), X, y, X_valid=X, y_valid=y)\n"
+        "print('torch._dynamo' in sys.modules)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "False"  # torch.optim would have imported it (~1 s per process)
 
 
 def test_fast_adamw_step_declines_what_it_does_not_implement():

@@ -41,6 +41,7 @@ from torch import Tensor, nn
 T = TypeVar("T")
 
 __all__ = [
+    "FusedAdamW",
     "FusedMLPStep",
     "dropout_key",
     "dropout_multiplier",
@@ -615,6 +616,73 @@ def prefetch(items: Iterable[T], depth: int = 1) -> Iterator[T]:
 # --------------------------------------------------------------------------- #
 # the optimiser step
 # --------------------------------------------------------------------------- #
+
+
+class FusedAdamW:
+    """AdamW on torch's fused CPU kernel, without ``torch.optim.Optimizer``: the same numbers.
+
+    ``torch.optim``'s optimisers import ``torch._dynamo`` the first time one is
+    built in a process (their methods are wrapped to keep the compiler out),
+    about a second on a laptop CPU, more than a small table's whole fit. This
+    holds ``param_groups`` (params, lr, betas, eps, weight_decay) and per
+    parameter ``state`` (``step``, ``exp_avg``, ``exp_avg_sq``) as
+    ``torch.optim.AdamW(fused=True)`` does and makes the same
+    ``torch._fused_adamw_`` call per group, so the updates are identical.
+    No schedulers or ``state_dict``: the trainer uses torch's optimiser for those.
+    """
+
+    def __init__(self, groups: list[dict[str, Any]], *, lr: float, betas=(0.9, 0.999), eps: float = 1e-8) -> None:
+        self.param_groups = [
+            {"params": list(g["params"]), "lr": lr, "betas": tuple(betas), "eps": eps,
+             "weight_decay": g.get("weight_decay", 1e-2)}
+            for g in groups
+        ]
+        self.state: dict[Tensor, dict[str, Tensor]] = {}
+
+    @staticmethod
+    def supports(params: Iterable[Tensor]) -> bool:
+        """Whether every parameter is a float32 CPU tensor and torch has the fused kernel."""
+        return hasattr(torch, "_fused_adamw_") and all(p.device.type == "cpu" and p.dtype == torch.float32 for p in params)
+
+    def zero_grad(self, set_to_none: bool = True) -> None:
+        for g in self.param_groups:
+            for p in g["params"]:
+                p.grad = None
+
+    @torch.no_grad()
+    def step(self) -> None:
+        for g in self.param_groups:
+            params = [p for p in g["params"] if p.grad is not None]
+            if not params:
+                continue
+            for p in params:
+                if p not in self.state:  # as torch.optim.AdamW initialises it (fused: a float32 step)
+                    self.state[p] = {
+                        "step": torch.tensor(0.0, dtype=torch.float32),
+                        "exp_avg": torch.zeros_like(p, memory_format=torch.preserve_format),
+                        "exp_avg_sq": torch.zeros_like(p, memory_format=torch.preserve_format),
+                    }
+            st = [self.state[p] for p in params]
+            steps = [s["step"] for s in st]
+            beta1, beta2 = g["betas"]
+            torch._foreach_add_(steps, 1)
+            torch._fused_adamw_(
+                params,
+                [p.grad for p in params],
+                [s["exp_avg"] for s in st],
+                [s["exp_avg_sq"] for s in st],
+                [],
+                steps,
+                amsgrad=False,
+                lr=g["lr"],
+                beta1=beta1,
+                beta2=beta2,
+                weight_decay=g["weight_decay"],
+                eps=g["eps"],
+                maximize=False,
+                grad_scale=None,
+                found_inf=None,
+            )
 
 
 class FastAdamWStep:
