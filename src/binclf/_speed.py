@@ -618,6 +618,36 @@ def prefetch(items: Iterable[T], depth: int = 1) -> Iterator[T]:
 # --------------------------------------------------------------------------- #
 
 
+def _adamw_update(
+    group: dict[str, Any],
+    params: list[Tensor],
+    grads: list[Tensor],
+    exp_avgs: list[Tensor],
+    exp_avg_sqs: list[Tensor],
+    steps: list[Tensor],
+) -> None:
+    """One AdamW step of a parameter group, as ``torch.optim.AdamW(fused=True)`` makes it on the CPU."""
+    beta1, beta2 = group["betas"]
+    torch._foreach_add_(steps, 1)
+    torch._fused_adamw_(
+        params,
+        grads,
+        exp_avgs,
+        exp_avg_sqs,
+        [],
+        steps,
+        amsgrad=False,
+        lr=group["lr"],
+        beta1=beta1,
+        beta2=beta2,
+        weight_decay=group["weight_decay"],
+        eps=group["eps"],
+        maximize=False,
+        grad_scale=None,
+        found_inf=None,
+    )
+
+
 class FusedAdamW:
     """AdamW on torch's fused CPU kernel, without ``torch.optim.Optimizer``: the same numbers.
 
@@ -663,25 +693,9 @@ class FusedAdamW:
                         "exp_avg_sq": torch.zeros_like(p, memory_format=torch.preserve_format),
                     }
             st = [self.state[p] for p in params]
-            steps = [s["step"] for s in st]
-            beta1, beta2 = g["betas"]
-            torch._foreach_add_(steps, 1)
-            torch._fused_adamw_(
-                params,
-                [p.grad for p in params],
-                [s["exp_avg"] for s in st],
-                [s["exp_avg_sq"] for s in st],
-                [],
-                steps,
-                amsgrad=False,
-                lr=g["lr"],
-                beta1=beta1,
-                beta2=beta2,
-                weight_decay=g["weight_decay"],
-                eps=g["eps"],
-                maximize=False,
-                grad_scale=None,
-                found_inf=None,
+            _adamw_update(
+                g, params, [p.grad for p in params], [s["exp_avg"] for s in st], [s["exp_avg_sq"] for s in st],
+                [s["step"] for s in st],
             )
 
 
@@ -735,22 +749,4 @@ class FastAdamWStep:
             if any(gr is None for gr in grads):
                 self.opt.step()  # a parameter without a gradient: torch's rules decide
                 return
-            beta1, beta2 = g["betas"]
-            torch._foreach_add_(steps, 1)
-            torch._fused_adamw_(
-                params,
-                grads,
-                exp_avgs,
-                exp_avg_sqs,
-                [],
-                steps,
-                amsgrad=False,
-                lr=g["lr"],
-                beta1=beta1,
-                beta2=beta2,
-                weight_decay=g["weight_decay"],
-                eps=g["eps"],
-                maximize=False,
-                grad_scale=None,
-                found_inf=None,
-            )
+            _adamw_update(g, params, grads, exp_avgs, exp_avg_sqs, steps)
