@@ -163,8 +163,7 @@ def _model_config(options: TrainOptions, n_features: int, n_numeric: int = 0, na
     if name == "tabm":
         return {**body, "k": 8}
     if name == "ple_mlp":
-        return {"n_features": n_features, "n_numeric": n_numeric, "bins": _ple_bins(options.ple_bins, n_numeric),
-                "hidden": list(options.hidden), "dropout": options.dropout, "batchnorm": True}
+        return {**body, "n_numeric": n_numeric, "bins": _ple_bins(options.ple_bins, n_numeric), "batchnorm": True}
     return {**body, "batchnorm": True}
 
 
