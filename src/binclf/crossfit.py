@@ -222,7 +222,7 @@ def cross_fit(
                     linear_seconds=time.perf_counter() - t1)
     sources = [_sigmoid(b.oof) for b in bags] + ([_sigmoid(oof_l)] if linear else [])
     P = np.stack(sources, axis=1)
-    w = mixture_weights(P, y) if P.shape[1] > 1 else np.ones(1)
+    w = mixture_weights(P, y)  # a single source gets all the weight
     # Shares below 1% add members that hardly move a prediction: drop them.
     w = np.where(w < 0.01, 0.0, w)
     w /= w.sum()
