@@ -22,8 +22,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from binclf.metrics import expected_calibration_error
-from binclf.pipeline import TrainOptions, train_table
+from binclf.decide.metrics import expected_calibration_error
+from binclf.train.pipeline import TrainOptions, train_table
 
 TABLES = (
     ("oj.csv", "Purchase"),

@@ -207,7 +207,7 @@ EXTRA = {
 
 
 def load_tables(names: list[str] | None) -> dict[str, tuple[pd.DataFrame, str]]:
-    from binclf.data import read_table
+    from binclf.io.tables import read_table
 
     out = {}
     for name, (file, target) in REAL.items():
@@ -229,14 +229,14 @@ def load_tables(names: list[str] | None) -> dict[str, tuple[pd.DataFrame, str]]:
 
 
 def _features(df: pd.DataFrame, target: str):
-    from binclf.data import infer_schema
+    from binclf.data.schema import infer_schema
 
     schema, _ = infer_schema(df, target=target)
     return list(schema.numeric), list(schema.categorical)
 
 
 def run_binclf(parts, target, *, model: str, overrides: dict, seed: int):
-    from binclf.pipeline import TrainOptions, train_table
+    from binclf.train.pipeline import TrainOptions, train_table
 
     (tr, _), (va, _), (te, _) = parts
     fields = {"target": target, "seed": seed, **overrides}
@@ -367,12 +367,14 @@ def main(argv: list[str] | None = None) -> int:
         torch.set_num_threads(args.threads)
         THREADS = args.threads
 
-    from binclf.data import encode_target, stratified_split
+    from binclf.data.target import encode_target
+
+    from binclf.data.split import stratified_split
 
     if args.data:
         if not args.target:
             ap.error("--data needs --target")
-        from binclf.data import read_table
+        from binclf.io.tables import read_table
 
         tables = {Path(args.data).stem: (read_table(args.data), args.target)}
     else:
@@ -411,7 +413,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _scores(y, p) -> dict:
-    from binclf.metrics import binary_metrics, expected_calibration_error
+    from binclf.decide.metrics import binary_metrics, expected_calibration_error
 
     p = np.clip(np.asarray(p, float), 1e-7, 1 - 1e-7)
     m = binary_metrics(np.asarray(y, float), p)

@@ -100,8 +100,8 @@ def matmul_gflops(repeats: int = 5) -> float:
 
 
 def run_binclf(X: np.ndarray, y: np.ndarray, *, valid: tuple[np.ndarray, np.ndarray] | None = None) -> dict:
-    from binclf.models import MLP
-    from binclf.trainer import TrainConfig, Trainer
+    from binclf.nn.models import MLP
+    from binclf.train.trainer import TrainConfig, Trainer
 
     cfg = TrainConfig(batch_size=BATCH, max_epochs=1, verbose=False, seed=int(time.time_ns() % 1000))
     model = MLP(N_FEATURES, hidden=HIDDEN, dropout=DROPOUT)
@@ -313,9 +313,9 @@ def main() -> None:
     torch.set_num_threads(args.threads)
 
     import binclf
-    from binclf import _speed
-    from binclf.models import MLP
-    from binclf.trainer import TrainConfig, Trainer
+    from binclf.train import fused_step as _speed
+    from binclf.nn.models import MLP
+    from binclf.train.trainer import TrainConfig, Trainer
 
     X, y = make_data(N_ROWS)
     Xv, yv = make_data(N_ROWS // 5, seed=2)

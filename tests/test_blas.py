@@ -1,4 +1,4 @@
-"""binclf._blas: numpy/scipy BLAS on one thread around training, restored after, torch untouched."""
+"""binclf.runtime: numpy/scipy BLAS on one thread around training, restored after, torch untouched."""
 
 import importlib
 
@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from binclf._blas import one_blas_thread, with_one_blas_thread
+from binclf.runtime import one_blas_thread, with_one_blas_thread
 
 
 def _blas_threads() -> list[int]:

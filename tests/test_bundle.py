@@ -13,7 +13,7 @@ import torch
 
 from binclf import bundle as bundle_module
 from binclf.bundle import META_FILE, WEIGHTS_FILE, check_columns, load_bundle, read_meta, save_bundle
-from binclf.data import ColumnSpec, Schema
+from binclf.data.schema import ColumnSpec, Schema
 from binclf.errors import BundleError, DataError
 
 META = {"schema": {"columns": [], "dropped": []}, "note": "x"}
@@ -28,7 +28,7 @@ def leftovers(directory: Path) -> list[str]:
 @pytest.fixture(scope="module")
 def predictor():
     """A small trained predictor (logistic, 2 epochs)."""
-    from binclf.pipeline import TrainOptions, train_table
+    from binclf.train.pipeline import TrainOptions, train_table
 
     rng = np.random.default_rng(0)
     df = pd.DataFrame({"a": rng.normal(size=120), "c": rng.choice(["u", "v", None], 120)})

@@ -1,4 +1,4 @@
-"""Tests for binclf.calibration: each method fixes what it should, stays finite, round-trips."""
+"""Tests for binclf.decide.calibration: each method fixes what it should, stays finite, round-trips."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from scipy.special import expit
 from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import log_loss
 
-from binclf.calibration import (
+from binclf.decide.calibration import (
     CALIBRATION_METHODS,
     BetaCalibrator,
     IdentityCalibrator,
@@ -27,7 +27,7 @@ from binclf.calibration import (
     select_calibrator,
 )
 from binclf.errors import ConfigError, DataError, NotFittedError
-from binclf.metrics import expected_calibration_error
+from binclf.decide.metrics import expected_calibration_error
 
 CLASSES = [IdentityCalibrator, TemperatureCalibrator, PlattCalibrator, BetaCalibrator, IsotonicCalibrator]
 

@@ -14,10 +14,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from binclf.metrics import binary_metrics, bootstrap_intervals, expected_calibration_error
-from binclf.pipeline import TrainOptions, train_table
+from binclf.decide.metrics import binary_metrics, bootstrap_intervals, expected_calibration_error
+from binclf.train.pipeline import TrainOptions, train_table
 from binclf.predictor import Predictor
-from binclf.thresholds import ThresholdPolicy
+from binclf.decide.thresholds import ThresholdPolicy
 
 
 def synthetic(n: int, *, prior: float, seed: int, scale: float = 1.0) -> pd.DataFrame:

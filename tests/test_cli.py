@@ -308,7 +308,7 @@ def test_predict_csv_equals_python_api_and_notes_extra_columns(bundles, messy, t
     got = pd.read_csv(out)
     assert list(got.columns) == ["probability", "prediction"]
     predictor = Predictor.load(bundles["csv"])
-    from binclf.data import read_table
+    from binclf.io.tables import read_table
 
     expected = predictor.predict_proba(read_table(messy["new_csv"]))
     np.testing.assert_allclose(got["probability"], expected, rtol=0, atol=1e-6)
@@ -583,13 +583,13 @@ def test_predict_output_is_a_directory_or_bad_keep(bundles, messy, tmp_path):
 def test_interrupted_train_leaves_no_bundle(where, messy, tmp_path, monkeypatch):
     """Ctrl-C during training or while the bundle is written: exit 130, one line, no bundle, no temporaries."""
     import binclf.bundle
-    import binclf.pipeline
+    import binclf.train.pipeline
 
     def interrupt(*args, **kwargs):
         raise KeyboardInterrupt
 
     if where == "training":
-        monkeypatch.setattr(binclf.pipeline, "train_table", interrupt)
+        monkeypatch.setattr(binclf.train.pipeline, "train_table", interrupt)
     else:
         monkeypatch.setattr(binclf.bundle.os, "fsync", interrupt)
     r = cli("train", messy["train_csv"], "-t", "target", "-o", tmp_path / "m", "--no-report", *FAST)

@@ -10,17 +10,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from binclf.data import (
-    ColumnSpec,
-    Schema,
-    TargetInfo,
-    encode_target,
-    infer_schema,
-    iter_batches,
-    read_columns,
-    read_table,
-    stratified_split,
-)
+from binclf.data import ColumnSpec, Schema, TargetInfo, encode_target, infer_schema, stratified_split
+from binclf.io import iter_batches, read_columns, read_table
 from binclf.errors import ConfigError, DataError
 
 DATA = Path(__file__).parent / "data"
@@ -201,8 +192,8 @@ def test_iter_batches_text_in_numeric_column_names_column_and_row(tmp_path):
 
 
 def _csv_batches(p, *, parallel, block_bytes=64, batch_rows=7, column_types=None, columns=None):
-    """Batches of binclf.data._iter_csv, block-parallel (tiny blocks) or pyarrow's streaming reader only."""
-    from binclf import data
+    """Batches of binclf.io.tables._iter_csv, block-parallel (tiny blocks) or pyarrow's streaming reader only."""
+    from binclf.io import tables as data
 
     kw = dict(batch_rows=batch_rows, sep=None, columns=columns, column_types=column_types, encoding=None)
     if parallel:
@@ -237,7 +228,8 @@ def _tricky_csv(n=60, eol="\n", trailing=True):
 @pytest.mark.parametrize("block_bytes", [64, 97, 1000, 1 << 20])
 def test_block_parallel_csv_reader_equals_streaming_reader(tmp_path, eol, trailing, block_bytes, monkeypatch):
     """Quoted commas, quotes and newlines, block ends inside quoted fields, CRLF, missing values."""
-    from binclf import data
+    from binclf.io import csv_blocks
+    from binclf.io import tables as data
 
     p = tmp_path / "t.csv"
     p.write_bytes(_tricky_csv(eol=eol, trailing=trailing).encode())
@@ -248,6 +240,7 @@ def test_block_parallel_csv_reader_equals_streaming_reader(tmp_path, eol, traili
         raise AssertionError("the block-parallel reader fell back to the streaming reader")
 
     monkeypatch.setattr(data, "_csv_tables_streaming", no_fallback)
+    monkeypatch.setattr(csv_blocks, "_csv_tables_streaming", no_fallback)
     _assert_same_batches(_csv_batches(p, parallel=True, block_bytes=block_bytes), want)
 
 

@@ -14,7 +14,7 @@ from torch import nn
 
 from binclf.doctor import FINDING_CODES, Finding, Report, check, load_object, run
 from binclf.errors import ConfigError, DataError
-from binclf.models import MLP, LogisticModel, init_output_bias
+from binclf.nn.models import MLP, LogisticModel, init_output_bias
 
 MODELS = Path(__file__).parent / "doctor_models"
 N, D = 512, 8
@@ -323,7 +323,7 @@ def test_imbalance_handled_is_not_reported(loss, kwargs):
 
 
 def test_focal_loss_counts_as_weighting():
-    from binclf.losses import FocalLoss
+    from binclf.nn.losses import FocalLoss
 
     x, y = make_batch(ratio=100.0)
     report = check(prior_logit_net(float(y.mean())), FocalLoss(), x, y)
@@ -416,7 +416,7 @@ def test_correct_model_with_default_init_and_pos_weight_is_clean():
 
 
 def test_binclf_losses_are_understood():
-    from binclf.losses import BCEWithLogitsLoss, FocalLoss
+    from binclf.nn.losses import BCEWithLogitsLoss, FocalLoss
 
     x, y = make_batch(ratio=20.0)
     for loss in (BCEWithLogitsLoss(pos_weight="balanced").fit(y), FocalLoss(pos_weight=20.0)):

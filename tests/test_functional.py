@@ -1,4 +1,4 @@
-"""Properties of binclf.functional: stability at extreme logits and torch's semantics."""
+"""Properties of binclf.nn.functional: stability at extreme logits and torch's semantics."""
 
 import pytest
 import torch
@@ -6,7 +6,7 @@ import torch.nn.functional as F
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from binclf import functional as BF
+from binclf.nn import functional as BF
 
 DTYPES = [torch.float32, torch.float64]
 EXTREME = [-1e4, -1e3, -200.0, -30.0, -1.0, 0.0, 1.0, 30.0, 200.0, 1e3, 1e4]

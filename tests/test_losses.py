@@ -1,10 +1,10 @@
-"""binclf.losses: module wrappers, pos_weight='balanced' resolution, torch conventions."""
+"""binclf.nn.losses: module wrappers, pos_weight='balanced' resolution, torch conventions."""
 
 import pytest
 import torch
 
 from binclf.errors import ConfigError
-from binclf.losses import BCEWithLogitsLoss, FocalLoss, HingeLoss, build_loss, resolve_pos_weight
+from binclf.nn.losses import BCEWithLogitsLoss, FocalLoss, HingeLoss, build_loss, resolve_pos_weight
 
 
 def test_balanced_pos_weight_is_neg_over_pos_from_training_labels():
@@ -50,7 +50,7 @@ def test_sample_weight_multiplies_per_row():
 
 def test_focal_and_hinge_modules_wrap_the_functions():
     z, y = torch.tensor([1.0, -2.0, 0.0]), torch.tensor([1.0, 0.0, 1.0])
-    from binclf import functional as BF
+    from binclf.nn import functional as BF
 
     assert torch.allclose(FocalLoss(alpha=None, gamma=1.0)(z, y), BF.focal_loss(z, y, alpha=None, gamma=1.0))
     assert torch.allclose(HingeLoss(margin=2.0)(z, y), BF.hinge_loss(z, y, margin=2.0))

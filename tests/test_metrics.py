@@ -1,4 +1,4 @@
-"""Tests for binclf.metrics: agreement with scikit-learn, degenerate data, the bootstrap."""
+"""Tests for binclf.decide.metrics: agreement with scikit-learn, degenerate data, the bootstrap."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from sklearn import metrics as skm
 from sklearn.calibration import calibration_curve
 
 from binclf.errors import ConfigError, DataError
-from binclf.metrics import (
+from binclf.decide.metrics import (
     BINARY_METRIC_KEYS,
     BOOTSTRAP_METRICS,
     _weighted_metrics,

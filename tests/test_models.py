@@ -1,4 +1,4 @@
-"""binclf.models: single-logit outputs, no final activation, prior-initialised bias."""
+"""binclf.nn.models: single-logit outputs, no final activation, prior-initialised bias."""
 
 import math
 
@@ -6,7 +6,7 @@ import pytest
 import torch
 from torch import nn
 
-from binclf.models import MLP, LogisticModel, build_model, init_output_bias, model_names
+from binclf.nn.models import MLP, LogisticModel, build_model, init_output_bias, model_names
 
 
 @pytest.mark.parametrize("model", [LogisticModel(7), MLP(7), MLP(7, hidden=(16,), dropout=0.0, batchnorm=False)])

@@ -1,4 +1,4 @@
-"""Tests for binclf.pipeline.train_table: checks of the raw table, before any split."""
+"""Tests for binclf.train.pipeline.train_table: checks of the raw table, before any split."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 
 from binclf.errors import DataError
-from binclf.pipeline import TrainOptions, train_table
+from binclf.train.pipeline import TrainOptions, train_table
 
 OPTIONS = TrainOptions(target="y", model="logistic", max_epochs=2, n_boot=10, drop_missing_target=True)
 

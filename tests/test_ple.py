@@ -1,12 +1,12 @@
-"""binclf.models.PLEMLP: piecewise-linear encodings of the numbers, then the MLP."""
+"""binclf.nn.models.PLEMLP: piecewise-linear encodings of the numbers, then the MLP."""
 
 import numpy as np
 import pytest
 import torch
 
-from binclf._speed import eval_logits
-from binclf.models import PLEMLP, build_model
-from binclf.trainer import TrainConfig, Trainer
+from binclf.infer import eval_logits
+from binclf.nn.models import PLEMLP, build_model
+from binclf.train.trainer import TrainConfig, Trainer
 
 
 def test_encoding_components_are_how_far_x_went_through_each_quantile_bin():

@@ -7,9 +7,9 @@ import pandas as pd
 import pyarrow.parquet as pq
 import pytest
 
-from binclf.data import read_table
+from binclf.io.tables import read_table
 from binclf.errors import DataError
-from binclf.pipeline import TrainOptions, train_table
+from binclf.train.pipeline import TrainOptions, train_table
 from binclf.predictor import Predictor
 
 

@@ -1,4 +1,4 @@
-"""Tests for binclf.preprocessing: fitted transforms of numbers and categories."""
+"""Tests for binclf.data.preprocessing: fitted transforms of numbers and categories."""
 
 from __future__ import annotations
 
@@ -9,9 +9,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from binclf.data import Schema, ColumnSpec, infer_schema, iter_batches, read_table
+from binclf.data.schema import Schema, ColumnSpec, infer_schema
+
+from binclf.io.tables import iter_batches, read_table
 from binclf.errors import BundleError, ConfigError, DataError, NotFittedError
-from binclf.preprocessing import Preprocessor, canonical_labels
+from binclf.data.preprocessing import Preprocessor, canonical_labels
 
 DATA = Path(__file__).parent / "data"
 

@@ -4,8 +4,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from binclf.crossfit import fold_indices, log_loss, mixture_weights
-from binclf.pipeline import MODEL_CHOICES, TrainOptions, train_table
+from binclf.train.crossfit import fold_indices, log_loss, mixture_weights
+from binclf.train.pipeline import MODEL_CHOICES, TrainOptions, train_table
 from binclf.predictor import Predictor
 
 
@@ -121,7 +121,7 @@ def test_the_default_network_encodes_the_numbers_and_a_table_without_numbers_get
 
 
 def test_wide_tables_get_fewer_bins():
-    from binclf.pipeline import _ple_bins
+    from binclf.train.pipeline import _ple_bins
 
     assert _ple_bins(16, 10) == 16
     assert _ple_bins(16, 80) == 6  # 80 x 6 = 480 <= 512 encoded inputs
@@ -129,7 +129,7 @@ def test_wide_tables_get_fewer_bins():
 
 
 def test_epoch_budget_shrinks_for_wide_inputs_only():
-    from binclf.pipeline import _epoch_cap, _flops_per_row
+    from binclf.train.pipeline import _epoch_cap, _flops_per_row
 
     mlp = {"n_features": 50, "hidden": [128, 64]}
     assert _flops_per_row("mlp", mlp) == 6 * (50 * 128 + 128 * 64 + 64)

@@ -12,7 +12,7 @@ from click.testing import CliRunner
 
 from binclf.cli import main
 from binclf.report import FIGURE_IDS, render_html, report_data
-from binclf.thresholds import choose_threshold
+from binclf.decide.thresholds import choose_threshold
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
@@ -170,7 +170,7 @@ def test_missing_history_keeps_the_figure_with_a_note():
 
 def test_threshold_metrics_match_binary_metrics():
     """The metrics-against-threshold curves agree with binary_metrics at the grid thresholds."""
-    from binclf.metrics import binary_metrics
+    from binclf.decide.metrics import binary_metrics
 
     y, _, p = _arrays(n=300, seed=3)
     tm = report_data(y=y, proba=p, n_boot=0)["threshold_metrics"]

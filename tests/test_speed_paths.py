@@ -1,4 +1,4 @@
-"""binclf._speed: the fast CPU training paths compute the same things as the plain ones (no timings)."""
+"""binclf.train.fused_step and friends: the fast CPU training paths compute the same things as the plain ones (no timings)."""
 
 import math
 
@@ -7,10 +7,16 @@ import pytest
 import torch
 from torch import nn
 
-from binclf._speed import FastAdamWStep, FusedAdamW, FusedMLPStep, dropout_key, dropout_multiplier, mm_nt, relu_dropout
-from binclf.losses import build_loss
-from binclf.models import MLP, LogisticModel
-from binclf.trainer import TrainConfig, Trainer, predict_logits
+from binclf.train.adamw import FastAdamWStep, FusedAdamW
+
+from binclf.train.fused_step import FusedMLPStep
+
+from binclf.nn.models.hashed_dropout import dropout_key, dropout_multiplier, relu_dropout
+
+from binclf.nn.matmul import mm_nt
+from binclf.nn.losses import build_loss
+from binclf.nn.models import MLP, LogisticModel
+from binclf.train.trainer import TrainConfig, Trainer, predict_logits
 
 
 def test_hashed_dropout_keeps_one_minus_p_and_scales_kept_units_by_one_over_one_minus_p():
@@ -163,8 +169,8 @@ def test_a_cpu_fit_does_not_import_torchs_compiler():
 
     code = (
         "import sys, torch\n"
-        "from binclf.models import MLP\n"
-        "from binclf.trainer import TrainConfig, Trainer\n"
+        "from binclf.nn.models import MLP\n"
+        "from binclf.train.trainer import TrainConfig, Trainer\n"
         "X, y = torch.randn(300, 4), (torch.rand(300) < 0.3).float()\n"
         "Trainer(TrainConfig(max_epochs=2, verbose=False)).fit(MLP(4), X, y, X_valid=X, y_valid=y)\n"
         "print('torch._dynamo' in sys.modules)\n"
@@ -189,7 +195,7 @@ def _two_moons(n, seed):
 
 
 def _fit(monkeypatch, fast: bool, seed: int):
-    import binclf.trainer as trainer_module
+    import binclf.train.trainer as trainer_module
 
     if not fast:
         monkeypatch.setattr(trainer_module.FusedMLPStep, "supports", staticmethod(lambda *a: False))
@@ -232,7 +238,7 @@ def _inductor_works() -> bool:
 
 
 def test_compiled_and_eager_steps_train_the_same_model(monkeypatch):
-    from binclf import _speed
+    from binclf.train import fused_step as _speed
 
     if not _inductor_works():
         pytest.skip("torch.compile cannot build CPU code on this machine; training stays eager")
@@ -263,7 +269,7 @@ def test_compiled_and_eager_steps_train_the_same_model(monkeypatch):
 
 
 def test_a_step_whose_compiled_graph_disagrees_falls_back_to_eager(monkeypatch):
-    from binclf import _speed
+    from binclf.train import fused_step as _speed
 
     def wrong(*args):
         loss, grads, stats = _speed._mlp_step(*args)
@@ -286,7 +292,7 @@ def test_a_step_whose_compiled_graph_disagrees_falls_back_to_eager(monkeypatch):
 
 
 def test_shapes_past_torch_compiles_graph_limit_train_eagerly(monkeypatch):
-    from binclf import _speed
+    from binclf.train import fused_step as _speed
 
     # As if this process had already filled torch.compile's graphs for the function.
     monkeypatch.setattr(_speed, "_recompile_limit", lambda: 0)
@@ -297,8 +303,8 @@ def test_shapes_past_torch_compiles_graph_limit_train_eagerly(monkeypatch):
 
 
 def test_an_early_stopped_fit_compiles_its_step_once_it_has_proved_long(monkeypatch):
-    import binclf.trainer as trainer_module
-    from binclf import _speed
+    import binclf.train.trainer as trainer_module
+    from binclf.train import fused_step as _speed
 
     compiled_rows = []
 

@@ -3,8 +3,8 @@
 import numpy as np
 import torch
 
-from binclf.models import TabM, build_model
-from binclf.trainer import TrainConfig, Trainer
+from binclf.nn.models import TabM, build_model
+from binclf.train.trainer import TrainConfig, Trainer
 
 
 def test_eval_returns_the_logit_of_the_mean_member_probability():

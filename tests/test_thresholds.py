@@ -1,4 +1,4 @@
-"""Tests for binclf.thresholds: the fast search equals brute force; policies behave and round-trip."""
+"""Tests for binclf.decide.thresholds: the fast search equals brute force; policies behave and round-trip."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 from sklearn import metrics as skm
 
 from binclf.errors import ConfigError
-from binclf.thresholds import (
+from binclf.decide.thresholds import (
     Objective,
     ThresholdPolicy,
     choose_abstain_band,

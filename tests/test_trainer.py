@@ -1,4 +1,4 @@
-"""binclf.trainer: learning, early stopping, reproducibility, imbalance, divergence errors."""
+"""binclf.train.trainer: learning, early stopping, reproducibility, imbalance, divergence errors."""
 
 import math
 
@@ -8,8 +8,8 @@ import torch
 from sklearn.metrics import roc_auc_score
 
 from binclf.errors import ConfigError, TrainingError
-from binclf.models import MLP, LogisticModel
-from binclf.trainer import TrainConfig, Trainer, predict_logits
+from binclf.nn.models import MLP, LogisticModel
+from binclf.train.trainer import TrainConfig, Trainer, predict_logits
 
 
 def _linear_data(n=2000, d=5, prior=0.5, seed=0, signal=1.0):
@@ -45,7 +45,7 @@ def test_same_seed_gives_identical_history_whatever_the_global_rng():
 
 
 def test_reproducible_end_to_end_from_model_seed(bananas_splits):
-    from binclf.models import build_model
+    from binclf.nn.models import build_model
 
     (Xtr, ytr), (Xva, yva), _ = bananas_splits
     outs = []

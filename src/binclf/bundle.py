@@ -28,7 +28,7 @@ from binclf.errors import BundleError, DataError
 if TYPE_CHECKING:  # torch is imported when weights are read or written: checks stay fast
     import torch
 
-    from binclf.data import Schema
+    from binclf.data.schema import Schema
 
 __all__ = [
     "FORMAT",

@@ -221,7 +221,7 @@ def train(data: Path | None, demo: bool, **kw: Any) -> None:
 
 
 def _train(data: Path, **kw: Any) -> Any:
-    from binclf.data import read_table
+    from binclf.io.tables import read_table
     from binclf.errors import BundleError, ConfigError
 
     out: Path = kw["out"] or Path(f"{_stem(data)}-model")
@@ -236,7 +236,7 @@ def _train(data: Path, **kw: Any) -> Any:
     test_df = read(kw["test_path"]) if kw["test_path"] else None
     _check_table(df, kw, source=str(data))
 
-    from binclf.pipeline import TrainOptions, train_table
+    from binclf.train.pipeline import TrainOptions, train_table
 
     batch_size = kw["batch_size"]
     if batch_size != "auto":
@@ -291,8 +291,9 @@ def _check_table(df: Any, kw: dict[str, Any], *, source: str) -> None:
     Target (missing column, not two classes, missing values), column roles (unknown
     names, all-missing columns) and infinite numbers; train_table repeats them.
     """
-    from binclf.data import encode_target, infer_schema
-    from binclf.preprocessing import check_finite
+    from binclf.data.target import encode_target
+    from binclf.data.schema import infer_schema
+    from binclf.data.preprocessing import check_finite
 
     target = kw["target"]
     roles = dict(drop=_split_names(kw["drop"]), categorical=_split_names(kw["categorical"]),
@@ -360,7 +361,7 @@ def _print_training(result: Any) -> None:
 def predict(bundle: Path, data: Path, output: Path | None, keep: Sequence[str], threshold: float | None,
             sep: str | None, encoding: str | None, batch_rows: int) -> None:
     """Write `probability` and `prediction` for every row of DATA."""
-    from binclf.data import read_columns
+    from binclf.io.tables import read_columns
 
     if output is not None and output.is_dir():
         from binclf.errors import DataError
@@ -395,13 +396,13 @@ def predict(bundle: Path, data: Path, output: Path | None, keep: Sequence[str], 
 def evaluate(bundle: Path, data: Path, threshold: float | None, sep: str | None, encoding: str | None,
              as_json: bool) -> None:
     """Metrics of the bundle's model on labelled DATA."""
-    from binclf.data import read_table
+    from binclf.io.tables import read_table
 
     meta = _read_meta(bundle)
     df = read_table(data, sep=sep, encoding=encoding)
     _check_input(meta, data, [str(c) for c in df.columns])
 
-    from binclf.metrics import binary_metrics, bootstrap_intervals
+    from binclf.decide.metrics import binary_metrics, bootstrap_intervals
     from binclf.predictor import Predictor
 
     predictor = Predictor.load(bundle)
@@ -460,7 +461,7 @@ def _read_meta(bundle: Path) -> dict[str, Any]:
 def _check_input(meta: dict[str, Any], data: Path, names: Sequence[str], keep: Sequence[str] = ()) -> None:
     """The bundle's column checks on DATA's header, before torch is imported (Predictor repeats them)."""
     from binclf.bundle import check_columns
-    from binclf.data import Schema
+    from binclf.data.schema import Schema
     from binclf.errors import BundleError
 
     try:
@@ -501,7 +502,7 @@ def report(bundle: Path, data: Path, output: Path | None, sep: str | None, seed:
     """
     import tempfile
 
-    from binclf.data import read_table
+    from binclf.io.tables import read_table
     from binclf.errors import DataError
     from binclf.predictor import Predictor
     from binclf.report import render_bundle_report
@@ -548,7 +549,7 @@ def _run_demo(*, out: Path | None, force: bool, seed: int, train_kw: dict[str, A
         kw = {**(train_kw or {}), "data": table, "target": DEMO_TARGET, "out": out, "force": force, "seed": seed}
         _, bundle = click.get_current_context().invoke(train, **kw)
         predictor = Predictor.load(bundle)
-        from binclf.data import read_table
+        from binclf.io.tables import read_table
 
         rows = read_table(table).head(5)
         frame = predictor.predict_frame(rows, keep=[DEMO_TARGET])

@@ -12,8 +12,8 @@ from sklearn.model_selection import train_test_split
 from sklearn.utils.multiclass import check_classification_targets, type_of_target
 from sklearn.utils.validation import _check_sample_weight, check_is_fitted, validate_data
 
-from binclf.models import build_model
-from binclf.trainer import TrainConfig, Trainer, predict_logits
+from binclf.nn.models import build_model
+from binclf.train.trainer import TrainConfig, Trainer, predict_logits
 
 __all__ = ["BinaryClassifier"]
 

@@ -2,7 +2,7 @@
 
 A predictor holds everything a bundle holds and applies it in one order:
 
-1. the fitted :class:`~binclf.preprocessing.Preprocessor` turns a table into a
+1. the fitted :class:`~binclf.data.preprocessing.Preprocessor` turns a table into a
    float matrix;
 2. each member model gives logits; the logit shift of its imbalance treatment
    (pos_weight, balanced sampling) is subtracted, so each member speaks of the
@@ -35,14 +35,17 @@ import torch
 from torch import nn
 
 from binclf import __version__
-from binclf._speed import eval_logits, prefetch
+from binclf.infer import eval_logits
+from binclf.io.prefetch import prefetch
 from binclf.bundle import _umask, check_columns, load_bundle, save_bundle
-from binclf.calibration import IdentityCalibrator, calibrator_from_dict
-from binclf.data import PARQUET_EXTENSIONS, Schema, TargetInfo, iter_batches, read_columns
+from binclf.decide.calibration import IdentityCalibrator, calibrator_from_dict
+from binclf.io.tables import PARQUET_EXTENSIONS, iter_batches, read_columns
+from binclf.data.schema import Schema
+from binclf.data.target import TargetInfo
 from binclf.errors import BundleError, DataError
-from binclf.models import build_model
-from binclf.preprocessing import Preprocessor
-from binclf.thresholds import ThresholdPolicy
+from binclf.nn.models import build_model
+from binclf.data.preprocessing import Preprocessor
+from binclf.decide.thresholds import ThresholdPolicy
 
 __all__ = ["Member", "Predictor", "ABSTAIN"]
 
@@ -371,7 +374,7 @@ class Predictor:
 
     def evaluate(self, df: pd.DataFrame, *, threshold: float | None = None, source: str = "data") -> dict[str, float]:
         """Metrics (ROC-AUC, PR-AUC, log-loss, Brier, ECE, ... at the threshold) on labelled data."""
-        from binclf.metrics import binary_metrics
+        from binclf.decide.metrics import binary_metrics
 
         y, proba = self.labelled(df, source=source)
         return binary_metrics(y, proba, threshold=self.effective_threshold(threshold))

@@ -26,8 +26,8 @@ from statistics import NormalDist
 import torch
 from torch import Tensor, nn
 
-from binclf.models.base import register
-from binclf.models.mlp import MLP
+from binclf.nn.models.base import register
+from binclf.nn.models.mlp import MLP
 
 __all__ = ["PLEMLP"]
 
@@ -68,7 +68,7 @@ class PLEMLP(nn.Module):
 
     @property
     def output(self) -> nn.Linear:
-        """The final ``Linear(d, 1)`` (for :func:`~binclf.models.init_output_bias`)."""
+        """The final ``Linear(d, 1)`` (for :func:`~binclf.nn.models.init_output_bias`)."""
         return self.network.output
 
     def config(self) -> dict:

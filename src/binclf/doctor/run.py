@@ -1382,7 +1382,7 @@ def _check_bias(
         "The first epochs are spent learning the base rate instead of features (the "
         "'hockey stick' loss curve), with large early gradients from the majority class.",
         "Start the output bias at logit(prior):\n"
-        f"    binclf.models.init_output_bias(model, prior={prior:.4g})  # needs model.output" + by_hand,
+        f"    binclf.nn.models.init_output_bias(model, prior={prior:.4g})  # needs model.output" + by_hand,
     )
     return l0
 

@@ -31,8 +31,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from binclf._blas import one_blas_thread
-from binclf.models import LogisticModel
+from binclf.runtime import one_blas_thread
+from binclf.nn.models import LogisticModel
 
 __all__ = ["Bag", "CrossFit", "cross_fit", "fit_logistic_path", "fold_indices", "log_loss", "mixture_weights"]
 
@@ -69,7 +69,7 @@ def fit_logistic_path(
     """L2 logistic regression per fold over a path of ``Cs``; the C with the lowest OOF log-loss wins.
 
     Fitted by scikit-learn (L-BFGS, warm-started along the path) and copied into
-    :class:`~binclf.models.LogisticModel` members. Returns ``(C, members,
+    :class:`~binclf.nn.models.LogisticModel` members. Returns ``(C, members,
     oof_logits (n,), {C: oof log-loss})``.
     """
     from sklearn.linear_model import LogisticRegression

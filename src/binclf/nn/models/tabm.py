@@ -24,7 +24,7 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor, nn
 
-from binclf.models.base import register
+from binclf.nn.models.base import register
 
 __all__ = ["TabM"]
 

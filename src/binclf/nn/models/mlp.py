@@ -6,10 +6,10 @@ from collections.abc import Sequence
 
 from torch import Tensor, nn
 
-from binclf._speed import dropout_key, relu_dropout
-from binclf.models.base import register
+from binclf.nn.models.hashed_dropout import dropout_key, relu_dropout
+from binclf.nn.models.base import register
 
-__all__ = ["MLP"]
+__all__ = ["MLP", "mlp_blocks"]
 
 
 @register("mlp")
@@ -64,7 +64,7 @@ class MLP(nn.Module):
 
     def _body_hashed_dropout(self, x: Tensor) -> Tensor:
         # On the CPU each ReLU + Dropout pair draws its mask from a counter-based
-        # hash (binclf._speed): the same Bernoulli(1 - p) dropout, but far cheaper
+        # hash (binclf.nn.models.hashed_dropout): the same Bernoulli(1 - p) dropout, but far cheaper
         # than the CPU generator's bernoulli_, and the very masks the trainer's
         # fused step uses, so both paths train the same model.
         layers = list(self.body)
@@ -78,3 +78,35 @@ class MLP(nn.Module):
                 x = layer(x)
                 i += 1
         return x
+
+
+def mlp_blocks(model: nn.Module) -> list[tuple[nn.Linear, nn.BatchNorm1d | None, float]]:
+    """``(linear, batchnorm or None, dropout p)`` per block of an MLP's body; ValueError otherwise.
+
+    The structure the fused training step and the folded inference path rely on.
+    """
+    layers = list(model.body)
+    blocks = []
+    i = 0
+    while i < len(layers):
+        lin = layers[i]
+        if type(lin) is not nn.Linear:
+            raise ValueError("block does not start with nn.Linear")
+        i += 1
+        bn = None
+        if i < len(layers) and type(layers[i]) is nn.BatchNorm1d:
+            bn = layers[i]
+            if not (bn.affine and bn.track_running_stats and bn.momentum is not None):
+                raise ValueError("BatchNorm1d without affine/running stats/momentum")
+            i += 1
+        if i >= len(layers) or type(layers[i]) is not nn.ReLU:
+            raise ValueError("block has no ReLU")
+        i += 1
+        p = 0.0
+        if i < len(layers) and isinstance(layers[i], nn.Dropout):
+            p = float(layers[i].p)
+            i += 1
+        blocks.append((lin, bn, p))
+    if type(model.output) is not nn.Linear or model.output.out_features != 1 or model.output.bias is None:
+        raise ValueError("output is not nn.Linear(d, 1) with a bias")
+    return blocks

@@ -32,9 +32,9 @@ from typing import Any
 
 import numpy as np
 
-from binclf._blas import with_one_blas_thread
+from binclf.runtime import with_one_blas_thread
 from binclf.errors import ConfigError, DataError, NotFittedError
-from binclf.metrics import _check_scores, _check_target
+from binclf.decide.metrics import _check_scores, _check_target
 
 __all__ = [
     "CALIBRATION_METHODS",

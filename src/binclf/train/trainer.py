@@ -24,10 +24,16 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from binclf._speed import FastAdamWStep, FusedAdamW, FusedMLPStep, eval_logits, tune_malloc
+from binclf.train.adamw import FastAdamWStep, FusedAdamW
+
+from binclf.train.fused_step import FusedMLPStep
+
+from binclf.infer import eval_logits
+
+from binclf.runtime import tune_malloc
 from binclf.errors import ConfigError, NotFittedError, TrainingError
-from binclf.losses import LOSS_NAMES, build_loss, resolve_pos_weight
-from binclf.models.base import encoded_network, init_output_bias
+from binclf.nn.losses import LOSS_NAMES, build_loss, resolve_pos_weight
+from binclf.nn.models.base import encoded_network, init_output_bias
 
 __all__ = ["TrainConfig", "Trainer", "auto_batch_size", "predict_logits", "resolve_device"]
 
@@ -208,7 +214,7 @@ class Trainer:
     valid_loss, lr, seconds, valid_seconds: the part of seconds spent validating), ``best_epoch_``, ``best_valid_loss_``,
     ``pos_weight_`` (resolved number or None), ``train_prior_`` (the positive
     rate of the labels) and ``logit_shift_``: the amount the imbalance treatment
-    moved the model's logits, which :mod:`binclf.calibration` subtracts to
+    moved the model's logits, which :mod:`binclf.decide.calibration` subtracts to
     recover the true prior.
 
     ``callbacks`` are called as ``cb(trainer, epoch_log)`` after each epoch;
@@ -251,7 +257,7 @@ class Trainer:
         outer = model
         network = encoded_network(model)
         if network is not None:
-            # A first stage without trainable parameters (binclf.models.PLEMLP's
+            # A first stage without trainable parameters (binclf.nn.models.PLEMLP's
             # encoding): fit it to the training rows, encode them once and train
             # the network behind it.
             model.to(device)

@@ -42,7 +42,7 @@ from typing import Any
 import numpy as np
 
 from binclf.errors import ConfigError
-from binclf.metrics import _check_pair, _check_scores, _resample_counts
+from binclf.decide.metrics import _check_pair, _check_scores, _resample_counts
 
 __all__ = [
     "OBJECTIVE_FORMS",

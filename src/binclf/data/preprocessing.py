@@ -41,8 +41,9 @@ from typing import Any, Literal
 import numpy as np
 import pandas as pd
 
-from binclf.data import _NUMBER_RE, Schema
+from binclf.data.schema import _NUMBER_RE, Schema
 from binclf.errors import BundleError, ConfigError, DataError, NotFittedError
+from binclf.io.tables import FIRST_DATA_LINE
 
 __all__ = ["Preprocessor", "canonical_labels", "check_finite"]
 
@@ -53,7 +54,7 @@ _BLOCK_ROWS = 32_768  # rows per block at most
 # blocks, 0.09 s with these 340-row ones; 50 columns: 31 -> 21 ms per 262k rows).
 _BLOCK_FLOATS = 1 << 20
 NumericMode = Literal["robust", "standard", "quantile"]
-_FIRST_DATA_LINE = 2
+
 
 
 def canonical_labels(values: Sequence[Any] | np.ndarray) -> list[str]:
@@ -93,7 +94,7 @@ def _float_text(x: float) -> str:
 
 
 def _line(i: int, row_offset: int) -> int:
-    return int(i) + row_offset + _FIRST_DATA_LINE
+    return int(i) + row_offset + FIRST_DATA_LINE
 
 
 class Preprocessor:
@@ -257,7 +258,7 @@ class Preprocessor:
         return [str(c) for c in df.columns if c not in used]
 
     def read_types(self) -> dict[str, str]:
-        """``column_types`` for :func:`binclf.data.iter_batches` matching this preprocessor.
+        """``column_types`` for :func:`binclf.io.iter_batches` matching this preprocessor.
 
         Numeric columns whose training data spelled missing values as text (e.g. ``"?"``)
         are read as text and converted here, so those spellings stay "missing".

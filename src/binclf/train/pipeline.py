@@ -21,17 +21,19 @@ import numpy as np
 import pandas as pd
 import torch
 
-from binclf._blas import with_one_blas_thread
-from binclf.calibration import select_calibrator
-from binclf.crossfit import cross_fit
-from binclf.data import Schema, TargetInfo, encode_target, infer_schema, stratified_split
+from binclf.runtime import with_one_blas_thread
+from binclf.decide.calibration import select_calibrator
+from binclf.train.crossfit import cross_fit
+from binclf.data.schema import Schema, infer_schema
+from binclf.data.target import TargetInfo, encode_target
+from binclf.data.split import stratified_split
 from binclf.errors import ConfigError, DataError
-from binclf.metrics import binary_metrics, bootstrap_intervals
-from binclf.models import build_model
+from binclf.decide.metrics import binary_metrics, bootstrap_intervals
+from binclf.nn.models import build_model
 from binclf.predictor import Member, Predictor
-from binclf.preprocessing import Preprocessor, check_finite
-from binclf.thresholds import choose_threshold, parse_objective
-from binclf.trainer import TrainConfig, Trainer
+from binclf.data.preprocessing import Preprocessor, check_finite
+from binclf.decide.thresholds import choose_threshold, parse_objective
+from binclf.train.trainer import TrainConfig, Trainer
 
 __all__ = ["TrainOptions", "TrainResult", "train_table", "MODEL_CHOICES"]
 
@@ -235,7 +237,7 @@ def _auto_folds(options: TrainOptions, n: int) -> int:
 def _fit_crossfit(
     options: TrainOptions, X: np.ndarray, y: np.ndarray, n_numeric: int = 0
 ) -> tuple[list[Member], list[dict[str, float]], np.ndarray, dict[str, Any]]:
-    """``--model auto``: cross-fitted neural + linear members (see :mod:`binclf.crossfit`).
+    """``--model auto``: cross-fitted neural + linear members (see :mod:`binclf.train.crossfit`).
 
     Returns the members (weights summing to 1, as the OOF blend), the first
     fold's training history, the blended OOF logits ``(n,)`` and a summary.

@@ -38,13 +38,13 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from binclf.errors import DataError
-from binclf.metrics import BINARY_METRIC_KEYS, binary_metrics, bootstrap_intervals, reliability_curve
-from binclf.thresholds import ThresholdPolicy, parse_objective, threshold_scores
+from binclf.decide.metrics import BINARY_METRIC_KEYS, binary_metrics, bootstrap_intervals, reliability_curve
+from binclf.decide.thresholds import ThresholdPolicy, parse_objective, threshold_scores
 
 if TYPE_CHECKING:  # pragma: no cover
     import pandas as pd
 
-    from binclf.pipeline import TrainResult
+    from binclf.train.pipeline import TrainResult
     from binclf.predictor import Predictor
 
 __all__ = ["report_data", "render_html", "render_training_report", "render_bundle_report", "FIGURE_IDS"]
@@ -161,7 +161,7 @@ def _roc_pr(y: np.ndarray, p: np.ndarray, metrics: Mapping[str, float]) -> tuple
 
 def _reliability(y: np.ndarray, curves: Mapping[str, np.ndarray]) -> dict[str, Any]:
     """Reliability curves (equal-width and equal-mass bins) and ECEs of each probability set."""
-    from binclf.metrics import expected_calibration_error
+    from binclf.decide.metrics import expected_calibration_error
 
     out: dict[str, Any] = {"n_bins": _N_BINS, "series": []}
     for label, p in curves.items():
@@ -274,10 +274,10 @@ def report_data(
     ``(n,)`` the model's output before the imbalance treatment's logit shift was
     undone (only when there was one). ``policy``: the threshold policy (its
     threshold marks every plot; 0.5 without one). ``metrics``/``intervals``
-    default to :func:`~binclf.metrics.binary_metrics` and
-    :func:`~binclf.metrics.bootstrap_intervals` of ``(y, proba)``.
+    default to :func:`~binclf.decide.metrics.binary_metrics` and
+    :func:`~binclf.decide.metrics.bootstrap_intervals` of ``(y, proba)``.
     """
-    from binclf.metrics import _check_pair
+    from binclf.decide.metrics import _check_pair
 
     y_arr, p = _check_pair(y, proba)
     y_arr = y_arr.astype(np.float64)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from torch import Tensor, nn
 
-from binclf.models.base import register
+from binclf.nn.models.base import register
 
 __all__ = ["LogisticModel"]
 

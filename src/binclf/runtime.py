@@ -1,6 +1,6 @@
-"""numpy's and scipy's BLAS threads around training (torch's own threads are untouched).
+"""Every process-wide setting binclf touches: BLAS threads, torch threads, malloc.
 
-Kept free of torch so the modules that use it (calibration) import without it.
+Kept free of torch at import so the modules that use it (calibration) import without it.
 """
 
 from __future__ import annotations
@@ -8,6 +8,10 @@ from __future__ import annotations
 import contextlib
 import functools
 import importlib
+import ctypes
+import ctypes.util
+import os
+import sys
 from typing import Any, TypeVar
 
 T = TypeVar("T")
@@ -54,3 +58,41 @@ def with_one_blas_thread(fn: T) -> T:
             return fn(*args, **kwargs)  # type: ignore[operator]
 
     return inner  # type: ignore[return-value]
+
+
+# --------------------------------------------------------------------------- #
+# malloc
+# --------------------------------------------------------------------------- #
+
+_M_TRIM_THRESHOLD = -1
+_M_MMAP_THRESHOLD = -3
+_malloc_tuned: bool | None = None
+
+
+def tune_malloc() -> bool:
+    """Keep freed memory in the heap instead of returning it to the OS (glibc only).
+
+    A training step allocates and frees the same few-hundred-KB temporaries
+    every time; with glibc's defaults the larger ones are ``mmap``-ed and
+    unmapped each step, and each new mapping is page-faulted in again. Raising
+    the mmap and trim thresholds (measured: 500k -> 690k samples/s on the
+    no-dropout loop) costs at most the thresholds' worth of retained memory.
+    Skipped when the user set ``MALLOC_*`` variables, or off glibc. Returns
+    whether the settings were applied (once per process).
+    """
+    global _malloc_tuned
+    if _malloc_tuned is not None:
+        return _malloc_tuned
+    _malloc_tuned = False
+    if not sys.platform.startswith("linux") or any(k.startswith("MALLOC_") for k in os.environ):
+        return False
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        libc.gnu_get_libc_version  # noqa: B018 - raises AttributeError off glibc (musl)
+        # 32 MiB is glibc's largest allowed mmap threshold on 64-bit systems.
+        ok = libc.mallopt(_M_MMAP_THRESHOLD, 32 << 20) == 1
+        ok = libc.mallopt(_M_TRIM_THRESHOLD, 256 << 20) == 1 and ok
+    except (OSError, AttributeError):
+        return False
+    _malloc_tuned = ok
+    return ok

@@ -1,4 +1,4 @@
-"""``nn.Module`` losses over :mod:`binclf.functional`, with torch's conventions.
+"""``nn.Module`` losses over :mod:`binclf.nn.functional`, with torch's conventions.
 
 Constructor arguments follow ``torch.nn.BCEWithLogitsLoss`` (``weight``,
 ``pos_weight``, ``reduction``). ``pos_weight`` may also be ``"balanced"``: it is
@@ -16,7 +16,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from binclf import functional as BF
+from binclf.nn import functional as BF
 from binclf.errors import ConfigError
 
 __all__ = [

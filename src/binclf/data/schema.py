@@ -1,0 +1,234 @@
+"""Column roles: which columns are numeric, categorical or dropped, inferred from the table.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import numpy as np
+import pandas as pd
+
+from binclf.errors import ConfigError, DataError
+from binclf.io.tables import _list_names, _names_with_hints
+
+
+# --------------------------------------------------------------------------- #
+# schema
+# --------------------------------------------------------------------------- #
+
+Role = Literal["numeric", "categorical"]
+
+
+@dataclass(frozen=True)
+class ColumnSpec:
+    """One feature column: its name, how it is used, and the dtype it was read with."""
+
+    name: str
+    role: Role
+    dtype: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"name": self.name, "role": self.role, "dtype": self.dtype}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> ColumnSpec:
+        if d.get("role") not in ("numeric", "categorical"):
+            raise ConfigError(f"column spec {d!r}: role must be 'numeric' or 'categorical'")
+        return cls(name=str(d["name"]), role=d["role"], dtype=str(d["dtype"]))
+
+
+@dataclass(frozen=True)
+class Schema:
+    """The feature columns of a table and the columns left out (with the reason)."""
+
+    columns: tuple[ColumnSpec, ...]
+    dropped: tuple[tuple[str, str], ...] = ()
+
+    @property
+    def names(self) -> list[str]:
+        return [c.name for c in self.columns]
+
+    @property
+    def numeric(self) -> list[str]:
+        return [c.name for c in self.columns if c.role == "numeric"]
+
+    @property
+    def categorical(self) -> list[str]:
+        return [c.name for c in self.columns if c.role == "categorical"]
+
+    def column_types(self) -> dict[str, str]:
+        """``{name: role}``, the ``column_types`` argument of :func:`iter_batches`."""
+        return {c.name: c.role for c in self.columns}
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "columns": [c.to_dict() for c in self.columns],
+            "dropped": [[name, reason] for name, reason in self.dropped],
+        }
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> Schema:
+        return cls(
+            columns=tuple(ColumnSpec.from_dict(c) for c in d["columns"]),
+            dropped=tuple((str(n), str(r)) for n, r in d.get("dropped", [])),
+        )
+
+
+_NUMBER_RE = re.compile(r"^\s*[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?\s*$")
+
+
+
+def json_scalar(v: Any) -> str | int | float | bool:
+    """A JSON scalar of the value's own Python type (numpy scalars unwrapped)."""
+    if isinstance(v, np.generic):
+        v = v.item()
+    if isinstance(v, (bool, int, float, str)):
+        return v
+    return str(v)
+
+
+def _is_numeric_dtype(s: pd.Series) -> bool:
+    return pd.api.types.is_numeric_dtype(s.dtype) and not pd.api.types.is_bool_dtype(s.dtype)
+
+
+def _is_integral(values: np.ndarray) -> bool:
+    with np.errstate(invalid="ignore"):  # inf % 1 is NaN: not integral, and no warning on stderr
+        return bool(values.size) and bool(np.all(np.mod(values, 1.0) == 0))
+
+
+def infer_schema(
+    df: pd.DataFrame,
+    *,
+    target: str,
+    drop: Iterable[str] = (),
+    categorical: Iterable[str] = (),
+    numeric: Iterable[str] = (),
+    max_code_levels: int = 5,
+) -> tuple[Schema, list[str]]:
+    """Decide the role of every column of ``df`` except ``target``; returns ``(schema, notices)``.
+
+    Rules (``categorical=`` / ``numeric=`` override them, ``drop=`` removes columns):
+
+    * text and boolean columns are categorical;
+    * numbers are numeric, except integer-valued columns (int, or float holding
+      only whole numbers, as an int column with missing values does) with at most
+      ``max_code_levels`` (5) distinct values: those are far more often codes
+      (store, type, grade, flag) than measurements, and one-hot loses nothing for
+      so few values; integer columns with more values (scores 1..10, counts,
+      years of age) keep their order as numbers;
+    * identifier-like columns are dropped: text or integers, at least 20 rows,
+      one distinct value per row (integers also sorted or a gap-free range);
+    * constant columns (one value, nothing missing) are dropped;
+    * a text column whose values nearly all parse as numbers stays categorical,
+      with a notice; a text column whose values all parse is treated as numbers.
+
+    Raises DataError for a missing target, unknown names in the overrides, and
+    all-missing columns.
+    """
+    names = [str(c) for c in df.columns]
+    drop, categorical, numeric = list(drop), list(categorical), list(numeric)
+    if target not in names:
+        raise DataError(
+            f"target column {_names_with_hints([target], names)} is not in the table; "
+            f"the columns are {_list_names(names)}; pass one of them as --target"
+        )
+    problems = []
+    for option, given in (("drop", drop), ("categorical", categorical), ("numeric", numeric)):
+        unknown = [c for c in given if c not in names]
+        if unknown:
+            problems.append(f"--{option} names unknown column(s) {_names_with_hints(unknown, names)}")
+    both = sorted(set(categorical) & set(numeric))
+    if both:
+        problems.append(f"column(s) {', '.join(map(repr, both))} are given as both --categorical and --numeric")
+    if target in drop or target in categorical or target in numeric:
+        problems.append(f"the target {target!r} cannot also be in --drop/--categorical/--numeric")
+    if problems:
+        raise DataError("; ".join(problems) + f"; the columns are {_list_names(names)}")
+
+    specs: list[ColumnSpec] = []
+    dropped: list[tuple[str, str]] = [(c, "dropped on request") for c in drop]
+    notices: list[str] = []
+    all_missing: list[str] = []
+    codes: list[str] = []
+    n = len(df)
+    for name in names:
+        if name == target or name in drop:
+            continue
+        s = df[name]
+        present = s.dropna()
+        if present.empty:
+            all_missing.append(name)
+            continue
+        n_distinct = present.nunique()
+        has_missing = len(present) < n
+        dtype = str(s.dtype)
+        if n_distinct == 1 and not has_missing:
+            dropped.append((name, "constant"))
+            notices.append(f"column {name!r} dropped: it holds the single value {json_scalar(present.iloc[0])!r}")
+            continue
+        forced: Role | None = "categorical" if name in categorical else "numeric" if name in numeric else None
+        if forced is not None:
+            specs.append(ColumnSpec(name, forced, dtype))
+            continue
+        values: np.ndarray | None = None  # the numbers, when the column holds numbers
+        if _is_numeric_dtype(s):
+            values = present.to_numpy(dtype=np.float64)
+        elif not pd.api.types.is_bool_dtype(s.dtype):
+            # Parse each distinct text once (a category column of 22k rows has
+            # ~100), then count the rows whose text does not parse.
+            distinct = pd.Series(present.unique())
+            unparsed = distinct[pd.to_numeric(distinct.astype(str), errors="coerce").isna()]
+            n_bad = int(present.isin(unparsed).sum()) if len(unparsed) else 0
+            if n_bad == 0:
+                values = pd.to_numeric(present.astype(str), errors="coerce").to_numpy(dtype=np.float64)
+            elif n_bad <= 0.1 * len(present):
+                bad = unparsed.astype(str).to_numpy()[:3]
+                notices.append(
+                    f"column {name!r} holds numbers except {n_bad} value(s) such as "
+                    f"{', '.join(map(repr, bad))}; it is treated as categorical; to use it as numbers, "
+                    f"empty those cells or pass --numeric {name} (they then count as missing)"
+                )
+        integral = values is not None and _is_integral(values)
+        if values is None or integral:
+            unique_per_row = n_distinct == n and n >= 20
+            if unique_per_row and values is None:
+                dropped.append((name, "identifier"))
+                notices.append(f"column {name!r} dropped: a different text in every row, like an identifier")
+                continue
+            if unique_per_row and integral:
+                sorted_ = bool(np.all(np.diff(values) > 0) or np.all(np.diff(values) < 0))
+                gapless = values.max() - values.min() == n - 1
+                if sorted_ or gapless:
+                    dropped.append((name, "identifier"))
+                    notices.append(
+                        f"column {name!r} dropped: a different integer in every row, like an identifier; "
+                        f"pass --numeric {name} to keep it"
+                    )
+                    continue
+        if values is None:
+            specs.append(ColumnSpec(name, "categorical", dtype))
+        elif integral and n_distinct <= max_code_levels:
+            specs.append(ColumnSpec(name, "categorical", dtype))
+            codes.append(name)
+        else:
+            specs.append(ColumnSpec(name, "numeric", dtype))
+    if all_missing:
+        raise DataError(
+            f"column(s) {', '.join(map(repr, all_missing))} have no values at all (every cell is missing); "
+            f"drop them with --drop {' '.join(all_missing)}"
+        )
+    if codes:
+        notices.append(
+            f"integer column(s) {', '.join(map(repr, codes))} have at most {max_code_levels} distinct values "
+            "and are treated as categories; pass --numeric NAME to treat one as a number"
+        )
+    if not specs:
+        raise DataError(
+            f"no feature columns are left besides the target {target!r} "
+            f"(dropped: {', '.join(f'{c} ({r})' for c, r in dropped) or 'none'}); "
+            "the table needs at least one usable feature column"
+        )
+    return Schema(columns=tuple(specs), dropped=tuple(dropped)), notices

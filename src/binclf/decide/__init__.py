@@ -1,0 +1,1 @@
+"""From scores to decisions: calibration, thresholds for an objective, metrics with intervals."""

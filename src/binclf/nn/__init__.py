@@ -1,0 +1,1 @@
+"""PyTorch pieces: pure tensor math (functional), losses, and the single-logit models."""
