@@ -16,6 +16,7 @@ from binclf.doctor import FINDING_CODES, Finding, Report, check, load_object, ru
 from binclf.errors import ConfigError, DataError
 from binclf.nn.models import MLP, LogisticModel, init_output_bias
 
+DATA = Path(__file__).parent / "data"
 MODELS = Path(__file__).parent / "doctor_models"
 N, D = 512, 8
 
@@ -574,8 +575,77 @@ def test_run_keeps_numeric_targets_so_bad_targets_show(csv_path: Path):
     assert report.get("bad-targets").severity == "error"
 
 
-def test_run_data_errors(csv_path: Path):
-    with pytest.raises(DataError, match="has no column 'nope'"):
+def test_run_data_errors_are_trains(csv_path: Path):
+    # The same reader and target check as binclf train, so the same messages.
+    with pytest.raises(DataError, match="target column 'nope' is not in the table; the columns are 'a'"):
         run(f"{MODELS / 'good_mlp.py'}:GoodNet", data_path=csv_path, target="nope")
-    with pytest.raises(DataError, match="data file not found"):
+    with pytest.raises(DataError, match="x.csv: no such file"):
         run(f"{MODELS / 'good_mlp.py'}:GoodNet", data_path=csv_path.with_name("x.csv"), target="label")
+    xlsx = csv_path.with_suffix(".xlsx")
+    xlsx.write_bytes(csv_path.read_bytes())
+    with pytest.raises(DataError, match="unknown file type '.xlsx'"):
+        run(f"{MODELS / 'good_mlp.py'}:GoodNet", data_path=xlsx, target="label")
+
+
+def test_run_reads_parquet_as_it_reads_csv(csv_path: Path):
+    import pyarrow.csv
+    import pyarrow.parquet
+
+    pq_path = csv_path.with_suffix(".parquet")
+    pyarrow.parquet.write_table(pyarrow.csv.read_csv(csv_path), pq_path)
+    args = dict(target="label", loss_spec=f"{MODELS / 'forum_relu.py'}:criterion")
+    from_csv = run(f"{MODELS / 'forum_relu.py'}:ForumNet", data_path=csv_path, **args)
+    from_parquet = run(f"{MODELS / 'forum_relu.py'}:ForumNet", data_path=pq_path, **args)
+    assert from_parquet.findings == from_csv.findings
+    assert from_parquet.summary[1:] == from_csv.summary[1:]
+    assert "nonneg-output" in from_parquet.codes
+
+
+def test_run_positive_class_is_trains_where_the_old_rule_was_not():
+    # Smarket's Direction is Up (648 rows) / Down (602): no usual pair, so train takes the
+    # rarer class, Down; the doctor's old rule (the label sorting last) took Up.
+    from binclf.data import encode_target
+    from binclf.io import read_table
+
+    data = DATA / "smarket.csv"
+    _, _, info, _ = encode_target(read_table(data)["Direction"], column="Direction")
+    assert info.positive == "Down"
+    report = run(f"{MODELS / 'good_mlp.py'}:GoodNet", data_path=data, target="Direction")
+    assert "'Up' -> 0, 'Down' -> 1" in report.get("target-mapping").observed
+    assert any("positive class of 'Direction': 'Down' (the rarer class" in s for s in report.summary)
+    flipped = run(f"{MODELS / 'good_mlp.py'}:GoodNet", data_path=data, target="Direction", positive="Up")
+    assert "'Down' -> 0, 'Up' -> 1" in flipped.get("target-mapping").observed
+
+
+def test_run_two_valued_numeric_target_keeps_its_values_and_trains_positive(tmp_path: Path):
+    # {1, 2} fed as is to a loss is a bug to report; its fix maps train's positive class
+    # (the rarer value, 1 here) to 1, not the larger value.
+    rng = np.random.default_rng(0)
+    df = pd.DataFrame({"a": rng.normal(size=200), "grade": np.where(np.arange(200) < 60, 1, 2)})
+    path = tmp_path / "grades.csv"
+    df.to_csv(path, index=False)
+    report = run(f"{MODELS / 'good_mlp.py'}:GoodNet", data_path=path, target="grade")
+    bad = report.get("bad-targets")
+    assert bad.severity == "error" and "y = (y == 1).float()  # {2, 1} -> {0, 1}" in bad.fix
+
+
+def test_run_prepares_inputs_as_train_does(tmp_path: Path):
+    # The old doctor fed raw numbers and then blamed the model for their scale
+    # (unscaled-inputs, bias-not-prior, saturated-logits); train scales them.
+    rng = np.random.default_rng(1)
+    n = 400
+    df = pd.DataFrame(
+        {
+            "year": rng.integers(1990, 2020, size=n) * 1.0,
+            "income": rng.lognormal(10, 1, size=n),
+            "ratio": rng.normal(0, 0.01, size=n),
+            "id": np.arange(n),
+        }
+    )
+    df["label"] = np.where(df["ratio"] + 0.01 * rng.normal(size=n) > 0, "yes", "no")
+    path = tmp_path / "scales.csv"
+    df.to_csv(path, index=False)
+    report = run(f"{MODELS / 'good_mlp.py'}:GoodNet", data_path=path, target="label")
+    assert not {"unscaled-inputs", "saturated-logits", "bias-not-prior"} & set(report.codes), str(report)
+    assert "not used as features, as in binclf train: 'id' (identifier)" in report.summary
+    assert "x 3 features" in report.summary[3]

@@ -563,13 +563,14 @@ def _run_demo(*, out: Path | None, force: bool, seed: int, train_kw: dict[str, A
 @click.argument("model_spec", metavar="FILE.py:NAME")
 @click.option("--data", "data_path", required=True, type=click.Path(path_type=Path), help="CSV/Parquet with a batch.")
 @click.option("--target", "-t", required=True, help="The yes/no column.")
+@click.option("--positive", help="Which of the target's two values is the positive class [default: as train chooses].")
 @click.option("--loss", "loss_spec", metavar="FILE.py:NAME", help="The loss you train with [default: BCEWithLogitsLoss].")
 @click.option("--batch-size", type=click.IntRange(2), default=512, show_default=True, help="Rows to check on.")
 @click.option("--probe", is_flag=True, help="Also run a short training probe (learning rate too high?).")
 @click.option("--seed", type=int, default=0, show_default=True)
 @handle_errors
-def doctor(model_spec: str, data_path: Path, target: str, loss_spec: str | None, batch_size: int, probe: bool,
-           seed: int) -> None:
+def doctor(model_spec: str, data_path: Path, target: str, positive: str | None, loss_spec: str | None,
+           batch_size: int, probe: bool, seed: int) -> None:
     """Find classic binary-classification bugs in your own PyTorch model.
 
     NAME is an nn.Module class or a factory function in FILE.py. Exit code 1
@@ -578,8 +579,8 @@ def doctor(model_spec: str, data_path: Path, target: str, loss_spec: str | None,
     from binclf import doctor as doctor_module
 
     report = doctor_module.run(
-        model_spec, data_path=data_path, target=target, loss_spec=loss_spec, batch_size=batch_size, probe=probe,
-        seed=seed,
+        model_spec, data_path=data_path, target=target, positive=positive, loss_spec=loss_spec,
+        batch_size=batch_size, probe=probe, seed=seed,
     )
     click.echo(str(report))
     sys.exit(1 if report.has_errors else 0)

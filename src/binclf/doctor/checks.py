@@ -41,9 +41,12 @@ def _target_summary(y01: Tensor | None) -> str:
 
 
 def _check_targets(
-    ctx: _Ctx, y_in: Any, *, n: int, device: torch.device
+    ctx: _Ctx, y_in: Any, *, n: int, device: torch.device, positive: float | None = None
 ) -> tuple[Tensor | None, Tensor | None]:
-    """Return the targets as given (a tensor) and a float 0/1 version for the other checks."""
+    """Return the targets as given (a tensor) and a float 0/1 version for the other checks.
+
+    Of two values other than 0 and 1, ``positive`` is the positive class (default: the larger).
+    """
     if not isinstance(y_in, Tensor):
         arr = np.asarray(y_in)
         if arr.dtype.kind in "OUSM":
@@ -111,18 +114,21 @@ def _check_targets(
     if uniq.numel() == 2:
         lo, hi = float(uniq[0]), float(uniq[1])
         n_hi = int((flat == hi).sum())
+        pos, neg = (lo, hi) if positive is not None and float(positive) == lo else (hi, lo)
         if (lo, hi) == (-1.0, 1.0):
-            fix = "    y = (y > 0).float()  # {-1, 1} -> {0, 1}"
             hurt = (
                 "With y = -1 the BCE term -y*log(p) becomes +log(p): the loss rewards predicting "
                 "p -> 0 for those rows and is unbounded below, so training diverges or learns nonsense."
             )
         else:
-            fix = f"    y = (y == {_fmt(hi)}).float()  # {{{_fmt(lo)}, {_fmt(hi)}}} -> {{0, 1}}"
             hurt = (
                 "BCE is only a likelihood for targets in [0, 1]: with these values the loss has no "
                 "minimum at the right answer (it can go negative or grow without bound)."
             )
+        if (lo, hi) == (-1.0, 1.0) and pos == hi:
+            fix = "    y = (y > 0).float()  # {-1, 1} -> {0, 1}"
+        else:
+            fix = f"    y = (y == {_fmt(pos)}).float()  # {{{_fmt(neg)}, {_fmt(pos)}}} -> {{0, 1}}"
         ctx.add(
             "bad-targets",
             "error",
@@ -131,7 +137,7 @@ def _check_targets(
             hurt,
             "Map the positive class to 1 and the other to 0 before training:\n" + fix,
         )
-        return y, (flat == hi).float()
+        return y, (flat == pos).float()
     ctx.add(
         "bad-targets",
         "error",

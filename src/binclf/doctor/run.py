@@ -17,7 +17,10 @@ is skipped with a ``hint``; :func:`check` itself never raises on a user's model.
 
 :func:`run` is what ``binclf doctor FILE.py:NAME --data DATA.csv --target COL``
 calls: it loads the model (and loss) from a file with :func:`load_object`, reads
-a batch from the CSV and calls :func:`check`.
+the table as ``binclf train`` does (:func:`binclf.io.read_table`, CSV or Parquet;
+the target by :func:`binclf.data.encode_target`; the features by
+:func:`binclf.data.infer_schema` and a fitted ``Preprocessor``), samples a batch
+and calls :func:`check`.
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ import importlib.util
 import inspect
 import sys
 import warnings
+from dataclasses import dataclass
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -97,6 +101,7 @@ def check(
     x: Tensor | np.ndarray,
     y: Tensor | np.ndarray | Sequence[Any],
     *,
+    positive: float | None = None,
     threshold: float = 0.5,
     probe_steps: int = 0,
     lr: float | None = None,
@@ -109,15 +114,43 @@ def check(
 
     Runs the model (in training mode, on a deep copy, without gradients) on the
     batch and on four probe batches (``-x``, ``10 x``, ``N(0, 1)``,
-    ``10 N(0, 1)``), calls the loss, and returns a :class:`Diagnosis`. ``loss_fn`` is
-    called as ``loss_fn(output, target)``; ``None`` means ``nn.BCEWithLogitsLoss()``.
+    ``10 N(0, 1)``), calls the loss, and returns what it observed. Never raises on
+    a user's model or loss: a check that cannot run is a ``check-skipped`` hint.
 
-    ``threshold`` is the decision threshold in use (the imbalance check only
-    fires at 0.5); ``sampler_used=True`` declares a class-balancing sampler.
-    ``probe_steps > 0`` also trains a copy for that many full-batch steps with
-    ``optimizer`` (an optimizer instance, class or ``params -> optimizer``
-    callable; default Adam) at ``lr`` (default: the optimizer's, else 1e-3) and
-    reports a rising loss. ``feature_names`` name the columns in messages.
+    Parameters
+    ----------
+    model : nn.Module
+        The user's model; not modified.
+    loss_fn : callable or None
+        Called as ``loss_fn(output, target)``; ``None`` means ``nn.BCEWithLogitsLoss()``.
+    x : Tensor or ndarray, shape (n, n_features)
+        The inputs of one batch.
+    y : Tensor, ndarray or sequence, shape (n,)
+        The targets of the batch, as the loss would get them.
+    positive : float, optional
+        When ``y`` takes two values other than 0 and 1, the one that is the positive
+        class (default: the larger); the fix of ``bad-targets`` maps it to 1.
+    threshold : float
+        The decision threshold in use: the imbalance check only fires at 0.5.
+    probe_steps : int
+        When > 0, also train a copy for that many full-batch steps and report a
+        rising loss (``lr-too-high``).
+    lr : float, optional
+        Learning rate of the probe (default: the optimizer's, else 1e-3).
+    optimizer : optional
+        An optimizer instance, class or ``params -> optimizer`` callable for the
+        probe; default Adam.
+    sampler_used : bool
+        True declares a class-balancing sampler (no imbalance warning).
+    feature_names : sequence of str, optional
+        Names of the columns of ``x``, used in messages.
+    seed : int
+        Seed of the probes; the caller's random state is restored afterwards.
+
+    Returns
+    -------
+    Diagnosis
+        The findings, errors first, and summary lines.
     """
     ctx = _Ctx()
     if loss_fn is None:
@@ -133,6 +166,7 @@ def check(
                 loss_fn,
                 x,
                 y,
+                positive=positive,
                 threshold=threshold,
                 probe_steps=probe_steps,
                 lr=lr,
@@ -152,6 +186,7 @@ def _check(
     x_in: Any,
     y_in: Any,
     *,
+    positive: float | None,
     threshold: float,
     probe_steps: int,
     lr: float | None,
@@ -174,7 +209,7 @@ def _check(
     )
 
     # ---- targets
-    y, y01 = _check_targets(ctx, y_in, n=n, device=device)
+    y, y01 = _check_targets(ctx, y_in, n=n, device=device, positive=positive)
 
     # ---- inputs
     if not torch.isfinite(x).all():
@@ -354,8 +389,23 @@ def load_object(spec: str, *, n_features: int | None = None) -> Any:
     - any other function (e.g. ``def my_loss(output, target)``) and any instance
       (``criterion = nn.BCELoss()``) is returned as is.
 
-    Raises :class:`~binclf.errors.ConfigError` when the file or the name is missing,
-    the file fails to import, or the object cannot be built.
+    Parameters
+    ----------
+    spec : str
+        ``"FILE.py:NAME"``.
+    n_features : int, optional
+        The number of input features, for a constructor or factory that needs it.
+
+    Returns
+    -------
+    object
+        The built object (a model, a loss) or the named object itself.
+
+    Raises
+    ------
+    ConfigError
+        The file or the name is missing, the file fails to import, or the object
+        cannot be built.
     """
     path_text, sep, name = spec.rpartition(":")
     if not sep or not path_text or not name or not name.isidentifier():
@@ -392,34 +442,110 @@ def load_object(spec: str, *, n_features: int | None = None) -> Any:
 
 # --------------------------------------------------------------------------- run (CLI)
 
-_POSITIVE_WORDS = ("1", "yes", "y", "true", "t", "pos", "positive", "1.0")
+
+@dataclass(frozen=True)
+class _Batch:
+    """A batch read from a table, prepared as ``binclf train`` prepares its inputs."""
+
+    x: np.ndarray  # (n, n_features) float32: imputed, scaled, one-hot
+    y: np.ndarray  # (n,) float32: 0/1, or the raw numbers/codes of a target check() should flag
+    positive: float | None  # which raw number is the positive class, for a two-valued numeric target
+    feature_names: list[str]
+    notices: list[str]  # train's notices on the target (positive class, dropped rows), dropped columns
+    mapping: Finding | None  # the target-mapping hint, for text targets
 
 
-def _encode_target(col: Any, target: str) -> tuple[np.ndarray, Finding | None]:
-    """Text and booleans become 0/1 (kept visible in a hint); numbers are kept as they are."""
+def _is_number_label(v: Any) -> bool:
+    return isinstance(v, (int, float, np.integer, np.floating)) and not isinstance(v, (bool, np.bool_))
+
+
+def _read_batch(
+    path: Path, *, target: str, positive: Any, batch_size: int, seed: int
+) -> tuple[_Batch, int]:
+    """Read ``path`` like ``binclf train`` does, then sample ``batch_size`` rows; also returns their count.
+
+    The table is read by :func:`binclf.io.read_table` (CSV or Parquet); a two-valued target
+    is encoded by :func:`binclf.data.encode_target` (train's positive-class rule and
+    notices); the features by :func:`binclf.data.infer_schema` and a
+    :class:`~binclf.data.preprocessing.Preprocessor` fitted on the whole table. Rows with
+    a missing target are dropped. Targets that train would reject (one class, more than
+    two) and two-valued numeric targets other than 0/1 are passed on as they are, so that
+    :func:`check` reports them the way the user's own training loop would meet them.
+    """
     import pandas as pd
 
-    if pd.api.types.is_bool_dtype(col):
-        return col.to_numpy(np.float32), None
-    if pd.api.types.is_numeric_dtype(col):
-        return col.to_numpy(np.float64).astype(np.float32), None
-    labels = [str(v) for v in pd.unique(col.astype(str))]
-    if len(labels) != 2:
-        codes = pd.Categorical(col.astype(str)).codes.astype(np.float32)
-        return codes, None  # check() reports the non-binary target
-    positive = next((v for v in labels if v.strip().lower() in _POSITIVE_WORDS), sorted(labels)[1])
-    negative = next(v for v in labels if v != positive)
-    encoded = (col.astype(str) == positive).to_numpy(np.float32)
-    hint = Finding(
-        "target-mapping",
-        "hint",
-        f"target `{target}` is text: {negative!r} -> 0, {positive!r} -> 1 "
-        f"({int(encoded.sum())} positive rows in the batch)",
-        "The positive class decides what pos_weight, recall and the threshold refer to.",
-        "If the other value is your positive class, map it explicitly in your pipeline:\n"
-        f"    y = (df[{target!r}] == {negative!r}).astype('float32')",
+    from binclf.data import encode_target, infer_schema
+    from binclf.data.preprocessing import Preprocessor, check_finite
+    from binclf.io import read_table
+
+    df = read_table(path)
+    if target not in df.columns:
+        infer_schema(df, target=target)  # raises the error train raises: close names, the column list
+    col = df[target]
+    present = col.notna().to_numpy()
+    if not present.any():
+        raise DataError(f"{path}: column {target!r} has no values")
+    notices: list[str] = []
+    positive_value: float | None = None
+    mapping: Finding | None = None
+    if col[present].nunique() == 2:
+        y_all, keep, info, notices = encode_target(col, column=target, positive=positive, drop_missing=True)
+        if all(map(_is_number_label, (info.positive, info.negative))) and {
+            float(info.positive),
+            float(info.negative),
+        } != {0.0, 1.0}:
+            # {-1, 1} or {1, 2}: fed as they are to a loss, a classic bug to report.
+            y_all = col[keep].to_numpy(np.float64).astype(np.float32)
+            positive_value = float(info.positive)
+    else:
+        if positive is not None:
+            raise DataError(
+                f"positive={positive!r} needs a two-valued target; {target!r} has "
+                f"{col[present].nunique()} distinct values"
+            )
+        keep = present
+        kept = col[keep]
+        if pd.api.types.is_bool_dtype(kept.dtype) or pd.api.types.is_numeric_dtype(kept.dtype):
+            y_all = kept.to_numpy(np.float64).astype(np.float32)
+        else:
+            y_all = pd.Categorical(kept.astype(str)).codes.astype(np.float32)  # check() reports it
+        info = None
+    rows = np.flatnonzero(keep)
+    df = df.loc[keep].reset_index(drop=True)
+    schema, _ = infer_schema(df, target=target)  # its notices name train's options (--numeric ...)
+    check_finite(df, schema.numeric, source=str(path), rows=rows)
+    prep = Preprocessor(schema=schema).fit(df)
+    sample = df.sample(n=min(batch_size, len(df)), random_state=seed)
+    picked = sample.index.to_numpy()
+    y = y_all[picked]
+    if info is not None and not _is_number_label(info.positive) and not isinstance(info.positive, (bool, np.bool_)):
+        n_pos = int((y == 1.0).sum())
+        mapping = Finding(
+            "target-mapping",
+            "hint",
+            f"target `{target}` is text: {info.negative!r} -> 0, {info.positive!r} -> 1 "
+            f"({n_pos} positive rows in the batch)",
+            "The positive class decides what pos_weight, recall and the threshold refer to.",
+            "If the other value is your positive class, map it explicitly in your pipeline (and pass "
+            f"--positive {info.negative} to binclf):\n"
+            f"    y = (df[{target!r}] == {info.negative!r}).astype('float32')",
+        )
+    batch = _Batch(
+        x=prep.transform(sample.reset_index(drop=True)),
+        y=y,
+        positive=positive_value,
+        feature_names=list(prep.feature_names_),
+        notices=notices + _dropped_notice(schema.dropped),
+        mapping=mapping,
     )
-    return encoded, hint
+    return batch, len(sample)
+
+
+def _dropped_notice(dropped: Sequence[tuple[str, str]]) -> list[str]:
+    if not dropped:
+        return []
+    listing = ", ".join(f"{name!r} ({reason})" for name, reason in dropped)
+    return [f"not used as features, as in binclf train: {listing}"]
 
 
 def run(
@@ -427,6 +553,7 @@ def run(
     *,
     data_path: str | Path,
     target: str,
+    positive: Any = None,
     loss_spec: str | None = None,
     batch_size: int = 512,
     probe: bool = False,
@@ -434,40 +561,53 @@ def run(
 ) -> Diagnosis:
     """What ``binclf doctor FILE.py:NAME --data DATA.csv --target COL`` does.
 
-    Reads the CSV (numeric columns as they are, text columns one-hot encoded,
-    missing values filled with the column median), samples ``batch_size`` rows,
-    builds the model from ``model_spec`` with the number of feature columns, the
-    loss from ``loss_spec`` (default ``nn.BCEWithLogitsLoss()``, which is what
-    binclf assumes: the model returns logits) and calls :func:`check`;
-    ``probe=True`` adds a 20-step learning-rate probe. Numeric targets are kept
-    as they are, so {-1, 1} or {1, 2} targets are reported.
-    """
-    import pandas as pd
+    Reads the table as ``binclf train`` does (CSV or Parquet; the positive class by
+    train's rule; features imputed, scaled and one-hot encoded by a fitted
+    :class:`~binclf.data.preprocessing.Preprocessor`), samples ``batch_size`` rows,
+    builds the model with the number of input features and the loss, and calls
+    :func:`check` on the batch.
 
+    Parameters
+    ----------
+    model_spec : str
+        ``"FILE.py:NAME"``: an ``nn.Module`` class or factory (see :func:`load_object`).
+    data_path : str or Path
+        The table, ``.csv`` (``.tsv``, ``.txt``, optionally gzipped) or ``.parquet``.
+    target : str
+        The yes/no column. Rows where it is missing are dropped.
+    positive : optional
+        The label of the positive class (as ``binclf train --positive``); default:
+        the obvious one of 1/0, yes/no, true/false ..., else the rarer class.
+    loss_spec : str, optional
+        ``"FILE.py:NAME"`` of the loss; default ``nn.BCEWithLogitsLoss()`` (binclf
+        assumes models return logits).
+    batch_size : int
+        Rows to check on (at least 2).
+    probe : bool
+        Also run a 20-step learning-rate probe (Adam, lr 1e-3, full batch) on a copy
+        of the model.
+    seed : int
+        Seed of the row sample, the model's initialisation and the probes.
+
+    Returns
+    -------
+    Diagnosis
+        The findings; targets train would reject, and two-valued numeric targets
+        other than 0/1 ({-1, 1}, {1, 2}), are passed on as they are, so they are
+        reported as ``bad-targets``.
+
+    Raises
+    ------
+    DataError
+        The file cannot be read, has no such column, or holds infinite numbers.
+    ConfigError
+        The model or loss cannot be loaded or built.
+    """
     if batch_size < 2:
         raise ConfigError(f"batch_size must be >= 2, got {batch_size}")
     path = Path(data_path)
-    if not path.is_file():
-        raise DataError(f"data file not found: {path}")
-    try:
-        df = pd.read_csv(path)
-    except Exception as exc:
-        raise DataError(f"cannot read {path} as CSV: {_first_line(exc)}") from exc
-    if target not in df.columns:
-        raise DataError(f"{path} has no column {target!r}; columns: {', '.join(map(str, df.columns))}")
-    df = df[df[target].notna()]
-    if len(df) == 0:
-        raise DataError(f"{path}: column {target!r} has no values")
-    df = df.sample(n=min(batch_size, len(df)), random_state=seed).reset_index(drop=True)
-    y, mapping = _encode_target(df[target], target)
-    features = df.drop(columns=[target])
-    text = [c for c in features.columns if not pd.api.types.is_numeric_dtype(features[c])]
-    features = pd.get_dummies(features, columns=text, dtype=np.float32) if text else features
-    features = features.astype(np.float64)
-    features = features.fillna(features.median()).fillna(0.0)
-    if features.shape[1] == 0:
-        raise DataError(f"{path} has no feature columns besides {target!r}")
-    x = torch.tensor(features.to_numpy(np.float32))
+    batch, n_rows = _read_batch(path, target=target, positive=positive, batch_size=batch_size, seed=seed)
+    x = torch.from_numpy(batch.x)
 
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
@@ -481,12 +621,13 @@ def run(
         model,
         loss_fn,
         x,
-        torch.tensor(y),
+        torch.from_numpy(batch.y),
+        positive=batch.positive,
         probe_steps=20 if probe else 0,
-        feature_names=[str(c) for c in features.columns],
+        feature_names=batch.feature_names,
         seed=seed,
     )
-    extra: list[Finding] = [mapping] if mapping is not None else []
+    extra: list[Finding] = [batch.mapping] if batch.mapping is not None else []
     if loss_spec is None and report.get("double-sigmoid") is not None:
         extra.append(
             Finding(
@@ -499,5 +640,9 @@ def run(
                 "Pass your loss: --loss FILE.py:NAME, or drop the sigmoid from the model.",
             )
         )
-    summary = (f"data: {path} ({len(df)} rows sampled), target `{target}`",) + report.summary
+    summary = (
+        f"data: {path} ({n_rows} rows sampled), target `{target}`",
+        *batch.notices,
+        *report.summary,
+    )
     return Diagnosis(findings=report.findings + tuple(extra), summary=summary)
