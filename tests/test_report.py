@@ -182,6 +182,38 @@ def test_threshold_metrics_match_binary_metrics():
         assert tm["balanced_accuracy"][i] == pytest.approx(m["balanced_accuracy"])
 
 
+def _page_text(page: str) -> str:
+    """The page with each embedded PNG cut to a marker (its pixels depend on matplotlib and fonts)."""
+    import re
+
+    return re.sub(r"data:image/png;base64,[A-Za-z0-9+/=]+", "data:image/png;base64,PNG", page)
+
+
+def test_page_is_unchanged_for_the_same_inputs(data_dir):
+    """The HTML around the images is pinned: a refactor of report/ must not change the page.
+
+    After an intended change, rewrite the file: BINCLF_UPDATE_GOLDEN=1 pytest tests/test_report.py
+    """
+    import os
+
+    y, p_raw, p = _arrays()
+    history = [{"epoch": i + 1, "train_loss": 0.7 - 0.02 * i, "valid_loss": 0.7 - 0.01 * i} for i in range(10)]
+    data = report_data(
+        y=y, proba=p, proba_uncalibrated=p_raw, proba_uncorrected=np.clip(p_raw * 1.2, 0, 1),
+        policy=choose_threshold(y, p, "cost:1,5", n_boot=30, abstain_precision=0.9), history=history,
+        summary=_summary(), notices=["a notice <with markup>"], valid_metrics={"roc_auc": 0.8, "log_loss": 0.4},
+        calibration={"method": "platt", "reason": "lowest cross-validated log-loss", "cv_log_loss": {"none": 0.5,
+                     "platt": 0.45}, "cv_folds": 5, "log_loss_before": 0.5, "log_loss_after": 0.45, "n": 120},
+        n_boot=50,
+    )
+    data["generated"] = "(time)"
+    page = _page_text(render_html(data))
+    golden = data_dir / "report_page.html"
+    if os.environ.get("BINCLF_UPDATE_GOLDEN"):
+        golden.write_text(page, encoding="utf-8")
+    assert page == golden.read_text(encoding="utf-8")
+
+
 # --------------------------------------------------------------------------- command line
 
 
