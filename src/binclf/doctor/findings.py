@@ -49,11 +49,19 @@ FINDING_CODES: dict[str, str] = {
 class Finding:
     """One problem (or note) found by :func:`~binclf.doctor.check`.
 
-    ``code`` is a stable short id (see :data:`FINDING_CODES`), ``severity`` one of
-    ``"error"`` (the model cannot learn the task as written), ``"warning"`` (it
-    trains, badly or fragilely) or ``"hint"``. ``observed`` states what was
-    measured, with numbers; ``why`` why it matters; ``fix`` the code change
-    (lines starting with four spaces are code).
+    Parameters
+    ----------
+    code : str
+        A stable short id, one of :data:`FINDING_CODES`.
+    severity : {"error", "warning", "hint"}
+        ``"error"``: the model cannot learn the task as written; ``"warning"``: it
+        trains, badly or fragilely; ``"hint"``: a note.
+    observed : str
+        What was measured, with numbers.
+    why : str
+        Why it matters.
+    fix : str
+        The change to make; lines starting with four spaces are code.
     """
 
     code: str
@@ -87,8 +95,15 @@ class Finding:
 class Diagnosis:
     """The findings of :func:`~binclf.doctor.check`, errors first, and a few summary lines.
 
-    Iterating a report yields its findings; ``str(report)`` is the text the
+    Iterating a diagnosis yields its findings; ``str(diagnosis)`` is the text the
     command line prints (lines shorter than 100 characters).
+
+    Parameters
+    ----------
+    findings : tuple of Finding
+        In any order; kept sorted by severity (errors, warnings, hints).
+    summary : tuple of str
+        Lines printed before the findings (the data, the model, the targets).
     """
 
     findings: tuple[Finding, ...] = ()
@@ -157,7 +172,7 @@ class Diagnosis:
         }
 
 
-#: The name this class had before ``binclf.report`` (the model report) made it ambiguous.
+#: The former name of :class:`Diagnosis`, still importable (it read like ``binclf.report``, the model report).
 Report = Diagnosis
 
 
