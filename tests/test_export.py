@@ -295,3 +295,22 @@ def test_command_line_export_prints_the_signature_and_matches_predict(tmp_path):
     assert label.astype(str).tolist() == want["prediction"].astype(str).tolist()
     r = run("export", tmp_path / "missing-bundle", "-o", tmp_path / "x.onnx")
     assert r.returncode == 2 and r.stderr.startswith("error: ") and len(r.stderr.strip().splitlines()) == 1
+
+
+def test_boolean_levels_match_any_case_and_text_levels_match_exactly():
+    rng = np.random.default_rng(0)
+    n = 200
+    df = pd.DataFrame({"flag": rng.choice(["True", "False"], n), "kind": rng.choice(["a", "b"], n),
+                       "x": rng.normal(size=n)})
+    df["y"] = np.where((df["flag"] == "True") ^ (rng.random(n) < 0.2), "yes", "no")
+    options = TrainOptions(target="y", model="logistic", categorical=("flag",), calibration="none", max_epochs=3,
+                           n_boot=20)
+    predictor = train_table(df, options).predictor
+    assert sorted(predictor.preprocessor.categorical_[0]["levels"]) == ["False", "True"]
+    session = _session(predictor)
+    rows = pd.DataFrame({"flag": ["True", "true", " TRUE ", "False", "false", "maybe"],
+                         "kind": ["a", "a", "a", "a", "a", "A"], "x": [0.0] * 6})
+    got = session.run(["probability"], _feeds(predictor, rows))[0]
+    want = predictor.predict_proba(rows)
+    np.testing.assert_allclose(got, want, rtol=0, atol=TOL)
+    assert got[0] == got[1] == got[2] and got[3] == got[4]
