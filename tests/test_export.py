@@ -314,3 +314,13 @@ def test_boolean_levels_match_any_case_and_text_levels_match_exactly():
     want = predictor.predict_proba(rows)
     np.testing.assert_allclose(got, want, rtol=0, atol=TOL)
     assert got[0] == got[1] == got[2] and got[3] == got[4]
+
+
+@pytest.mark.parametrize("scaling", ["standard", "quantile"])
+def test_other_numeric_scalings_match_the_predictor(table, scoring, scaling):
+    options = TrainOptions(target="Purchase", model="logistic", categorical=("StoreID",), calibration="platt",
+                           max_epochs=3, n_boot=20, numeric_scaling=scaling)
+    predictor = train_table(table, options).predictor
+    assert predictor.preprocessor.numeric == scaling
+    diff, _, wrong = _compare(predictor, scoring)
+    assert diff <= TOL and wrong == 0
