@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import json
 import subprocess
-from dataclasses import replace
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -19,18 +19,18 @@ import pytest
 onnx = pytest.importorskip("onnx")
 ort = pytest.importorskip("onnxruntime")
 
-from binclf import Predictor, read_table  # noqa: E402
-from binclf.decide.calibration import (  # noqa: E402
+from binclf import Predictor, read_table
+from binclf.decide.calibration import (
     BetaCalibrator,
     IdentityCalibrator,
     IsotonicCalibrator,
     PlattCalibrator,
     TemperatureCalibrator,
 )
-from binclf.export import ExportError, build_onnx, export_onnx  # noqa: E402
-from binclf.export.graph import THRESHOLD_SLACK  # noqa: E402
-from binclf.predictor import Member  # noqa: E402
-from binclf.train.pipeline import TrainOptions, train_table  # noqa: E402
+from binclf.export import ExportError, build_onnx, export_onnx
+from binclf.export.graph import THRESHOLD_SLACK
+from binclf.predictor import Member
+from binclf.train.pipeline import TrainOptions, train_table
 
 DATA = Path(__file__).parent / "data"
 FIXTURES = Path(__file__).parent / "fixtures"
@@ -144,8 +144,8 @@ def trained(table) -> dict[str, Predictor]:
     out = {}
     for model in ("logistic", "mlp", "ple_mlp", "tabm", "auto"):
         # ple_mlp and tabm members come from the cross-fitted model (--model auto) without its linear member.
-        kind = {"ple_mlp": dict(model="auto", neural_member="ple_mlp", linear_member=False),
-                "tabm": dict(model="auto", neural_member="tabm", linear_member=False)}.get(model, dict(model=model))
+        kind = {"ple_mlp": {"model": "auto", "neural_member": "ple_mlp", "linear_member": False},
+                "tabm": {"model": "auto", "neural_member": "tabm", "linear_member": False}}.get(model, {"model": model})
         options = TrainOptions(
             target="Purchase", categorical=("StoreID",), calibration="none", max_epochs=3,
             n_boot=20, folds=2, hidden=(16, 8), **kind,
@@ -175,7 +175,7 @@ def _with_calibrator(predictor: Predictor, method: str, df: pd.DataFrame) -> Pre
 
 @pytest.mark.parametrize("model", MODELS)
 def test_every_model_matches_the_predictor_on_10000_rows_with_nan_and_unseen_categories(trained, scoring, model):
-    diff, checked, wrong = _compare(trained[model], scoring)
+    diff, _, wrong = _compare(trained[model], scoring)
     print(f"{model}: max |dp| = {diff:.2e}")
     assert diff <= TOL
     assert wrong == 0
@@ -274,8 +274,8 @@ def test_command_line_export_prints_the_signature_and_matches_predict(tmp_path):
     env = {**__import__("os").environ, "OMP_NUM_THREADS": "1"}
     src = str(Path(__file__).resolve().parents[1] / "src")
     env["PYTHONPATH"] = src
-    run = lambda *a: subprocess.run([sys.executable, "-m", "binclf", *map(str, a)],  # noqa: E731
-                                    capture_output=True, text=True, env=env, timeout=300)
+    run = lambda *a: subprocess.run([sys.executable, "-m", "binclf", *map(str, a)],
+                                    capture_output=True, text=True, env=env, timeout=300, check=False)
     r = run("train", DATA / "participation.csv", "-t", "lfp", "--model", "mlp", "--calibration", "beta",
             "-o", tmp_path / "b", "--no-report", "--max-epochs", "3")
     assert r.returncode == 0, r.stderr

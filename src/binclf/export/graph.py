@@ -48,7 +48,7 @@ import torch
 from binclf import __version__
 from binclf.errors import BinclfError
 
-__all__ = ["ExportError", "export_onnx", "build_onnx", "signature", "OPSET", "NULL_SPELLINGS", "THRESHOLD_SLACK"]
+__all__ = ["NULL_SPELLINGS", "OPSET", "THRESHOLD_SLACK", "ExportError", "build_onnx", "export_onnx", "signature"]
 
 OPSET = 20  # RegexFullMatch and string Equal need opset 20
 ML_OPSET = 3
@@ -279,7 +279,7 @@ def _member_logits(g: _Graph, member: Any, x: str, part: str) -> str:
     from binclf.nn.models import MLP, PLEMLP, LogisticModel, TabM
 
     module = member.module.eval()
-    squeeze = lambda y: g.op("Squeeze", y, g.const([-1], "axis", np.int64))  # noqa: E731
+    squeeze = lambda y: g.op("Squeeze", y, g.const([-1], "axis", np.int64))
     if type(module) is LogisticModel:
         lin = module.output
         return squeeze(g.linear(x, lin.weight.detach().numpy(), lin.bias.detach().numpy(), f"{part}_out"))
