@@ -586,5 +586,24 @@ def doctor(model_spec: str, data_path: Path, target: str, positive: str | None, 
     sys.exit(1 if report.has_errors else 0)
 
 
+# -- export ----------------------------------------------------------------------------------------
+@main.command()
+@click.argument("bundle", type=click.Path(path_type=Path))
+@click.option("--output", "-o", required=True, type=click.Path(path_type=Path), help="The ONNX file to write.")
+@handle_errors
+def export(bundle: Path, output: Path) -> None:
+    """Write BUNDLE as one ONNX graph: raw columns in, `probability` and `label` out."""
+    from binclf.export import export_onnx
+
+    sig = export_onnx(bundle, output)
+    for d in sig["inputs"]:
+        click.echo(f"input  {d['name']}: {d['type']} [N] (missing: {d['missing']})")
+    prob, label = sig["outputs"]
+    click.echo(f"output probability: float32 [N] ({prob['meaning']})")
+    click.echo(f"output label: string [N] (one of {', '.join(map(repr, label['values']))}; "
+               f"threshold {sig['threshold']:.6g})")
+    _say(f"wrote {output} (signature in its metadata_props['binclf.signature'])")
+
+
 if __name__ == "__main__":  # pragma: no cover
     main()
