@@ -30,6 +30,7 @@ import csv
 import io
 import json
 import math
+import operator
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -47,8 +48,8 @@ __all__ = ["InputError", "Problem", "Columns", "RowDecoder", "MISSING_TEXTS"]
 MISSING_TEXTS = frozenset(pacsv.ConvertOptions().null_values)
 _MAX_PROBLEMS = 20  # listed in one answer at most; the count says how many more there were
 _CACHE_LIMIT = 10_000  # raw category texts remembered per column (bounded: clients choose the texts)
-_SCALARS = (str, int, float, bool)
 _FAST_NUMBER_TYPES = frozenset([float, int, type(None)])
+_FAST_CODE_TYPES = frozenset([str, int, type(None)])
 
 
 @dataclass(frozen=True)
@@ -148,8 +149,9 @@ class RowDecoder:
             [st["name"] for st in preprocessor.numeric_ if st["indicator"]]
             + [st["name"] for st in preprocessor.categorical_ if st["missing"]]
         )
+        self._getter = operator.itemgetter(*self.names)
         # Raw text -> code, per categorical column: most requests repeat a few spellings.
-        self._cache: list[dict[str, int]] = [{} for _ in self.categorical]
+        self._cache: list[dict[Any, int]] = [{None: 0} for _ in self.categorical]
 
     # ------------------------------------------------------------------ shapes
 
@@ -160,11 +162,20 @@ class RowDecoder:
         if not rows:
             raise InputError.one(f"{what} is an empty list; send at least one record")
         problems = _Problems()
-        for i, r in enumerate(rows):
-            if not isinstance(r, dict):
-                problems.add(i, None, f"should be an object of column: value, found {_type_name(r)}")
-        problems.raise_if_any()
-        columns: dict[str, list[Any]] = {}
+        if set(map(type, rows)) != {dict}:
+            for i, r in enumerate(rows):
+                if not isinstance(r, dict):
+                    problems.add(i, None, f"should be an object of column: value, found {_type_name(r)}")
+            problems.raise_if_any()
+        try:  # every column in every record: gathered and transposed in C
+            values = list(map(self._getter, rows))
+        except KeyError:
+            pass  # some record leaves a column out: column by column below
+        else:
+            if len(self.names) == 1:
+                values = [(v,) for v in values]
+            return self._parse(dict(zip(self.names, zip(*values))), len(rows), problems)
+        columns: dict[str, Any] = {}
         for name in self.names:
             if name in self.optional:
                 columns[name] = [r.get(name) for r in rows]  # absent = missing
@@ -323,28 +334,44 @@ class RowDecoder:
 
     @staticmethod
     def _codes(
-        name: str, index: dict[str, int], cache: dict[str, int], values: list[Any], problems: _Problems
+        name: str, index: dict[str, int], cache: dict[Any, int], values: list[Any], problems: _Problems
     ) -> np.ndarray:
-        out = np.empty(len(values), dtype=np.int64)
+        get = cache.get
+        if set(map(type, values)) <= _FAST_CODE_TYPES:  # no bool: True == 1 would find 1's code
+            codes = list(map(get, values))
+            if None in codes:  # spellings not seen yet
+                for i, c in enumerate(codes):
+                    if c is None:
+                        codes[i] = code = _code(values[i], index)
+                        if len(cache) < _CACHE_LIMIT:
+                            cache[values[i]] = code
+            return np.array(codes, dtype=np.int64)
+        out: list[int] = []
+        append = out.append
         for i, v in enumerate(values):
-            if type(v) is str:
-                code = cache.get(v)
+            t = type(v)
+            if t is str or t is int:  # cached by value: str and int keys never collide ("1" != 1)
+                code = get(v)
                 if code is None:
-                    code = 0 if v in MISSING_TEXTS else index.get(canonical_labels([v])[0], 1)
+                    code = _code(v, index)
                     if len(cache) < _CACHE_LIMIT:
                         cache[v] = code
-                out[i] = code
+                append(code)
             elif v is None:
-                out[i] = 0
-            elif isinstance(v, _SCALARS):
-                if isinstance(v, float) and math.isnan(v):
-                    out[i] = 0
-                else:
-                    out[i] = index.get(canonical_labels([v])[0], 1)
+                append(0)
+            elif t is float or t is bool:
+                append(0 if v != v else index.get(canonical_labels([v])[0], 1))  # NaN is missing
             else:
                 problems.add(i, name, f"holds {_kind(v)} where a single value belongs; send text, a number or null")
-                out[i] = 0
-        return out
+                append(0)
+        return np.array(out, dtype=np.int64)
+
+
+def _code(v: str | int, index: dict[str, int]) -> int:
+    """The code of one text or integer category value: 0 missing, 1 unknown, 2.. a level."""
+    if type(v) is str and v in MISSING_TEXTS:
+        return 0
+    return index.get(canonical_labels([v])[0], 1)
 
 
 class _Absent:
