@@ -86,7 +86,7 @@ class Server:
             try:
                 self.proc.wait(10)
             except subprocess.TimeoutExpired:
-                self.proc.kill()
+                os.killpg(self.proc.pid, signal.SIGKILL)  # its own session: the server and its workers
                 self.proc.wait()
 
 
@@ -428,6 +428,55 @@ def test_records_path_missing_spellings():
     np.testing.assert_array_equal(pre.transform_arrays(cols.numbers, cols.codes), pre.transform(frame))
     with pytest.raises(InputError, match=r"row 0, column 'x': should hold a number but holds \"abc\""):
         dec.records([{"x": "abc", "c": "a"}])
+
+
+def test_unexpected_error_is_a_generic_500():
+    """The last resort: an exception inside the app is logged, and answered 500 without its text."""
+    from fastapi.testclient import TestClient
+
+    from binclf.serve import create_app
+
+    pred = Predictor.load(PARTICIPATION)
+
+    def broken(X):
+        raise RuntimeError("boom in /secret/place.py")
+
+    pred.proba_from_inputs = broken
+    with TestClient(create_app(pred)) as client:
+        r = client.post("/predict", content=json.dumps([GOOD]), headers={"content-type": J})
+        assert r.status_code == 500
+        assert r.json()["detail"].startswith("internal server error") and "boom" not in r.text
+        _clean(r.text)
+        assert client.get("/health").status_code == 200  # the server goes on
+        assert 'binclf_errors_total{path="/predict",status="500"} 1.0' in client.get("/metrics").text
+
+
+def test_json_module_fallback(monkeypatch):
+    """Without orjson the answers are the same JSON, and the json module's messages stay precise."""
+    from binclf.serve import app as serve_app
+
+    service = serve_app.Service(Predictor.load(PARTICIPATION))
+    body = json.dumps([GOOD, {**GOOD, "foreign": "yes", "age": None}]).encode()
+    fast = json.loads(service.predict_body("json", body, None)[0])
+    monkeypatch.setattr(serve_app, "orjson", None)
+    assert json.loads(service.predict_body("json", body, None)[0]) == fast
+    with pytest.raises(InputError, match=r"not valid JSON: Expecting value \(line 1, column 2\)"):
+        serve_app.parse_json(b"[,]")
+
+
+def test_workers(tmp_path):
+    """--workers 2: each worker loads the bundle and answers as one would."""
+    server = Server(PARTICIPATION, tmp_path / "workers.log", "--workers", "2")
+    try:
+        pred = Predictor.load(PARTICIPATION)
+        want = pred.predict_proba(pd.DataFrame([GOOD]))[0]
+        for _ in range(6):
+            got = _post_json(server, "/predict", [GOOD]).json()["predictions"][0]["probability"]
+            assert got == pytest.approx(want, abs=1e-6)
+        assert server.client.get("/metadata").json()["target"]["column"] == "lfp"
+    finally:
+        server.client.close()
+        server.stop()
 
 
 def test_parse_size():
