@@ -341,8 +341,11 @@ def test_metrics_and_access_log(part):
 def test_concurrent_clients(part):
     pred = Predictor.load(PARTICIPATION)
     df = read_table(DATA / "participation.csv").drop(columns=["lfp"])
-    want = pred.predict_proba(df)
     records = _records(df)
+    # one row per request, so `binclf predict` on one row each: float32 logits may differ in the
+    # last bits between batch sizes, and a steep isotonic step can amplify that past 1e-6
+    used = sorted({(k * 37 + j * 11) % len(records) for k in range(8) for j in range(20)})
+    want = dict(zip(used, (pred.predict_proba(df.iloc[[i]])[0] for i in used)))
 
     def client(k: int) -> list[tuple[int, float, int]]:
         out = []
