@@ -605,5 +605,22 @@ def export(bundle: Path, output: Path) -> None:
     _say(f"wrote {output} (signature in its metadata_props['binclf.signature'])")
 
 
+# -- serve -----------------------------------------------------------------------------------------
+@main.command()
+@click.argument("bundle", type=click.Path(path_type=Path))
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on (0.0.0.0: every interface).")
+@click.option("--port", type=click.IntRange(0, 65535), default=8000, show_default=True)
+@click.option("--workers", type=click.IntRange(1), default=1, show_default=True,
+              help="Server processes, each with its own copy of the model (use one per core).")
+@click.option("--threads", type=click.IntRange(1), default=1, show_default=True, help="Torch threads per worker.")
+@click.option("--max-body", default="10MB", show_default=True, help="Largest request body (larger: 413).")
+@handle_errors
+def serve(bundle: Path, host: str, port: int, workers: int, threads: int, max_body: str) -> None:
+    """Serve BUNDLE over HTTP: POST /predict, POST /invocations (MLflow), /health, /metadata, /metrics."""
+    from binclf.serve import run
+
+    run(bundle, host=host, port=port, workers=workers, threads=threads, max_body=max_body)
+
+
 if __name__ == "__main__":  # pragma: no cover
     main()

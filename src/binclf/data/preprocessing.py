@@ -289,7 +289,27 @@ class Preprocessor:
         cat_codes = [self._codes(df[st["name"]], k) for k, st in enumerate(self.categorical_)]
         if problems:
             raise DataError("; ".join(problems))
+        return self.transform_arrays(num_x, cat_codes, row_offset=row_offset)
 
+    def transform_arrays(
+        self, numbers: Sequence[np.ndarray], codes: Sequence[np.ndarray], *, row_offset: int = 0
+    ) -> np.ndarray:
+        """Parsed columns -> float32 array (n, n_features_out_), as :meth:`transform` lays it out.
+
+        The pandas-free half of :meth:`transform` (the server's records path uses it).
+
+        Parameters
+        ----------
+        numbers : one float64 array ``(n,)`` per numeric column, in ``schema.numeric``
+            order; NaN is missing.
+        codes : one int64 array ``(n,)`` per categorical column, in ``schema.categorical``
+            order: 0 = missing, 1 = unknown, 2.. = the training levels in ``categorical_[k]["levels"]``.
+
+        Raises DataError naming the first infinite value of each numeric column.
+        """
+        self._check_fitted()
+        num_x, cat_codes = list(numbers), list(codes)
+        n = len(num_x[0]) if num_x else len(cat_codes[0]) if cat_codes else 0
         d = self.n_features_out_
         out = np.empty((n, d), dtype=np.float32)
         n_num = len(self.numeric_)
