@@ -38,7 +38,7 @@ from binclf import __version__
 from binclf.infer import eval_logits
 from binclf.io.prefetch import prefetch
 from binclf.bundle import _umask, check_columns, load_bundle, save_bundle
-from binclf.decide.calibration import IdentityCalibrator, calibrator_from_dict
+from binclf.decide.calibration import calibrator_from_dict
 from binclf.io.tables import PARQUET_EXTENSIONS, iter_batches, read_columns
 from binclf.data.schema import Schema
 from binclf.data.target import TargetInfo
@@ -47,7 +47,7 @@ from binclf.nn.models import build_model
 from binclf.data.preprocessing import Preprocessor
 from binclf.decide.thresholds import ThresholdPolicy
 
-__all__ = ["Member", "Predictor", "ABSTAIN"]
+__all__ = ["Member", "Predictor", "ABSTAIN", "member_logits"]
 
 ABSTAIN = "abstain"
 
@@ -77,8 +77,32 @@ def _stable_logit(p: np.ndarray) -> np.ndarray:
     return np.log(p) - np.log1p(-p)
 
 
+@torch.inference_mode()
+def member_logits(members: Sequence[Member], X: np.ndarray) -> np.ndarray:
+    """Prior-corrected, member-averaged logits ``(n,)`` from model inputs ``X`` ``(n, d)``.
+
+    Each member's logit shift is subtracted; several members are averaged as
+    probabilities with their weights and turned back into a logit. Training
+    calls it before the calibrator exists, so it needs no Predictor.
+    """
+    Xt = torch.from_numpy(np.ascontiguousarray(X, dtype=np.float32))
+    if len(members) == 1:
+        m = members[0]
+        z = eval_logits(m.module, Xt) - m.logit_shift
+        return z.double().numpy()
+    p = torch.zeros(len(Xt), dtype=torch.float64)
+    for m in members:
+        p += m.weight * torch.sigmoid((eval_logits(m.module, Xt) - m.logit_shift).double())
+    return _stable_logit(p.numpy())
+
+
 class Predictor:
-    """Applies a trained binclf model to tables. Build it with :meth:`load` or from training."""
+    """Applies a trained binclf model to tables. Build it with :meth:`load` or from training.
+
+    It is built whole: the fitted calibrator (``calibrator_from_dict({"method":
+    "none"})`` for the raw sigmoid) and the threshold policy are arguments, never
+    placeholders filled in later.
+    """
 
     def __init__(
         self,
@@ -87,17 +111,19 @@ class Predictor:
         target: TargetInfo,
         preprocessor: Preprocessor,
         members: Sequence[Member],
-        calibrator: Any = None,
+        calibrator: Any,
         threshold: ThresholdPolicy | None = None,
         info: dict[str, Any] | None = None,
     ) -> None:
         if not members:
             raise ValueError("a Predictor needs at least one member model")
+        if not hasattr(calibrator, "predict_proba"):
+            raise TypeError(f"calibrator must be a fitted calibrator (see binclf.decide.calibration), got {calibrator!r}")
         self.schema = schema
         self.target = target
         self.preprocessor = preprocessor
         self.members = list(members)
-        self.calibrator = calibrator if calibrator is not None else IdentityCalibrator().fit(np.zeros(2), np.array([0, 1]))
+        self.calibrator = calibrator
         self.threshold = threshold
         # Free-form JSON the bundle carries along: training metrics, history, data summary.
         self.info = dict(info or {})
@@ -133,21 +159,39 @@ class Predictor:
 
     @classmethod
     def load(cls, path: str | Path) -> "Predictor":
-        """Load and verify a bundle written by ``binclf train`` or :meth:`save`."""
+        """Load and verify a bundle written by ``binclf train`` or :meth:`save`.
+
+        Every field of ``bundle.json`` is validated (:func:`binclf.bundle_schema.validate_meta`),
+        its content and the weights are hash-checked, and each member's tensors must
+        have the shapes its config gives: any problem is a one-line BundleError.
+        """
+        from binclf.bundle_schema import check_member_tensors
+
         meta, tensors = load_bundle(path)
-        try:
-            members = []
-            for spec in meta["members"]:
+        where = Path(path) / "bundle.json"
+        members = []
+        for i, spec in enumerate(meta["members"]):
+            try:
                 module = build_model(spec["name"], **spec["config"])
-                prefix = spec["prefix"]
-                state = {k[len(prefix) :]: v for k, v in tensors.items() if k.startswith(prefix)}
-                module.load_state_dict(state, strict=True)
-                members.append(
-                    Member(spec["name"], spec["config"], module, float(spec["weight"]), float(spec["logit_shift"]))
-                )
-            info = dict(meta.get("info", {}))
-            info["binclf_version"] = meta.get("binclf_version")
-            info["versions"] = meta.get("versions")
+            except Exception as exc:  # noqa: BLE001 - a config from a file: any failure is a bad bundle
+                raise BundleError(
+                    f"{where}: members[{i}] ({spec['name']!r}) cannot be built from its config "
+                    f"({' '.join(str(exc).split())[:200]}); the bundle is damaged or was edited; "
+                    "train the model again or restore the original bundle"
+                ) from None
+            prefix = spec["prefix"]
+            state = {k[len(prefix) :]: v for k, v in tensors.items() if k.startswith(prefix)}
+            check_member_tensors(
+                i, spec, module.state_dict(), state, parameters={n for n, _ in module.named_parameters()},
+                where=Path(path) / meta["weights"]["file"],
+            )
+            module.load_state_dict(state, strict=True)
+            members.append(Member(spec["name"], spec["config"], module, float(spec["weight"]), float(spec["logit_shift"])))
+        info = dict(meta.get("info") or {})
+        info["binclf_version"] = meta.get("binclf_version")
+        info["versions"] = meta.get("versions")
+        try:
+            # validate_meta has checked every field these read: an error here is a bug, not a bad bundle.
             return cls(
                 schema=Schema.from_dict(meta["schema"]),
                 target=TargetInfo.from_dict(meta["target"]),
@@ -157,28 +201,19 @@ class Predictor:
                 threshold=None if meta.get("threshold") is None else ThresholdPolicy.from_dict(meta["threshold"]),
                 info=info,
             )
-        except (KeyError, TypeError, ValueError, RuntimeError) as exc:
+        except ValueError as exc:  # ConfigError from a from_dict the validator did not foresee
             if isinstance(exc, BundleError):
                 raise
-            raise BundleError(f"{path}: bundle.json does not describe a loadable model ({exc!s:.200})") from None
+            raise BundleError(f"{where}: does not describe a loadable model ({' '.join(str(exc).split())[:200]})") from None
 
     # -- the prediction path ----------------------------------------------------------
     def transform(self, df: pd.DataFrame, *, row_offset: int = 0) -> np.ndarray:
         """Table -> model inputs ``(n, n_features)`` float32 (validates the columns)."""
         return self.preprocessor.transform(df, row_offset=row_offset)
 
-    @torch.inference_mode()
     def uncalibrated_logits(self, X: np.ndarray) -> np.ndarray:
         """Prior-corrected, member-averaged logits ``(n,)`` from model inputs ``(n, d)``."""
-        Xt = torch.from_numpy(np.ascontiguousarray(X, dtype=np.float32))
-        if len(self.members) == 1:
-            m = self.members[0]
-            z = eval_logits(m.module, Xt) - m.logit_shift
-            return z.double().numpy()
-        p = torch.zeros(len(Xt), dtype=torch.float64)
-        for m in self.members:
-            p += m.weight * torch.sigmoid((eval_logits(m.module, Xt) - m.logit_shift).double())
-        return _stable_logit(p.numpy())
+        return member_logits(self.members, X)
 
     def member_groups(self) -> list[tuple[str, dict[str, Any], int, float]]:
         """Members grouped by model and config: ``(name, config, count, total weight)``, in order."""
