@@ -44,7 +44,7 @@ from binclf.data.schema import Schema
 from binclf.data.target import TargetInfo
 from binclf.errors import BundleError, DataError
 from binclf.nn.models import build_model
-from binclf.data.preprocessing import Preprocessor
+from binclf.data.preprocessing import Preprocessor, UnseenCounts
 from binclf.decide.thresholds import ThresholdPolicy
 
 __all__ = ["Member", "Predictor", "ABSTAIN", "member_logits"]
@@ -207,9 +207,19 @@ class Predictor:
             raise BundleError(f"{where}: does not describe a loadable model ({' '.join(str(exc).split())[:200]})") from None
 
     # -- the prediction path ----------------------------------------------------------
-    def transform(self, df: pd.DataFrame, *, row_offset: int = 0) -> np.ndarray:
-        """Table -> model inputs ``(n, n_features)`` float32 (validates the columns)."""
-        return self.preprocessor.transform(df, row_offset=row_offset)
+    def transform(self, df: pd.DataFrame, *, row_offset: int = 0, unseen: UnseenCounts | None = None) -> np.ndarray:
+        """Table -> model inputs ``(n, n_features)`` float32 (validates the columns).
+
+        Warns (:class:`~binclf.data.preprocessing.UnseenCategoryWarning`) when a
+        categorical column's values are mostly unknown levels; with ``unseen`` the
+        counts are collected there instead (one warning per file, not per batch).
+        """
+        if unseen is not None:
+            return self.preprocessor.transform(df, row_offset=row_offset, unseen=unseen)
+        counts = UnseenCounts()
+        X = self.preprocessor.transform(df, row_offset=row_offset, unseen=counts)
+        counts.warn(stacklevel=3)
+        return X
 
     def uncalibrated_logits(self, X: np.ndarray) -> np.ndarray:
         """Prior-corrected, member-averaged logits ``(n,)`` from model inputs ``(n, d)``."""
@@ -259,9 +269,15 @@ class Predictor:
         return self._predict_arrow(df, keep=keep, threshold=threshold, row_offset=row_offset).to_pandas()
 
     def _predict_arrow(
-        self, df: pd.DataFrame, *, keep: Sequence[str], threshold: float | None, row_offset: int
+        self,
+        df: pd.DataFrame,
+        *,
+        keep: Sequence[str],
+        threshold: float | None,
+        row_offset: int,
+        unseen: UnseenCounts | None = None,
     ) -> pa.Table:
-        proba = self.predict_proba(df, row_offset=row_offset)
+        proba = self.proba_from_inputs(self.transform(df, row_offset=row_offset, unseen=unseen))
         decisions = self.decide(proba, threshold=threshold)
         labels = [self.target.negative, self.target.positive]
         if threshold is None and self.threshold is not None and self.threshold.abstain is not None:
@@ -350,12 +366,14 @@ class Predictor:
 
     def _tables(self, batches, *, keep, threshold, source):
         offset = 0
+        unseen = UnseenCounts()  # one warning per file, with the whole file's fraction
         for df in batches:
             try:
-                yield self._predict_arrow(df, keep=keep, threshold=threshold, row_offset=offset)
+                yield self._predict_arrow(df, keep=keep, threshold=threshold, row_offset=offset, unseen=unseen)
             except DataError as exc:
                 raise DataError(f"{source}: {exc}") from None  # name the file, as the reader does
             offset += len(df)
+        unseen.warn()
 
     def _write_file(self, batches, path: Path, *, parquet: bool, keep, threshold, source) -> int:
         rows = 0
