@@ -44,7 +44,7 @@ import pandas as pd
 
 from binclf.data.schema import _NUMBER_RE, Schema
 from binclf.errors import BundleError, ConfigError, DataError, NotFittedError
-from binclf.io.tables import FIRST_DATA_LINE
+from binclf.io.tables import FIRST_DATA_LINE, safe_excerpt
 
 __all__ = ["Preprocessor", "UnseenCategoryWarning", "UnseenCounts", "canonical_labels", "check_finite"]
 
@@ -581,6 +581,6 @@ def _to_float(
         return x, list(na_tokens), None
     first = int(np.flatnonzero(bad)[np.flatnonzero(unknown)[0]])
     return x, list(na_tokens), (
-        f"column {name!r} should hold numbers but holds {str(s.iloc[first])!r} at row {_line(first, row_offset)}; "
+        f"column {name!r} should hold numbers but holds {safe_excerpt(str(s.iloc[first]))} at row {_line(first, row_offset)}; "
         "replace it with a number or leave the cell empty (missing)"
     )
