@@ -277,3 +277,15 @@ def test_unseen_categories_through_the_command_line(tmp_path):
     warn = [ln for ln in r.stderr.splitlines() if ln.startswith("warning:")]
     assert len(warn) == 1 and "'class'" in warn[0] and "100%" in warn[0], r.stderr
     assert ".py:" not in r.stderr and "Warning:" not in r.stderr
+
+
+def test_hash_survives_the_json_round_trip(tmp_path):
+    """Integer keys (sorted as numbers, read back as text) and tuples do not make a fresh bundle look edited."""
+    import torch
+
+    from binclf.bundle import save_bundle
+
+    meta = {k: v for k, v in json.loads((V1 / META_FILE).read_text()).items() if k not in ("format", "format_version", "weights")}
+    meta["info"] = {"by_fold": {10: "a", 9: "b"}, "pair": (1, 2)}
+    out = save_bundle(tmp_path / "b", meta=meta, tensors={"m0.output.weight": torch.zeros(1, 10)})
+    assert read_meta(out)["info"]["by_fold"] == {"10": "a", "9": "b"}

@@ -119,7 +119,10 @@ def _with_digest(meta: dict[str, Any]) -> dict[str, Any]:
     """``meta`` with the SHA-256 of its content, so a later edit of bundle.json is detected."""
     from binclf.bundle_schema import META_HASH_KEY, meta_digest
 
-    return {**meta, META_HASH_KEY: meta_digest(meta)}
+    # Hash what a reader will see: the JSON round trip turns tuples into lists and
+    # keys into text, which can change the order of sorted keys.
+    canonical = json.loads(_dumps({k: v for k, v in meta.items() if k != META_HASH_KEY}))
+    return {**canonical, META_HASH_KEY: meta_digest(canonical)}
 
 
 def _umask() -> int:

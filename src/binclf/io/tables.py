@@ -99,12 +99,12 @@ _MAGIC: tuple[tuple[bytes, str], ...] = (
     (b"\x1f\x8b", "gzip-compressed"),
     (b"PK\x03\x04", "a zip archive"),
     (b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1", "a legacy Microsoft Office file (.xls)"),
-    (b"BZh", "bzip2-compressed"),
+    (b"BZh", "bzip2-compressed"),  # + a digit and 1AY&SY: checked below, a header may start "BZh"
     (b"\xfd7zXZ\x00", "xz-compressed"),
     (b"\x28\xb5\x2f\xfd", "zstd-compressed"),
     (b"7z\xbc\xaf\x27\x1c", "a 7-Zip archive"),
     (b"ARROW1", "an Arrow IPC / Feather file"),
-    (b"ORC", "an ORC file"),
+    (b"ORC", "an ORC file"),  # + a binary byte: checked below (a header may start "ORCID")
     (b"Obj\x01", "an Avro file"),
     (b"SQLite format 3\x00", "an SQLite database"),
     (b"%PDF", "a PDF document"),
@@ -123,7 +123,7 @@ _CONTROL_BYTES = tuple(c for c in range(32) if c not in (9, 10, 12, 13)) + (127,
 def _content_kind(path: Path, head: bytes) -> str | None:
     """What the first bytes say the file is, or None for text (the CSV case)."""
     for magic, kind in _MAGIC:
-        if head.startswith(magic):
+        if head.startswith(magic) and _magic_confirmed(path, head, magic):
             if kind == "a zip archive":
                 return _zip_kind(path)
             return kind
@@ -131,6 +131,27 @@ def _content_kind(path: Path, head: bytes) -> str | None:
     if b"\x00" in head or (len(head) >= 64 and controls > 0.1 * len(head)):
         return "binary data (it holds NUL or many control bytes)"
     return None
+
+
+def _magic_confirmed(path: Path, head: bytes, magic: bytes) -> bool:
+    """Whether the file really is of the format whose short magic it starts with.
+
+    ``PAR1``, ``ORC`` and ``BZh`` are also the first letters of plausible CSV
+    headers (a column named ``PAR1`` or ``ORCID``): those formats are confirmed
+    by more of their structure (Parquet ends in ``PAR1`` too).
+    """
+    if magic == b"PAR1":
+        with open(path, "rb") as fh:
+            fh.seek(0, os.SEEK_END)
+            if fh.tell() < 12:
+                return False
+            fh.seek(-4, os.SEEK_END)
+            return fh.read(4) == b"PAR1"
+    if magic == b"ORC":
+        return len(head) > 3 and not (32 <= head[3] < 127 or head[3] in (9, 10, 13))
+    if magic == b"BZh":
+        return head[3:4].isdigit() and head[4:10] == b"1AY&SY"
+    return True
 
 
 def _zip_kind(path: Path) -> str:
@@ -175,7 +196,7 @@ def _check_content(p: Path, fmt: str, encoding: str | None) -> None:
     name = p.name.lower()
     if fmt == "parquet":
         if head.startswith(b"PAR1"):
-            return
+            return  # a Parquet start (pyarrow words a truncated one)
         what = kind or "text, not Parquet (it does not start with the Parquet magic bytes PAR1)"
         fix = " rename it to .csv if it is CSV text," if kind is None else ""
         raise DataError(f"{p}: the file is {what};{fix} or give the Parquet file written by your tool")
