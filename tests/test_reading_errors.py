@@ -243,3 +243,15 @@ def test_csv_headers_that_look_like_magic_bytes_are_csv(tmp_path):
         path = tmp_path / "h.csv"
         path.write_text(header + "\n1,2,0\n3,4,1\n")
         assert read_table(path).shape == (2, 3), header
+
+
+def test_wrong_sep_at_prediction_hints_at_the_delimiter(tmp_path):
+    """A ';' file read with --sep ',' lacks every column: the error says the delimiter is probably ';'."""
+    from binclf.bundle import check_columns
+    from binclf.data.schema import ColumnSpec, Schema
+
+    schema = Schema(columns=(ColumnSpec("a", "numeric", "float64"), ColumnSpec("b", "categorical", "str")))
+    with pytest.raises(DataError, match=r"missing: 'a', 'b'; the header was read as the column 'a;b;y'.*delimiter is probably ';'"):
+        check_columns(schema, "semi.csv", ["a;b;y"])
+    with pytest.raises(DataError, match="add them"):  # a name that merely contains letters of others: no hint
+        check_columns(schema, "x.csv", ["ab"])

@@ -215,6 +215,21 @@ def _one_line(exc: Exception) -> str:
     return " ".join(str(exc).split())[:200]
 
 
+def _sep_hint(names: Sequence[str], wanted: Sequence[str]) -> str:
+    """A hint that the delimiter is wrong, when one header name splits into several wanted names."""
+    known = set(wanted)
+    for name in names:
+        for sep in ",;\t|":
+            parts = [part.strip().strip('"') for part in name.split(sep)]
+            if sum(part in known for part in parts) >= 2:
+                shown = repr(name) if len(name) <= 60 else repr(name[:57]) + "..."
+                return (
+                    f"the header was read as the column {shown}, which holds several of them: "
+                    f"the delimiter is probably {sep!r}; pass --sep {sep!r} (sep={sep!r})"
+                )
+    return ""
+
+
 def check_columns(
     schema: Schema,
     source: str | Path,
@@ -241,7 +256,7 @@ def check_columns(
     if missing:
         raise DataError(
             f"{source}: {len(missing)} feature column(s) the model was trained on are missing: "
-            f"{', '.join(map(repr, missing))}; add them (empty cells are allowed) and run again"
+            f"{', '.join(map(repr, missing))}; {_sep_hint(names, schema.names) or 'add them (empty cells are allowed) and run again'}"
         )
     missing_keep = [n for n in keep if n not in present]
     if missing_keep:
