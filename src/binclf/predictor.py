@@ -191,7 +191,8 @@ class Predictor:
         info["binclf_version"] = meta.get("binclf_version")
         info["versions"] = meta.get("versions")
         try:
-            # validate_meta has checked every field these read: an error here is a bug, not a bad bundle.
+            # validate_meta has checked every field these read; the except is a backstop that
+            # keeps anything it missed a one-line BundleError rather than an unexpected crash.
             return cls(
                 schema=Schema.from_dict(meta["schema"]),
                 target=TargetInfo.from_dict(meta["target"]),
@@ -201,7 +202,7 @@ class Predictor:
                 threshold=None if meta.get("threshold") is None else ThresholdPolicy.from_dict(meta["threshold"]),
                 info=info,
             )
-        except ValueError as exc:  # ConfigError from a from_dict the validator did not foresee
+        except (KeyError, TypeError, ValueError) as exc:
             if isinstance(exc, BundleError):
                 raise
             raise BundleError(f"{where}: does not describe a loadable model ({' '.join(str(exc).split())[:200]})") from None
