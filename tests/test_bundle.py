@@ -16,7 +16,12 @@ from binclf.bundle import META_FILE, WEIGHTS_FILE, check_columns, load_bundle, r
 from binclf.data.schema import ColumnSpec, Schema
 from binclf.errors import BundleError, DataError
 
-META = {"schema": {"columns": [], "dropped": []}, "note": "x"}
+FIXTURE = Path(__file__).parent / "fixtures" / "bundle-v1-participation-logistic"
+# A real bundle's JSON (every field passes the validator), without what save_bundle adds.
+META = {
+    **{k: v for k, v in json.loads((FIXTURE / META_FILE).read_text()).items() if k not in ("format", "format_version", "weights")},
+    "note": "x",
+}
 TENSORS = {"m0.weight": torch.arange(6, dtype=torch.float32).reshape(2, 3)}
 
 

@@ -38,6 +38,8 @@ _LAZY = {
     "TrainOptions": "binclf.train.pipeline",
     "train_table": "binclf.train.pipeline",
     "read_table": "binclf.io.tables",
+    "validate_meta": "binclf.bundle_schema",
+    "UnseenCategoryWarning": "binclf.data.preprocessing",
     "select_calibrator": "binclf.decide.calibration",
     "choose_threshold": "binclf.decide.thresholds",
     "binary_metrics": "binclf.decide.metrics",

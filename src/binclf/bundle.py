@@ -2,8 +2,11 @@
 
 Nothing in a bundle is pickled: weights are safetensors, everything else
 (schema, fitted preprocessing, calibration, threshold, metrics) is JSON.
-``bundle.json`` records the SHA-256 of the weights file, and loading refuses a
-bundle whose weights were edited or whose format version is unknown.
+``bundle.json`` records the SHA-256 of the weights file and of its own content
+(:func:`binclf.bundle_schema.meta_digest`); loading validates every field
+(:func:`binclf.bundle_schema.validate_meta`) and refuses a bundle whose JSON or
+weights were edited, whose format version is unknown, or that names a file
+outside its directory.
 
 Saving is atomic: the files are written into a temporary sibling directory that
 is renamed into place only when complete, so an interrupted save never leaves a
@@ -87,6 +90,7 @@ def save_bundle(
         "format_version": FORMAT_VERSION,
         "weights": {"file": WEIGHTS_FILE, "sha256": hashlib.sha256(weights).hexdigest(), "tensors": len(tensors)},
     }
+    meta = _with_digest(meta)
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
     try:
         os.chmod(tmp, 0o777 & ~_umask())  # mkdtemp makes 0700; a bundle gets the usual mode
@@ -109,6 +113,16 @@ def save_bundle(
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return path
+
+
+def _with_digest(meta: dict[str, Any]) -> dict[str, Any]:
+    """``meta`` with the SHA-256 of its content, so a later edit of bundle.json is detected."""
+    from binclf.bundle_schema import META_HASH_KEY, meta_digest
+
+    # Hash what a reader will see: the JSON round trip turns tuples into lists and
+    # keys into text, which can change the order of sorted keys.
+    canonical = json.loads(_dumps({k: v for k, v in meta.items() if k != META_HASH_KEY}))
+    return {**canonical, META_HASH_KEY: meta_digest(canonical)}
 
 
 def _umask() -> int:
@@ -141,6 +155,8 @@ def read_meta(path: str | Path) -> dict[str, Any]:
 
 
 def _verified(path: str | Path) -> tuple[dict[str, Any], bytes]:
+    from binclf.bundle_schema import META_HASH_KEY, confined_path, meta_digest, validate_meta
+
     path = Path(path)
     if not path.exists():
         raise BundleError(f"bundle {path} does not exist: pass the --out directory written by `binclf train`")
@@ -151,10 +167,13 @@ def _verified(path: str | Path) -> tuple[dict[str, Any], bytes]:
         raise BundleError(
             f"{path} is not a binclf bundle: it has no {META_FILE}; pass the directory written by `binclf train`"
         )
+    confined_path(path, META_FILE, field=META_FILE)  # a link out of the bundle is not its description
     try:
         meta = json.loads(meta_path.read_text(encoding="utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise BundleError(f"{meta_path} is not valid JSON ({exc}): the bundle is damaged; train it again") from None
+        raise BundleError(
+            f"{meta_path} is not valid JSON ({_one_line(exc)}): the bundle is damaged; train it again"
+        ) from None
     if not isinstance(meta, dict) or meta.get("format") != FORMAT:
         raise BundleError(f"{meta_path} is not a binclf bundle description (no format {FORMAT!r})")
     version = meta.get("format_version")
@@ -163,7 +182,22 @@ def _verified(path: str | Path) -> tuple[dict[str, Any], bytes]:
             f"{path} has bundle format version {version!r}, this binclf reads version {FORMAT_VERSION}: "
             "use the binclf version that wrote it, or train the model again"
         )
-    weights_path = path / meta["weights"]["file"]
+    # Every field first, so a bad value is named; then the content hash catches
+    # edits that are well-formed (a threshold moved from 0.31 to 0.7).
+    validate_meta(meta, where=meta_path)
+    # Bundles written before the JSON was hashed (binclf 0.1.0, format version 1:
+    # tests/fixtures/bundle-v1-*) carry no hash; they are still accepted, with
+    # every field validated above, since refusing them would strand every model
+    # trained so far. The hash guards against accidental edits, not an attacker
+    # (who could drop the field or recompute it), so accepting its absence
+    # gives nothing away that the hash itself would protect.
+    recorded = meta.get(META_HASH_KEY)
+    if recorded is not None and recorded != meta_digest(meta):
+        raise BundleError(
+            f"{meta_path}: {META_FILE} was modified after it was written (hash mismatch); "
+            "retrain or restore it"
+        )
+    weights_path = confined_path(path, meta["weights"]["file"], field="weights.file")
     if not weights_path.is_file():
         raise BundleError(f"{path} is missing its weights file {weights_path.name}: the bundle is incomplete")
     data = weights_path.read_bytes()
@@ -175,6 +209,25 @@ def _verified(path: str | Path) -> tuple[dict[str, Any], bytes]:
             "restore the original file or train again"
         )
     return meta, data
+
+
+def _one_line(exc: Exception) -> str:
+    return " ".join(str(exc).split())[:200]
+
+
+def _sep_hint(names: Sequence[str], wanted: Sequence[str]) -> str:
+    """A hint that the delimiter is wrong, when one header name splits into several wanted names."""
+    known = set(wanted)
+    for name in names:
+        for sep in ",;\t|":
+            parts = [part.strip().strip('"') for part in name.split(sep)]
+            if sum(part in known for part in parts) >= 2:
+                shown = repr(name) if len(name) <= 60 else repr(name[:57]) + "..."
+                return (
+                    f"the header was read as the column {shown}, which holds several of them: "
+                    f"the delimiter is probably {sep!r}; pass --sep {sep!r} (sep={sep!r})"
+                )
+    return ""
 
 
 def check_columns(
@@ -203,7 +256,7 @@ def check_columns(
     if missing:
         raise DataError(
             f"{source}: {len(missing)} feature column(s) the model was trained on are missing: "
-            f"{', '.join(map(repr, missing))}; add them (empty cells are allowed) and run again"
+            f"{', '.join(map(repr, missing))}; {_sep_hint(names, schema.names) or 'add them (empty cells are allowed) and run again'}"
         )
     missing_keep = [n for n in keep if n not in present]
     if missing_keep:

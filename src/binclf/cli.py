@@ -12,6 +12,7 @@ import json
 import math
 import os
 import sys
+import warnings
 from collections.abc import Callable, Sequence
 from importlib import resources
 from pathlib import Path
@@ -29,6 +30,11 @@ DEMO_TARGET = "Purchase"
 # -- output helpers ----------------------------------------------------------------
 def _note(message: str) -> None:
     click.echo(f"note: {message}", err=True)
+
+
+def _warning(message: Warning | str, *_: Any, **__: Any) -> None:
+    """Python warnings (binclf's and NumPy's) as one `warning:` line, without source paths."""
+    click.echo(f"warning: {_one_line(str(message))}", err=True)
 
 
 def _say(message: str) -> None:
@@ -143,6 +149,7 @@ def main() -> None:
     binclf doctor net.py:Net --data d.csv  find the classic bugs in your own PyTorch model
     binclf demo                            the whole flow on a small table shipped with binclf
     """
+    warnings.showwarning = _warning  # the entry point's one process-wide setting: warnings print as one line
 
 
 # -- train --------------------------------------------------------------------------------

@@ -38,16 +38,16 @@ from binclf import __version__
 from binclf.infer import eval_logits
 from binclf.io.prefetch import prefetch
 from binclf.bundle import _umask, check_columns, load_bundle, save_bundle
-from binclf.decide.calibration import IdentityCalibrator, calibrator_from_dict
+from binclf.decide.calibration import calibrator_from_dict
 from binclf.io.tables import PARQUET_EXTENSIONS, iter_batches, read_columns
 from binclf.data.schema import Schema
 from binclf.data.target import TargetInfo
 from binclf.errors import BundleError, DataError
 from binclf.nn.models import build_model
-from binclf.data.preprocessing import Preprocessor
+from binclf.data.preprocessing import Preprocessor, UnseenCounts
 from binclf.decide.thresholds import ThresholdPolicy
 
-__all__ = ["Member", "Predictor", "ABSTAIN"]
+__all__ = ["Member", "Predictor", "ABSTAIN", "member_logits"]
 
 ABSTAIN = "abstain"
 
@@ -77,8 +77,32 @@ def _stable_logit(p: np.ndarray) -> np.ndarray:
     return np.log(p) - np.log1p(-p)
 
 
+@torch.inference_mode()
+def member_logits(members: Sequence[Member], X: np.ndarray) -> np.ndarray:
+    """Prior-corrected, member-averaged logits ``(n,)`` from model inputs ``X`` ``(n, d)``.
+
+    Each member's logit shift is subtracted; several members are averaged as
+    probabilities with their weights and turned back into a logit. Training
+    calls it before the calibrator exists, so it needs no Predictor.
+    """
+    Xt = torch.from_numpy(np.ascontiguousarray(X, dtype=np.float32))
+    if len(members) == 1:
+        m = members[0]
+        z = eval_logits(m.module, Xt) - m.logit_shift
+        return z.double().numpy()
+    p = torch.zeros(len(Xt), dtype=torch.float64)
+    for m in members:
+        p += m.weight * torch.sigmoid((eval_logits(m.module, Xt) - m.logit_shift).double())
+    return _stable_logit(p.numpy())
+
+
 class Predictor:
-    """Applies a trained binclf model to tables. Build it with :meth:`load` or from training."""
+    """Applies a trained binclf model to tables. Build it with :meth:`load` or from training.
+
+    It is built whole: the fitted calibrator (``calibrator_from_dict({"method":
+    "none"})`` for the raw sigmoid) and the threshold policy are arguments, never
+    placeholders filled in later.
+    """
 
     def __init__(
         self,
@@ -87,17 +111,19 @@ class Predictor:
         target: TargetInfo,
         preprocessor: Preprocessor,
         members: Sequence[Member],
-        calibrator: Any = None,
+        calibrator: Any,
         threshold: ThresholdPolicy | None = None,
         info: dict[str, Any] | None = None,
     ) -> None:
         if not members:
             raise ValueError("a Predictor needs at least one member model")
+        if not hasattr(calibrator, "predict_proba"):
+            raise TypeError(f"calibrator must be a fitted calibrator (see binclf.decide.calibration), got {calibrator!r}")
         self.schema = schema
         self.target = target
         self.preprocessor = preprocessor
         self.members = list(members)
-        self.calibrator = calibrator if calibrator is not None else IdentityCalibrator().fit(np.zeros(2), np.array([0, 1]))
+        self.calibrator = calibrator
         self.threshold = threshold
         # Free-form JSON the bundle carries along: training metrics, history, data summary.
         self.info = dict(info or {})
@@ -133,21 +159,40 @@ class Predictor:
 
     @classmethod
     def load(cls, path: str | Path) -> "Predictor":
-        """Load and verify a bundle written by ``binclf train`` or :meth:`save`."""
+        """Load and verify a bundle written by ``binclf train`` or :meth:`save`.
+
+        Every field of ``bundle.json`` is validated (:func:`binclf.bundle_schema.validate_meta`),
+        its content and the weights are hash-checked, and each member's tensors must
+        have the shapes its config gives: any problem is a one-line BundleError.
+        """
+        from binclf.bundle_schema import check_member_tensors
+
         meta, tensors = load_bundle(path)
-        try:
-            members = []
-            for spec in meta["members"]:
+        where = Path(path) / "bundle.json"
+        members = []
+        for i, spec in enumerate(meta["members"]):
+            try:
                 module = build_model(spec["name"], **spec["config"])
-                prefix = spec["prefix"]
-                state = {k[len(prefix) :]: v for k, v in tensors.items() if k.startswith(prefix)}
-                module.load_state_dict(state, strict=True)
-                members.append(
-                    Member(spec["name"], spec["config"], module, float(spec["weight"]), float(spec["logit_shift"]))
-                )
-            info = dict(meta.get("info", {}))
-            info["binclf_version"] = meta.get("binclf_version")
-            info["versions"] = meta.get("versions")
+            except Exception as exc:  # noqa: BLE001 - a config from a file: any failure is a bad bundle
+                raise BundleError(
+                    f"{where}: members[{i}] ({spec['name']!r}) cannot be built from its config "
+                    f"({' '.join(str(exc).split())[:200]}); the bundle is damaged or was edited; "
+                    "train the model again or restore the original bundle"
+                ) from None
+            prefix = spec["prefix"]
+            state = {k[len(prefix) :]: v for k, v in tensors.items() if k.startswith(prefix)}
+            check_member_tensors(
+                i, spec, module.state_dict(), state, parameters={n for n, _ in module.named_parameters()},
+                where=Path(path) / meta["weights"]["file"],
+            )
+            module.load_state_dict(state, strict=True)
+            members.append(Member(spec["name"], spec["config"], module, float(spec["weight"]), float(spec["logit_shift"])))
+        info = dict(meta.get("info") or {})
+        info["binclf_version"] = meta.get("binclf_version")
+        info["versions"] = meta.get("versions")
+        try:
+            # validate_meta has checked every field these read; the except is a backstop that
+            # keeps anything it missed a one-line BundleError rather than an unexpected crash.
             return cls(
                 schema=Schema.from_dict(meta["schema"]),
                 target=TargetInfo.from_dict(meta["target"]),
@@ -157,28 +202,29 @@ class Predictor:
                 threshold=None if meta.get("threshold") is None else ThresholdPolicy.from_dict(meta["threshold"]),
                 info=info,
             )
-        except (KeyError, TypeError, ValueError, RuntimeError) as exc:
+        except (KeyError, TypeError, ValueError) as exc:
             if isinstance(exc, BundleError):
                 raise
-            raise BundleError(f"{path}: bundle.json does not describe a loadable model ({exc!s:.200})") from None
+            raise BundleError(f"{where}: does not describe a loadable model ({' '.join(str(exc).split())[:200]})") from None
 
     # -- the prediction path ----------------------------------------------------------
-    def transform(self, df: pd.DataFrame, *, row_offset: int = 0) -> np.ndarray:
-        """Table -> model inputs ``(n, n_features)`` float32 (validates the columns)."""
-        return self.preprocessor.transform(df, row_offset=row_offset)
+    def transform(self, df: pd.DataFrame, *, row_offset: int = 0, unseen: UnseenCounts | None = None) -> np.ndarray:
+        """Table -> model inputs ``(n, n_features)`` float32 (validates the columns).
 
-    @torch.inference_mode()
+        Warns (:class:`~binclf.data.preprocessing.UnseenCategoryWarning`) when a
+        categorical column's values are mostly unknown levels; with ``unseen`` the
+        counts are collected there instead (one warning per file, not per batch).
+        """
+        if unseen is not None:
+            return self.preprocessor.transform(df, row_offset=row_offset, unseen=unseen)
+        counts = UnseenCounts()
+        X = self.preprocessor.transform(df, row_offset=row_offset, unseen=counts)
+        counts.warn(stacklevel=3)
+        return X
+
     def uncalibrated_logits(self, X: np.ndarray) -> np.ndarray:
         """Prior-corrected, member-averaged logits ``(n,)`` from model inputs ``(n, d)``."""
-        Xt = torch.from_numpy(np.ascontiguousarray(X, dtype=np.float32))
-        if len(self.members) == 1:
-            m = self.members[0]
-            z = eval_logits(m.module, Xt) - m.logit_shift
-            return z.double().numpy()
-        p = torch.zeros(len(Xt), dtype=torch.float64)
-        for m in self.members:
-            p += m.weight * torch.sigmoid((eval_logits(m.module, Xt) - m.logit_shift).double())
-        return _stable_logit(p.numpy())
+        return member_logits(self.members, X)
 
     def member_groups(self) -> list[tuple[str, dict[str, Any], int, float]]:
         """Members grouped by model and config: ``(name, config, count, total weight)``, in order."""
@@ -224,9 +270,15 @@ class Predictor:
         return self._predict_arrow(df, keep=keep, threshold=threshold, row_offset=row_offset).to_pandas()
 
     def _predict_arrow(
-        self, df: pd.DataFrame, *, keep: Sequence[str], threshold: float | None, row_offset: int
+        self,
+        df: pd.DataFrame,
+        *,
+        keep: Sequence[str],
+        threshold: float | None,
+        row_offset: int,
+        unseen: UnseenCounts | None = None,
     ) -> pa.Table:
-        proba = self.predict_proba(df, row_offset=row_offset)
+        proba = self.proba_from_inputs(self.transform(df, row_offset=row_offset, unseen=unseen))
         decisions = self.decide(proba, threshold=threshold)
         labels = [self.target.negative, self.target.positive]
         if threshold is None and self.threshold is not None and self.threshold.abstain is not None:
@@ -315,12 +367,14 @@ class Predictor:
 
     def _tables(self, batches, *, keep, threshold, source):
         offset = 0
+        unseen = UnseenCounts()  # one warning per file, with the whole file's fraction
         for df in batches:
             try:
-                yield self._predict_arrow(df, keep=keep, threshold=threshold, row_offset=offset)
+                yield self._predict_arrow(df, keep=keep, threshold=threshold, row_offset=offset, unseen=unseen)
             except DataError as exc:
                 raise DataError(f"{source}: {exc}") from None  # name the file, as the reader does
             offset += len(df)
+        unseen.warn()
 
     def _write_file(self, batches, path: Path, *, parquet: bool, keep, threshold, source) -> int:
         rows = 0

@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import json
 import math
+import warnings
 from collections.abc import Sequence
 from typing import Any, Literal
 
@@ -43,9 +44,9 @@ import pandas as pd
 
 from binclf.data.schema import _NUMBER_RE, Schema
 from binclf.errors import BundleError, ConfigError, DataError, NotFittedError
-from binclf.io.tables import FIRST_DATA_LINE
+from binclf.io.tables import FIRST_DATA_LINE, safe_excerpt
 
-__all__ = ["Preprocessor", "canonical_labels", "check_finite"]
+__all__ = ["Preprocessor", "UnseenCategoryWarning", "UnseenCounts", "canonical_labels", "check_finite"]
 
 _FORMAT = "binclf.preprocessor/1"
 _BLOCK_ROWS = 32_768  # rows per block at most
@@ -54,6 +55,47 @@ _BLOCK_ROWS = 32_768  # rows per block at most
 # blocks, 0.09 s with these 340-row ones; 50 columns: 31 -> 21 ms per 262k rows).
 _BLOCK_FLOATS = 1 << 20
 NumericMode = Literal["robust", "standard", "quantile"]
+# A categorical column is reported when more than this share of its non-missing
+# values at prediction were never seen in training (a type change, 1 vs "a").
+UNSEEN_WARN_FRACTION = 0.5
+
+
+class UnseenCategoryWarning(UserWarning):
+    """Most values of a categorical column are not training levels: they all become "unknown"."""
+
+
+class UnseenCounts:
+    """Unseen values per categorical column, summed over the batches of one prediction call.
+
+    ``Preprocessor.transform(df, unseen=counts)`` adds to it instead of warning
+    per batch; :meth:`warn` then warns once per column above the fraction.
+    """
+
+    def __init__(self) -> None:
+        self.counts: dict[str, list[Any]] = {}  # name -> [unseen, present, an unseen value, training levels]
+
+    def add(self, name: str, unseen: int, present: int, example: Any, levels: Sequence[str]) -> None:
+        c = self.counts.setdefault(name, [0, 0, None, list(levels)])
+        c[0] += unseen
+        c[1] += present
+        if c[2] is None and unseen:
+            c[2] = example
+
+    def warn(self, *, stacklevel: int = 2) -> None:
+        """One :class:`UnseenCategoryWarning` per column with more than half its values unseen."""
+        from binclf.io.tables import safe_excerpt
+
+        for name, (unseen, present, example, levels) in self.counts.items():
+            if present and unseen / present > UNSEEN_WARN_FRACTION:
+                known = ", ".join(safe_excerpt(v, limit=20) for v in levels[:3]) + (", ..." if len(levels) > 3 else "")
+                warnings.warn(
+                    f"categorical column {name!r}: {unseen / present:.0%} of its non-missing values "
+                    f"({unseen} of {present}) are not among its training levels (e.g. {safe_excerpt(example, limit=30)}; "
+                    f"training saw {known or 'no level often enough'}) and are treated as unknown; "
+                    "check the column's type and spelling against the training data",
+                    UnseenCategoryWarning,
+                    stacklevel=stacklevel + 1,
+                )
 
 
 
@@ -188,12 +230,13 @@ class Preprocessor:
             stats["scores"] = [float(v) for v in scores]
             center, scale = 0.0, 1.0
         elif self.numeric == "standard":
-            center, scale = float(present.mean()), float(present.std())
+            center, scale = _mean_std(present)
         else:
             q25, q75 = np.quantile(present, [0.25, 0.75])
-            center, scale = median, float(q75 - q25) / 1.349
-            if not scale > 0:
-                scale = float(present.std())
+            with np.errstate(over="ignore"):  # q75 - q25 beyond 1.8e308 is inf, caught below
+                center, scale = median, float(q75 - q25) / 1.349
+            if not (scale > 0 and math.isfinite(scale)):
+                scale = _mean_std(present)[1]
         if not (scale > 0 and math.isfinite(scale)):
             scale = 1.0
         stats.update(center=center, scale=scale)
@@ -268,18 +311,25 @@ class Preprocessor:
         types.update({st["name"]: "categorical" for st in self.categorical_})
         return types
 
-    def transform(self, df: pd.DataFrame, *, row_offset: int = 0) -> np.ndarray:
+    def transform(
+        self, df: pd.DataFrame, *, row_offset: int = 0, unseen: UnseenCounts | None = None
+    ) -> np.ndarray:
         """DataFrame (n rows) -> float32 array (n, n_features_out_), C-contiguous.
 
         Columns are laid out as ``feature_names_``: scaled numbers, their missing
         indicators, then the one-hot blocks. Raises one DataError listing every
         problem: missing columns, text in a numeric column, infinite values.
+
+        With ``unseen``, the values of each categorical column that are not
+        training levels are counted there (integers where training saw text turn
+        every row into "unknown"); prediction warns from those counts
+        (:meth:`UnseenCounts.warn`), once per call even over many batches. Training
+        does not count: its rare levels are "unknown" by design.
         """
         self._check_fitted()
         problems = self._missing_columns(df)
         if problems:
             raise DataError("; ".join(problems))
-        n = len(df)
         num_x: list[np.ndarray] = []
         for st in self.numeric_:
             x, _, problem = _to_float(df[st["name"]], name=st["name"], na_tokens=st["na_tokens"], row_offset=row_offset)
@@ -289,6 +339,12 @@ class Preprocessor:
         cat_codes = [self._codes(df[st["name"]], k) for k, st in enumerate(self.categorical_)]
         if problems:
             raise DataError("; ".join(problems))
+        if unseen is not None:
+            for k, st in enumerate(self.categorical_):
+                codes = cat_codes[k]
+                hit = np.flatnonzero(codes == 1)
+                example = df[st["name"]].iloc[int(hit[0])] if hit.size else None
+                unseen.add(st["name"], int(hit.size), int((codes != 0).sum()), example, st["levels"])
         return self.transform_arrays(num_x, cat_codes, row_offset=row_offset)
 
     def transform_arrays(
@@ -341,8 +397,11 @@ class Preprocessor:
                 x = num_x[j][start:stop]
                 row = sc[j]
                 self._scale_block(x, st, out=row)
-                # One cheap reduction tells whether the block holds NaN or inf at all.
-                if x.dtype.kind == "f" and not math.isfinite(float(x.sum())):
+                # One cheap reduction tells whether the block holds NaN or inf at all
+                # (a sum that overflows from huge finite values only sends it to the exact check).
+                with np.errstate(over="ignore", invalid="ignore"):
+                    block_sum = float(x.sum()) if x.dtype.kind == "f" else 0.0
+                if x.dtype.kind == "f" and not math.isfinite(block_sum):
                     nan = np.isnan(x)
                     inf = np.isinf(x)
                     if inf.any() and j not in inf_first:
@@ -369,14 +428,25 @@ class Preprocessor:
         return out
 
     def _scale_block(self, x: np.ndarray, st: dict[str, Any], out: np.ndarray | None = None) -> np.ndarray:
-        """Scale numbers (NaN stays NaN) into float32 ``out``."""
+        """Scale numbers (NaN stays NaN) into float32 ``out``.
+
+        Values beyond float32's range (|x - center| / scale above ~3.4e38, e.g.
+        1e308 in a column of small numbers) become +-inf here and +-clip after the
+        soft clip, the value any huge number gets: NumPy's overflow warnings are
+        silenced for that reason (without a clip they stay +-inf, as before).
+        """
         if out is None:
             out = np.empty(x.shape, dtype=np.float32)
         if self.numeric == "quantile":
             out[...] = np.interp(x, st["quantiles"], st["scores"])
             return out
-        np.subtract(x, st["center"], out=out, casting="unsafe")
-        np.multiply(out, np.float32(1.0 / st["scale"]), out=out)
+        inv = 1.0 / st["scale"]
+        with np.errstate(over="ignore"):
+            if np.float32(inv) > 0 and math.isfinite(np.float32(st["center"])):
+                np.subtract(x, st["center"], out=out, casting="unsafe")
+                np.multiply(out, np.float32(inv), out=out)
+            else:  # a scale or centre beyond float32's range (columns of values near 1e308): in float64
+                np.multiply(np.subtract(x, st["center"], dtype=np.float64), inv, out=out, casting="unsafe")
         if self.clip is not None:  # smooth clip: identity near 0, bounded by +-clip
             c = np.float32(self.clip)
             np.multiply(out, np.float32(1.0) / c, out=out)
@@ -479,6 +549,22 @@ def check_finite(
         raise DataError(f"{source}: " + "; ".join(problems))
 
 
+def _mean_std(x: np.ndarray) -> tuple[float, float]:
+    """Mean and standard deviation of finite ``x`` without overflow (values near 1e308 included).
+
+    Computed on ``x / max|x|`` and scaled back, so the sums stay finite; the
+    result is finite whenever it is representable.
+    """
+    with np.errstate(over="ignore", invalid="ignore"):
+        mean, std = float(x.mean()), float(x.std())
+    if math.isfinite(mean) and math.isfinite(std):
+        return mean, std
+    m = float(np.abs(x).max())
+    y = x / m
+    with np.errstate(over="ignore"):
+        return float(y.mean() * m), float(y.std() * m)
+
+
 def _inf_problem(name: str, i: int, row_offset: int) -> str:
     return (
         f"column {name!r} holds an infinite value at row {_line(i, row_offset)}; "
@@ -514,6 +600,6 @@ def _to_float(
         return x, list(na_tokens), None
     first = int(np.flatnonzero(bad)[np.flatnonzero(unknown)[0]])
     return x, list(na_tokens), (
-        f"column {name!r} should hold numbers but holds {str(s.iloc[first])!r} at row {_line(first, row_offset)}; "
+        f"column {name!r} should hold numbers but holds {safe_excerpt(str(s.iloc[first]))} at row {_line(first, row_offset)}; "
         "replace it with a number or leave the cell empty (missing)"
     )

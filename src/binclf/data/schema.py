@@ -12,7 +12,7 @@ import numpy as np
 import pandas as pd
 
 from binclf.errors import ConfigError, DataError
-from binclf.io.tables import _list_names, _names_with_hints
+from binclf.io.tables import _list_names, _names_with_hints, safe_excerpt
 
 
 # --------------------------------------------------------------------------- #
@@ -167,7 +167,7 @@ def infer_schema(
         dtype = str(s.dtype)
         if n_distinct == 1 and not has_missing:
             dropped.append((name, "constant"))
-            notices.append(f"column {name!r} dropped: it holds the single value {json_scalar(present.iloc[0])!r}")
+            notices.append(f"column {name!r} dropped: it holds the single value {safe_excerpt(json_scalar(present.iloc[0]))}")
             continue
         forced: Role | None = "categorical" if name in categorical else "numeric" if name in numeric else None
         if forced is not None:
@@ -188,7 +188,7 @@ def infer_schema(
                 bad = unparsed.astype(str).to_numpy()[:3]
                 notices.append(
                     f"column {name!r} holds numbers except {n_bad} value(s) such as "
-                    f"{', '.join(map(repr, bad))}; it is treated as categorical; to use it as numbers, "
+                    f"{', '.join(map(safe_excerpt, bad))}; it is treated as categorical; to use it as numbers, "
                     f"empty those cells or pass --numeric {name} (they then count as missing)"
                 )
         integral = values is not None and _is_integral(values)

@@ -12,7 +12,7 @@ import pandas as pd
 
 from binclf.errors import DataError
 from binclf.data.schema import _NUMBER_RE, json_scalar
-from binclf.io.tables import FIRST_DATA_LINE
+from binclf.io.tables import FIRST_DATA_LINE, safe_excerpt
 
 
 # --------------------------------------------------------------------------- #
@@ -77,7 +77,7 @@ class TargetInfo:
         if bad.any():
             rows = np.flatnonzero(bad)
             counts = values[bad].astype(str).value_counts()
-            found = ", ".join(f"{k!r}: {int(v)}" for k, v in list(counts.items())[:5])
+            found = ", ".join(f"{safe_excerpt(k)}: {int(v)}" for k, v in list(counts.items())[:5])
             found += f" and {len(counts) - 5} more" if len(counts) > 5 else ""
             raise DataError(
                 f"{source}: column {col!r} has {len(rows)} value(s) that are not the model's labels "
@@ -144,7 +144,7 @@ def encode_target(
     present = series[keep]
     counts = present.value_counts(sort=True)
     if len(counts) != 2:
-        listing = ", ".join(f"{json_scalar(k)!r}: {int(v)}" for k, v in list(counts.items())[:10])
+        listing = ", ".join(f"{safe_excerpt(json_scalar(k))}: {int(v)}" for k, v in list(counts.items())[:10])
         more = f" and {len(counts) - 10} more" if len(counts) > 10 else ""
         raise DataError(
             f"target column {column!r} must have exactly two classes, found {len(counts)} "

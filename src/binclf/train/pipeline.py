@@ -30,7 +30,7 @@ from binclf.data.split import stratified_split
 from binclf.errors import ConfigError, DataError
 from binclf.decide.metrics import binary_metrics, bootstrap_intervals
 from binclf.nn.models import build_model
-from binclf.predictor import Member, Predictor
+from binclf.predictor import Member, Predictor, member_logits
 from binclf.data.preprocessing import Preprocessor, check_finite
 from binclf.decide.thresholds import choose_threshold, parse_objective
 from binclf.train.trainer import TrainConfig, Trainer
@@ -370,7 +370,6 @@ def train_table(
         )
         members, history, z_valid, extra_info = _fit_crossfit(options, X_train, y_train, len(prep.numeric_))
         y_valid = y_train
-        predictor = Predictor(schema=schema, target=target, preprocessor=prep, members=members)
     else:
         X_valid = prep.transform(parts["valid"][0])
         y_valid = parts["valid"][1]
@@ -379,13 +378,13 @@ def train_table(
             f"(validation {len(y_valid)}, test {len(y_test)})"
         )
         members, history = _fit_members(options, X_train, y_train, X_valid, y_valid)
-        predictor = Predictor(schema=schema, target=target, preprocessor=prep, members=members)
-        z_valid = predictor.uncalibrated_logits(X_valid)
+        for m in members:
+            m.module.eval()
+        z_valid = member_logits(members, X_valid)
 
     calibrator, cal_info = select_calibrator(z_valid, y_valid, method=options.calibration, seed=options.seed)
     if crossfit:
         cal_info["fitted_on"] = "out-of-fold predictions of train + validation"
-    predictor.calibrator = calibrator
     p_valid = calibrator.predict_proba(z_valid)
     policy = choose_threshold(
         y_valid,
@@ -395,19 +394,27 @@ def train_table(
         seed=options.seed,
         abstain_precision=options.abstain_precision,
     )
-    predictor.threshold = policy
     if policy.fallback:
         notices.append(policy.fallback)
 
-    z_test = predictor.uncalibrated_logits(X_test)
+    for m in members:
+        m.module.eval()
+    z_test = member_logits(members, X_test)
     p_test = calibrator.predict_proba(z_test)
     metrics = binary_metrics(y_test, p_test, threshold=policy.threshold)
     intervals = bootstrap_intervals(y_test, p_test, threshold=policy.threshold, n_boot=options.n_boot, seed=options.seed)
     valid_metrics = binary_metrics(y_valid, p_valid, threshold=policy.threshold)
     summary = _summary(df, schema, target, {k: len(v[1]) for k, v in parts.items()}, source)
     seconds = time.perf_counter() - t0
-    predictor.info.update(
-        {
+    # Built whole, once everything it holds is fitted (no placeholder calibrator mutated later).
+    predictor = Predictor(
+        schema=schema,
+        target=target,
+        preprocessor=prep,
+        members=members,
+        calibrator=calibrator,
+        threshold=policy,
+        info={
             "options": options.to_dict(),
             "metrics": {"test": metrics, "valid": valid_metrics},
             "intervals": {k: list(v) for k, v in intervals.items()},
@@ -417,7 +424,7 @@ def train_table(
             **({"crossfit": extra_info} if extra_info else {}),
             "notices": notices,
             "train_seconds": seconds,
-        }
+        },
     )
     return TrainResult(
         predictor=predictor,
