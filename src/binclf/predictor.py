@@ -17,9 +17,7 @@ This is where binary semantics live; models only ever return logits.
 from __future__ import annotations
 
 import json
-import os
 import sys
-import tempfile
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -37,7 +35,8 @@ from torch import nn
 from binclf import __version__
 from binclf.infer import eval_logits
 from binclf.io.prefetch import prefetch
-from binclf.bundle import _umask, check_columns, load_bundle, save_bundle
+from binclf.bundle import BUNDLE_LAYOUT, check_columns, load_bundle, save_bundle
+from binclf.io.atomic import atomic_file, check_output_file
 from binclf.decide.calibration import IdentityCalibrator, calibrator_from_dict
 from binclf.io.tables import PARQUET_EXTENSIONS, iter_batches, read_columns
 from binclf.data.schema import Schema
@@ -47,9 +46,25 @@ from binclf.nn.models import build_model
 from binclf.data.preprocessing import Preprocessor
 from binclf.decide.thresholds import ThresholdPolicy
 
-__all__ = ["Member", "Predictor", "ABSTAIN"]
+__all__ = ["Member", "Predictor", "ABSTAIN", "PREDICTION_EXTENSIONS", "check_prediction_output"]
 
 ABSTAIN = "abstain"
+#: The predictions file types :meth:`Predictor.predict_file` writes, by extension.
+PREDICTION_EXTENSIONS = (".csv", ".tsv", *PARQUET_EXTENSIONS)
+
+
+def check_prediction_output(output: str | Path, *, source: str | Path | None = None, option: str = "output") -> Path:
+    """Refuse a predictions file that cannot be written, has an unsupported extension, or would destroy an
+    input (the ``source`` table, a file of a bundle); see :func:`binclf.io.atomic.check_output_file`."""
+    return check_output_file(
+        output, option=option, extensions=PREDICTION_EXTENSIONS, inputs=[source] if source else [],
+        layouts=(BUNDLE_LAYOUT,),
+    )
+
+
+def _output_format(path: Path) -> str:
+    name = Path(path).name.lower()
+    return "parquet" if name.endswith(PARQUET_EXTENSIONS) else "tsv" if name.endswith(".tsv") else "csv"
 
 
 @dataclass
@@ -257,15 +272,19 @@ class Predictor:
     ) -> dict[str, Any]:
         """Predict a CSV or Parquet file in chunks (flat memory) into ``output``.
 
-        The output format follows its extension (``.parquet``/``.pq`` or CSV);
-        ``None`` writes CSV to standard output. A file output is written to a
-        temporary name and renamed only when complete: an error leaves nothing.
+        The output format follows its extension (:data:`PREDICTION_EXTENSIONS`:
+        ``.csv``, ``.tsv``, ``.parquet``/``.pq``); ``None`` writes CSV to
+        standard output. A file output is checked first (:func:`check_prediction_output`),
+        then written to a temporary name and renamed only when complete
+        (:func:`binclf.io.atomic.atomic_file`): an error leaves nothing.
         Returns ``{"rows", "seconds", "output"}``.
 
         ``keep`` columns that are not features are copied as the file spells
         them (CSV: as text, so ``007`` stays ``007``; Parquet: in their own type).
         """
         t0 = time.perf_counter()
+        if output is not None:
+            output = check_prediction_output(output, source=source)
         keep = list(dict.fromkeys(keep))
         names = read_columns(source, sep=sep, encoding=encoding)
         self._check_columns(source, names, keep, notices)
@@ -282,30 +301,9 @@ class Predictor:
         if output is None:
             rows = self._write_stream(batches, sys.stdout.buffer, keep=keep, threshold=threshold, source=source)
             return {"rows": rows, "seconds": time.perf_counter() - t0, "output": None}
-        output = Path(output)
-        if output.is_dir():
-            raise DataError(f"output {output} is a directory: pass a file name ending in .csv or .parquet")
-        # Directories made here are removed again on failure: an error leaves nothing behind.
-        made = [d for d in (output.parent, *output.parent.parents) if not d.exists()]
-        output.parent.mkdir(parents=True, exist_ok=True)
-        tmp: Path | None = None
-        try:
-            fd, tmp_name = tempfile.mkstemp(prefix=f".{output.name}.", suffix=".tmp", dir=output.parent)
-            os.close(fd)
-            tmp = Path(tmp_name)
-            parquet = output.name.lower().endswith(PARQUET_EXTENSIONS)
-            rows = self._write_file(batches, tmp, parquet=parquet, keep=keep, threshold=threshold, source=source)
-            os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600 files; give the output the usual mode
-            tmp.replace(output)
-        except BaseException:
-            if tmp is not None:
-                tmp.unlink(missing_ok=True)
-            for d in made:  # innermost first
-                try:
-                    d.rmdir()
-                except OSError:
-                    break
-            raise
+        with atomic_file(output) as tmp:
+            rows = self._write_file(batches, tmp, fmt=_output_format(output), keep=keep, threshold=threshold,
+                                    source=source)
         return {"rows": rows, "seconds": time.perf_counter() - t0, "output": str(output)}
 
     def _check_columns(
@@ -322,13 +320,17 @@ class Predictor:
                 raise DataError(f"{source}: {exc}") from None  # name the file, as the reader does
             offset += len(df)
 
-    def _write_file(self, batches, path: Path, *, parquet: bool, keep, threshold, source) -> int:
+    def _write_file(self, batches, path: Path, *, fmt: str, keep, threshold, source) -> int:
         rows = 0
         writer = None
         try:
             for table in self._tables(batches, keep=keep, threshold=threshold, source=source):
                 if writer is None:
-                    writer = pq.ParquetWriter(path, table.schema) if parquet else pacsv.CSVWriter(path, table.schema)
+                    if fmt == "parquet":
+                        writer = pq.ParquetWriter(path, table.schema)
+                    else:
+                        options = pacsv.WriteOptions(delimiter="\t" if fmt == "tsv" else ",")
+                        writer = pacsv.CSVWriter(path, table.schema, write_options=options)
                 writer.write_table(table)
                 rows += table.num_rows
         finally:
