@@ -62,6 +62,21 @@ def check_prediction_output(output: str | Path, *, source: str | Path | None = N
     )
 
 
+def _delimiter_hint(names: Sequence[str], expected: Sequence[str]) -> str | None:
+    """A hint when the header was read as one column that looks like several (a wrong ``sep``)."""
+    if len(names) != 1 or not expected:
+        return None
+    header = str(names[0])
+    seps = {c: header.count(c) for c in ",;\t|"}
+    best = max(seps, key=seps.get)
+    found = sum(1 for n in expected if n and n in header)
+    if seps[best] == 0 and found < 2:
+        return None
+    shown = header if len(header) <= 60 else header[:57] + "..."
+    guess = f" (it looks like {best!r}: pass --sep {best!r})" if seps[best] else ""
+    return f"the file was read as a single column {shown!r}: the delimiter may be wrong{guess}"
+
+
 def _output_format(path: Path) -> str:
     name = Path(path).name.lower()
     return "parquet" if name.endswith(PARQUET_EXTENSIONS) else "tsv" if name.endswith(".tsv") else "csv"
@@ -309,7 +324,13 @@ class Predictor:
     def _check_columns(
         self, source: str | Path, names: Sequence[str], keep: Sequence[str], notices: list[str] | None
     ) -> None:
-        check_columns(self.schema, source, list(names), target=self.target.column, keep=keep, notices=notices)
+        try:
+            check_columns(self.schema, source, list(names), target=self.target.column, keep=keep, notices=notices)
+        except DataError as exc:
+            hint = _delimiter_hint(names, self.schema.names)
+            if hint:
+                raise DataError(f"{exc}; {hint}") from None
+            raise
 
     def _tables(self, batches, *, keep, threshold, source):
         offset = 0
@@ -360,26 +381,48 @@ class Predictor:
         """
         return self.target.encode(values, source=source)
 
-    def labelled(self, df: pd.DataFrame, *, source: str = "data") -> tuple[np.ndarray, np.ndarray]:
-        """0/1 labels and calibrated probabilities, both ``(n,)``, of a labelled table."""
+    def labelled(
+        self, df: pd.DataFrame, *, source: str = "data", notices: list[str] | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """0/1 labels and calibrated probabilities, both ``(n,)``, of a labelled table.
+
+        Columns the model does not use add a notice to ``notices``.
+        """
         if self.target.column not in df.columns:
             raise DataError(
                 f"{source}: the target column {self.target.column!r} is not in the data; "
                 "evaluation needs labelled rows (use `binclf predict` for unlabelled ones)"
             )
-        self._check_columns(source, [str(c) for c in df.columns], (), None)
+        self._check_columns(source, [str(c) for c in df.columns], (), notices)
         y = self.labels_to_01(df[self.target.column], source=source)
         try:
             return y, self.predict_proba(df)
         except DataError as exc:
             raise DataError(f"{source}: {exc}") from None
 
-    def evaluate(self, df: pd.DataFrame, *, threshold: float | None = None, source: str = "data") -> dict[str, float]:
-        """Metrics (ROC-AUC, PR-AUC, log-loss, Brier, ECE, ... at the threshold) on labelled data."""
-        from binclf.decide.metrics import binary_metrics
+    def evaluate(
+        self,
+        df: pd.DataFrame,
+        *,
+        threshold: float | None = None,
+        source: str = "data",
+        return_intervals: bool = False,
+        n_boot: int = 200,
+        seed: int = 0,
+        notices: list[str] | None = None,
+    ):
+        """Metrics (ROC-AUC, PR-AUC, log-loss, Brier, ECE, ... at the threshold) on labelled data.
 
-        y, proba = self.labelled(df, source=source)
-        return binary_metrics(y, proba, threshold=self.effective_threshold(threshold))
+        With ``return_intervals`` returns ``(metrics, intervals)``: 95% bootstrap
+        intervals of the headline metrics over ``n_boot`` resamples.
+        """
+        from binclf.decide.metrics import binary_metrics, bootstrap_intervals
+
+        y, proba = self.labelled(df, source=source, notices=notices)
+        metrics = binary_metrics(y, proba, threshold=self.effective_threshold(threshold))
+        if not return_intervals:
+            return metrics
+        return metrics, bootstrap_intervals(y, proba, threshold=metrics["threshold"], n_boot=n_boot, seed=seed)
 
     def effective_threshold(self, threshold: float | None = None) -> float:
         """``threshold`` when given, else the bundle's, else 0.5."""
