@@ -193,14 +193,15 @@ def check_output_file(
     if path.is_dir():
         want = f" ending in {' or '.join(extensions)}" if extensions else ""
         raise OutputError(f"{option} {path} is a directory: pass a file name{want}")
+    # What the path would destroy first: that is the message the user needs.
+    _check_not_input(path, option, inputs, containers)
+    _check_not_in_layout(path, option, layouts)
     if extensions is not None and not path.name.lower().endswith(tuple(extensions)):
         suffix = "".join(path.suffixes[-2:]) or "(no extension)"
         raise OutputError(
             f"{option} {path}: unsupported file type {suffix!r}; name the file with one of "
             f"{', '.join(extensions)}"
         )
-    _check_not_input(path, option, inputs, containers)
-    _check_not_in_layout(path, option, layouts)
     _check_writable(path.parent, option, path)
     return path
 
