@@ -219,7 +219,7 @@ def test_train_messy_csv_prints_roles_positive_class_metrics_and_bundle(bundles)
                      "city": "categorical", "flag": "categorical"}
     assert meta["target"]["positive"] == "yes" and meta["format_version"] == 1
     assert "?" in next(s for s in meta["preprocessing"]["numeric_"] if s["name"] == "x2")["na_tokens"]
-    from binclf.bundle import _umask
+    from binclf.io.atomic import _umask
 
     assert bundles["csv"].stat().st_mode & 0o777 == 0o777 & ~_umask()  # not mkdtemp's 0700
 

@@ -13,6 +13,7 @@ a few tens of milliseconds).
 
 from __future__ import annotations
 
+import math
 import warnings
 from collections.abc import Sequence
 
@@ -78,7 +79,7 @@ METRIC_LABELS: dict[str, str] = {
 
 def format_number(x: object, digits: int = 3) -> str:
     """A metric or setting as text: ``n/a`` for None/NaN, whole numbers without decimals, else ``digits``."""
-    if x is None or (isinstance(x, float) and x != x):
+    if x is None or (isinstance(x, float) and math.isnan(x)):
         return "n/a"
     if isinstance(x, (int, float)) and not isinstance(x, bool):
         v = float(x)
