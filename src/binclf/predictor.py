@@ -37,6 +37,7 @@ from binclf.infer import eval_logits
 from binclf.io.prefetch import prefetch
 from binclf.bundle import BUNDLE_LAYOUT, check_columns, load_bundle, save_bundle
 from binclf.io.atomic import atomic_file, check_output_file
+from binclf.validate import check_threshold
 from binclf.decide.calibration import IdentityCalibrator, calibrator_from_dict
 from binclf.io.tables import PARQUET_EXTENSIONS, iter_batches, read_columns
 from binclf.data.schema import Schema
@@ -229,9 +230,12 @@ class Predictor:
         return self.proba_from_inputs(self.transform(df, row_offset=row_offset))
 
     def decide(self, proba: np.ndarray, *, threshold: float | None = None) -> np.ndarray:
-        """1 / 0 decisions (and -1 for abstain, with an abstain band) for probabilities ``(n,)``."""
+        """1 / 0 decisions (and -1 for abstain, with an abstain band) for probabilities ``(n,)``.
+
+        A ``threshold`` given here must be a finite number in [0, 1] (NaN would make every row negative).
+        """
         if threshold is not None:
-            return (proba >= threshold).astype(np.int64)
+            return (proba >= check_threshold(threshold, name="threshold")).astype(np.int64)
         if self.threshold is None:
             return (proba >= 0.5).astype(np.int64)
         return self.threshold.decide(proba)
@@ -427,7 +431,7 @@ class Predictor:
     def effective_threshold(self, threshold: float | None = None) -> float:
         """``threshold`` when given, else the bundle's, else 0.5."""
         if threshold is not None:
-            return float(threshold)
+            return check_threshold(threshold, name="threshold")
         return self.threshold.threshold if self.threshold is not None else 0.5
 
 

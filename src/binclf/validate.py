@@ -31,6 +31,13 @@ __all__ = [
 ]
 
 
+def _example(name: str, example: str | None) -> str:
+    """The fix's example: ``--lr 0.001`` for a command-line option, ``lr=0.001`` for a Python argument."""
+    if not example:
+        return ""
+    return f"; pass e.g. {name} {example}" if name.startswith("-") else f"; pass e.g. {name}={example}"
+
+
 def _bound_text(low: float | None, high: float | None, low_open: bool, high_open: bool) -> str:
     if low is not None and high is not None:
         return f"in {'(' if low_open else '['}{low:g}, {high:g}{')' if high_open else ']'}"
@@ -59,7 +66,7 @@ def check_number(
         "--lr must be a number > 0, got '-1'; pass e.g. --lr 0.001".
     """
     want = f"a number {_bound_text(low, high, low_open, high_open)}"
-    fix = f"; pass e.g. {name} {example}" if example else ""
+    fix = _example(name, example)
     try:
         x = float(value)
     except (TypeError, ValueError):
@@ -81,7 +88,7 @@ def check_int(
 ) -> int:
     """``value`` as an int within ``[low, high]``; text such as ``"3.5"`` or ``"abc"`` is refused."""
     want = "an integer" + (f" {_bound_text(low, high, False, False)}" if low is not None or high is not None else "")
-    fix = f"; pass e.g. {name} {example}" if example else ""
+    fix = _example(name, example)
     if isinstance(value, bool):
         raise ConfigError(f"{name} must be {want}, got {value!r}{fix}")
     if isinstance(value, int):
