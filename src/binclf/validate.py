@@ -19,15 +19,15 @@ from typing import Any
 from binclf.errors import ConfigError
 
 __all__ = [
-    "check_number",
-    "check_int",
-    "check_threshold",
+    "check_batch_size",
     "check_choice",
-    "check_sep",
     "check_encoding",
+    "check_int",
+    "check_number",
     "check_objective",
     "check_pos_weight",
-    "check_batch_size",
+    "check_sep",
+    "check_threshold",
 ]
 
 

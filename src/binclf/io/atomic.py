@@ -39,12 +39,12 @@ from binclf.errors import ConfigError
 __all__ = [
     "Layout",
     "OutputError",
-    "check_output_file",
-    "check_output_dir",
     "atomic_file",
-    "write_file",
-    "write_directory",
+    "check_output_dir",
+    "check_output_file",
     "track",
+    "write_directory",
+    "write_file",
 ]
 
 
