@@ -297,6 +297,13 @@ def test_bad_train_option_is_one_line_before_reading_data(option, tmp_path):
     assert list(tmp_path.iterdir()) == []
 
 
+def test_several_bad_options_are_reported_together(tmp_path):
+    """Three bad options: one line naming all three, so one run shows everything to fix."""
+    line = one_error(cli("train", tmp_path / "no-such.csv", "-t", "y", "--lr", "0", "--batch-size", "0",
+                         "--objective", "f2"), "--lr", "--batch-size", "--objective")
+    assert line.count("; also ") == 2
+
+
 @pytest.mark.parametrize("value", ["nan", "inf", "-inf", "2", "-0.1", "abc"])
 def test_bad_threshold_is_refused_for_predict_and_evaluate(value, tmp_path):
     """--threshold nan (which made every prediction negative with exit 0), inf, out of [0, 1] or text: one line,

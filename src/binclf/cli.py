@@ -225,22 +225,34 @@ def _train_options(fn: Callable) -> Callable:
 
 
 def _checked_train_options(kw: dict[str, Any]) -> dict[str, Any]:
-    """Every option of ``train`` validated and converted (binclf.validate), before any file is read."""
-    from binclf import validate as v
+    """Every option of ``train`` validated and converted (binclf.validate), before any file is read.
 
-    return {
-        **kw,
-        "seed": v.check_int(kw["seed"], name="--seed", low=0, high=2**32 - 1, example="0"),
-        "sep": v.check_sep(kw["sep"]),
-        "encoding": v.check_encoding(kw["encoding"]),
-        "objective": v.check_objective(kw["objective"]),
-        "abstain_precision": None if kw["abstain_precision"] is None else v.check_number(
-            kw["abstain_precision"], name="--abstain-precision", low=0.0, high=1.0, low_open=True, example="0.9"),
-        "pos_weight": v.check_pos_weight(kw["pos_weight"]),
-        "max_epochs": v.check_int(kw["max_epochs"], name="--max-epochs", low=1, example="50"),
-        "lr": v.check_number(kw["lr"], name="--lr", low=0.0, low_open=True, example="0.001"),
-        "batch_size": v.check_batch_size(kw["batch_size"]),
+    All bad options are reported together, in one line.
+    """
+    from binclf import validate as v
+    from binclf.errors import ConfigError
+
+    checks: dict[str, Callable[[Any], Any]] = {
+        "seed": lambda x: v.check_int(x, name="--seed", low=0, high=2**32 - 1, example="0"),
+        "sep": v.check_sep,
+        "encoding": v.check_encoding,
+        "objective": v.check_objective,
+        "abstain_precision": lambda x: None if x is None else v.check_number(
+            x, name="--abstain-precision", low=0.0, high=1.0, low_open=True, example="0.9"),
+        "pos_weight": v.check_pos_weight,
+        "max_epochs": lambda x: v.check_int(x, name="--max-epochs", low=1, example="50"),
+        "lr": lambda x: v.check_number(x, name="--lr", low=0.0, low_open=True, example="0.001"),
+        "batch_size": v.check_batch_size,
     }
+    checked, problems = dict(kw), []
+    for key, check in checks.items():
+        try:
+            checked[key] = check(kw[key])
+        except ConfigError as exc:
+            problems.append(str(exc))
+    if problems:
+        raise ConfigError("; also ".join(problems))
+    return checked
 
 
 @main.command()
