@@ -56,13 +56,17 @@ def test_save_load_round_trip_is_byte_identical(predictor, tmp_path):
 
 
 def test_existing_directory_needs_force(tmp_path):
-    """Saving over an existing path is a BundleError without force; force replaces it, leaving no temporaries."""
-    out = save_bundle(tmp_path / "b", meta=META, tensors=TENSORS)
+    """Saving over an existing path is a BundleError without force; force replaces a bundle (its report
+    included), leaving no temporaries, but never a directory holding other files: nothing is deleted."""
+    out = save_bundle(tmp_path / "b", meta=META, tensors=TENSORS, extra_files={"report.html": b"<html>"})
     with pytest.raises(BundleError, match="already exists.*--force"):
         save_bundle(out, meta=META, tensors=TENSORS)
-    (out / "stale.txt").write_text("old")
     save_bundle(out, meta={**META, "note": "y"}, tensors=TENSORS, force=True)
-    assert not (out / "stale.txt").exists() and read_meta(out)["note"] == "y"
+    assert read_meta(out)["note"] == "y" and not (out / "report.html").exists()
+    (out / "stale.txt").write_text("mine")
+    with pytest.raises(BundleError, match="holds files a binclf bundle does not \\(stale.txt\\).*nothing was deleted"):
+        save_bundle(out, meta=META, tensors=TENSORS, force=True)
+    assert (out / "stale.txt").read_text() == "mine" and read_meta(out)["note"] == "y"
     assert leftovers(tmp_path) == []
 
 

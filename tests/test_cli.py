@@ -219,7 +219,7 @@ def test_train_messy_csv_prints_roles_positive_class_metrics_and_bundle(bundles)
                      "city": "categorical", "flag": "categorical"}
     assert meta["target"]["positive"] == "yes" and meta["format_version"] == 1
     assert "?" in next(s for s in meta["preprocessing"]["numeric_"] if s["name"] == "x2")["na_tokens"]
-    from binclf.bundle import _umask
+    from binclf.io.atomic import _umask
 
     assert bundles["csv"].stat().st_mode & 0o777 == 0o777 & ~_umask()  # not mkdtemp's 0700
 
@@ -280,14 +280,23 @@ def test_train_missing_target_rows_dropped_with_notice(tmp_path):
     assert "2 row(s) with a missing 'target' dropped (row(s) 5, 9)" in r.stderr
 
 
-def test_existing_bundle_needs_force_and_force_replaces(tmp_path, messy):
-    """An existing --out is an error (nothing touched); --force replaces it and leaves no temporaries."""
+def test_existing_bundle_needs_force_and_force_replaces_only_a_bundle(tmp_path, messy):
+    """An existing --out is an error (nothing touched); --force refuses a directory that is not a bundle or holds
+    other files (nothing deleted), and replaces a bundle, leaving no temporaries."""
     out = tmp_path / "m"
     out.mkdir()
     (out / "keep.txt").write_text("mine")
     line = assert_user_error(binclf("train", messy["train_csv"], "-t", "target", "-o", out, *FAST),
                              str(out), "already exists", "--force")
     assert line and (out / "keep.txt").read_text() == "mine"
+    assert_user_error(cli("train", messy["train_csv"], "-t", "target", "-o", out, "--force", *FAST),
+                      str(out), "is not a binclf bundle", "--force replaces only a binclf bundle", "nothing was deleted")
+    (out / "bundle.json").write_text("{}")  # an old bundle's files, plus the user's
+    (out / "model.safetensors").write_bytes(b"")
+    assert_user_error(cli("train", messy["train_csv"], "-t", "target", "-o", out, "--force", *FAST),
+                      "holds files a binclf bundle does not (keep.txt)", "nothing was deleted")
+    assert (out / "keep.txt").read_text() == "mine"
+    (out / "keep.txt").unlink()
     ok(cli("train", messy["train_csv"], "-t", "target", "-o", out, "--force", "--no-report", *FAST))
     assert sorted(p.name for p in out.iterdir()) == ["bundle.json", "model.safetensors"]
     assert_nothing_left(tmp_path)

@@ -8,18 +8,17 @@ Nothing in a bundle is pickled: weights are safetensors, everything else
 weights were edited, whose format version is unknown, or that names a file
 outside its directory.
 
-Saving is atomic: the files are written into a temporary sibling directory that
-is renamed into place only when complete, so an interrupted save never leaves a
-half bundle, and an existing bundle is replaced only with ``force=True``.
+Saving is atomic (:mod:`binclf.io.atomic`): the files are written into a
+temporary sibling directory that is renamed into place only when complete, so
+an interrupted save never leaves a half bundle; an existing bundle is replaced
+only with ``force=True``, and a directory that is not a bundle never is.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-import os
-import shutil
-import tempfile
+import os  # noqa: F401 - tests patch bundle.os.fsync (the writes are in binclf.io.atomic)
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +26,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 from binclf.errors import BundleError, DataError
+from binclf.io.atomic import Layout, OutputError, write_directory
 
 if TYPE_CHECKING:  # torch is imported when weights are read or written: checks stay fast
     import torch
@@ -38,6 +38,8 @@ __all__ = [
     "FORMAT_VERSION",
     "WEIGHTS_FILE",
     "META_FILE",
+    "REPORT_FILE",
+    "BUNDLE_LAYOUT",
     "save_bundle",
     "load_bundle",
     "read_meta",
@@ -49,6 +51,9 @@ FORMAT = "binclf-bundle"
 FORMAT_VERSION = 1
 WEIGHTS_FILE = "model.safetensors"
 META_FILE = "bundle.json"
+REPORT_FILE = "report.html"
+#: What a bundle directory may hold; ``--force`` replaces only such a directory.
+BUNDLE_LAYOUT = Layout("binclf bundle", META_FILE, frozenset({META_FILE, WEIGHTS_FILE, REPORT_FILE}))
 
 
 def _dumps(meta: dict[str, Any]) -> str:
@@ -58,7 +63,7 @@ def _dumps(meta: dict[str, Any]) -> str:
 
 def is_bundle(path: str | Path) -> bool:
     """Whether ``path`` is a directory holding a ``bundle.json``."""
-    return (Path(path) / META_FILE).is_file()
+    return BUNDLE_LAYOUT.marks(Path(path))
 
 
 def save_bundle(
@@ -74,45 +79,26 @@ def save_bundle(
     ``meta`` is the JSON part (the format fields and the weights' hash are
     added here); ``tensors`` are the weights, saved contiguous and on the CPU.
     ``extra_files`` (e.g. ``report.html``) are written into the same directory.
+    With ``force`` an existing *bundle* is replaced; a directory that is not
+    one (or holds other files) is refused, nothing deleted: see :mod:`binclf.io.atomic`.
     """
-    path = Path(path)
-    if path.exists() and not force:
-        raise BundleError(f"{path} already exists: choose another --out directory or pass --force to replace it")
-    if path.exists() and not path.is_dir():
-        raise BundleError(f"{path} exists and is not a directory: choose another --out path")
     from safetensors.torch import save as st_save
 
-    path.parent.mkdir(parents=True, exist_ok=True)
-    weights = st_save({k: v.detach().cpu().contiguous() for k, v in tensors.items()})
-    meta = {
-        **meta,
-        "format": FORMAT,
-        "format_version": FORMAT_VERSION,
-        "weights": {"file": WEIGHTS_FILE, "sha256": hashlib.sha256(weights).hexdigest(), "tensors": len(tensors)},
-    }
-    meta = _with_digest(meta)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
+    path = Path(path)
+    extra = dict(extra_files or {})
     try:
-        os.chmod(tmp, 0o777 & ~_umask())  # mkdtemp makes 0700; a bundle gets the usual mode
-        (tmp / WEIGHTS_FILE).write_bytes(weights)
-        (tmp / META_FILE).write_text(_dumps(meta), encoding="utf-8")
-        for name, data in (extra_files or {}).items():
-            (tmp / name).write_bytes(data)
-        for f in tmp.iterdir():
-            with open(f, "rb") as fh:
-                os.fsync(fh.fileno())
-        if path.exists():
-            old = path.with_name(f".{path.name}.old")
-            shutil.rmtree(old, ignore_errors=True)
-            path.rename(old)
-            tmp.rename(path)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            tmp.rename(path)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    return path
+        weights = st_save({k: v.detach().cpu().contiguous() for k, v in tensors.items()})
+        meta = {
+            **meta,
+            "format": FORMAT,
+            "format_version": FORMAT_VERSION,
+            "weights": {"file": WEIGHTS_FILE, "sha256": hashlib.sha256(weights).hexdigest(), "tensors": len(tensors)},
+        }
+        meta = _with_digest(meta)
+        files = {WEIGHTS_FILE: weights, META_FILE: _dumps(meta).encode("utf-8"), **extra}
+        return write_directory(path, files, layout=BUNDLE_LAYOUT, force=force, option="--out")
+    except OutputError as exc:
+        raise BundleError(str(exc)) from None
 
 
 def _with_digest(meta: dict[str, Any]) -> dict[str, Any]:
@@ -123,13 +109,6 @@ def _with_digest(meta: dict[str, Any]) -> dict[str, Any]:
     # keys into text, which can change the order of sorted keys.
     canonical = json.loads(_dumps({k: v for k, v in meta.items() if k != META_HASH_KEY}))
     return {**canonical, META_HASH_KEY: meta_digest(canonical)}
-
-
-def _umask() -> int:
-    """The process's file-creation mask (read without changing it for long)."""
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
 
 
 def load_bundle(path: str | Path) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import functools
 import json
-import math
 import os
 import sys
 import warnings
@@ -49,32 +48,42 @@ def _fail(message: str, *, debug: bool, code: int = 2) -> None:
 
 
 def handle_errors(fn: Callable) -> Callable:
-    """BinclfError -> one line + exit 2; anything else -> one line + exit 1; --debug re-raises."""
+    """BinclfError -> one line + exit 2; anything else -> one line + exit 1; --debug re-raises.
+
+    Ctrl-C exits 130 saying which outputs, if any, were already complete
+    (:func:`binclf.io.atomic.track` records every committed write).
+    """
 
     @functools.wraps(fn)
     def wrapper(*args: Any, debug: bool = False, **kwargs: Any) -> Any:
+        from binclf.io.atomic import track
+
         debug = debug or bool(os.environ.get("BINCLF_DEBUG"))
-        try:
-            return fn(*args, **kwargs)
-        except BinclfError as exc:
-            if debug:
+        with track() as written:
+            try:
+                return fn(*args, **kwargs)
+            except BinclfError as exc:
+                if debug:
+                    raise
+                _fail(_one_line(str(exc)), debug=debug)
+            except KeyboardInterrupt:
+                if debug:
+                    raise
+                if written:
+                    done = ", ".join(str(p) for p in dict.fromkeys(written))
+                    _fail(f"interrupted after {done} was written: it is complete and usable", debug=debug, code=130)
+                _fail("interrupted; nothing was written", debug=debug, code=130)
+            except BrokenPipeError:
+                # The reader went away (`binclf predict ... | head`): stop quietly, as shell tools do.
+                devnull = os.open(os.devnull, os.O_WRONLY)
+                os.dup2(devnull, sys.stdout.fileno())
+                sys.exit(141)
+            except (click.exceptions.Exit, click.ClickException, SystemExit):
                 raise
-            _fail(_one_line(str(exc)), debug=debug)
-        except KeyboardInterrupt:
-            if debug:
-                raise
-            _fail("interrupted; nothing was written", debug=debug, code=130)
-        except BrokenPipeError:
-            # The reader went away (`binclf predict ... | head`): stop quietly, as shell tools do.
-            devnull = os.open(os.devnull, os.O_WRONLY)
-            os.dup2(devnull, sys.stdout.fileno())
-            sys.exit(141)
-        except (click.exceptions.Exit, click.ClickException, SystemExit):
-            raise
-        except Exception as exc:  # noqa: BLE001 - the last line of defence
-            if debug:
-                raise
-            _fail(f"unexpected {type(exc).__name__}: {_one_line(str(exc))}", debug=debug, code=1)
+            except Exception as exc:  # noqa: BLE001 - the last line of defence
+                if debug:
+                    raise
+                _fail(f"unexpected {type(exc).__name__}: {_one_line(str(exc))}", debug=debug, code=1)
 
     return click.option("--debug", is_flag=True, help="Show the full traceback on errors.")(wrapper)
 
@@ -91,32 +100,19 @@ def _split_names(values: Sequence[str]) -> tuple[str, ...]:
     return tuple(out)
 
 
-def _fmt(x: float, digits: int = 3) -> str:
-    if x is None or (isinstance(x, float) and math.isnan(x)):
-        return "n/a"
-    if isinstance(x, float) and not float(x).is_integer():
-        return f"{x:.{digits}f}"
-    return f"{int(x)}" if isinstance(x, (int, float)) and float(x).is_integer() else str(x)
+def _fmt(x: Any, digits: int = 3) -> str:
+    from binclf.decide.metrics import format_number
 
-
-HEADLINE = [
-    ("roc_auc", "ROC-AUC"),
-    ("pr_auc", "PR-AUC"),
-    ("log_loss", "log-loss"),
-    ("brier", "Brier"),
-    ("ece", "ECE (15 bins)"),
-    ("accuracy", "accuracy"),
-    ("precision", "precision"),
-    ("recall", "recall"),
-    ("f1", "F1"),
-]
+    return format_number(x, digits)
 
 
 def metrics_table(metrics: dict[str, float], intervals: dict | None = None, *, title: str) -> str:
     """A compact plain-text table of the headline metrics (with 95% intervals when given)."""
+    from binclf.decide.metrics import METRIC_LABELS
+
     intervals = intervals or {}
     rows = []
-    for key, label in HEADLINE:
+    for key, label in METRIC_LABELS.items():
         if key not in metrics:
             continue
         ci = intervals.get(key)
@@ -135,8 +131,50 @@ def metrics_table(metrics: dict[str, float], intervals: dict | None = None, *, t
     return "\n".join(lines)
 
 
+class LibraryChoice(click.Choice):
+    """A click choice whose values are a library constant, imported on first use (``"module:NAME"``).
+
+    The CLI restates no list: ``--loss`` offers :data:`binclf.nn.losses.LOSS_NAMES`, and
+    importing the CLI stays free of torch until an option needs the list.
+    """
+
+    def __init__(self, ref: str, *, prefix: Sequence[str] = ()) -> None:
+        self._ref = ref
+        self._prefix = tuple(prefix)
+        self.case_sensitive = True
+
+    @property
+    def choices(self) -> tuple[str, ...]:  # type: ignore[override]
+        import importlib
+
+        module, name = self._ref.split(":")
+        return (*self._prefix, *getattr(importlib.import_module(module), name))
+
+
+class OneLineErrors(click.Group):
+    """Usage errors (unknown option, bad choice, missing argument) as one ``error:`` line, exit 2."""
+
+    def main(self, args: Sequence[str] | None = None, prog_name: str | None = None, **extra: Any) -> Any:
+        extra.pop("standalone_mode", None)
+        try:
+            result = super().main(args, prog_name, standalone_mode=False, **extra)
+        except click.exceptions.Abort:
+            click.echo("error: aborted", err=True)
+            sys.exit(130)
+        except click.ClickException as exc:
+            hint = ""
+            ctx = getattr(exc, "ctx", None)
+            if isinstance(exc, click.UsageError) and ctx is not None:
+                hint = f" (see {ctx.command_path} --help)"
+            click.echo(f"error: {_one_line(exc.format_message())}{hint}", err=True)
+            sys.exit(exc.exit_code)
+        if isinstance(result, int) and not isinstance(result, bool):
+            sys.exit(result)  # click.exceptions.Exit (--help, --version) returns its code
+        sys.exit(0)
+
+
 # -- the group ----------------------------------------------------------------------------
-@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.group(cls=OneLineErrors, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
 @click.version_option(__version__, prog_name="binclf")
 def main() -> None:
     """Binary classification with PyTorch, done right.
@@ -157,10 +195,12 @@ _TRAIN_OPTIONS = [
     click.option("--target", "-t", help="The yes/no column to predict."),
     click.option("--positive", help="Which of the target's two values is the positive class."),
     click.option("--out", "-o", type=click.Path(path_type=Path), help="Bundle directory [default: <data>-model]."),
-    click.option("--force", is_flag=True, help="Replace an existing bundle directory."),
-    click.option("--model", type=click.Choice(["auto", "mlp", "logistic"]), default="auto", show_default=True),
-    click.option("--seed", type=int, default=0, show_default=True, help="Seed for splits, initialisation, batches."),
-    click.option("--sep", help="CSV delimiter [default: sniffed]."),
+    click.option("--force", is_flag=True, help="Replace an existing bundle (never a directory that is not one)."),
+    click.option("--model", type=LibraryChoice("binclf.train.pipeline:MODEL_CHOICES"), default="auto",
+                 show_default=True),
+    click.option("--seed", default="0", show_default=True, metavar="INT",
+                 help="Seed for splits, initialisation, batches."),
+    click.option("--sep", help="CSV delimiter, one character [default: sniffed]."),
     click.option("--encoding", help="Text encoding of CSV files, e.g. latin-1 [default: utf-8]."),
     click.option("--drop", multiple=True, help="Column(s) to leave out (repeat or comma-separate)."),
     click.option("--categorical", multiple=True, help="Column(s) to treat as categories."),
@@ -168,26 +208,19 @@ _TRAIN_OPTIONS = [
     click.option("--drop-missing-target", is_flag=True, help="Drop rows whose target is missing (else an error)."),
     click.option("--valid", "valid_path", type=click.Path(path_type=Path), help="Validation table (else split off)."),
     click.option("--test", "test_path", type=click.Path(path_type=Path), help="Test table (else split off)."),
-    click.option(
-        "--calibration",
-        type=click.Choice(["auto", "none", "platt", "temperature", "isotonic", "beta"]),
-        default="auto",
-        show_default=True,
-    ),
-    click.option(
-        "--objective",
-        default="f1",
-        show_default=True,
-        help="Threshold objective: f1, fbeta:B, youden, balanced_accuracy, accuracy, mcc, cost:C_FP,C_FN, "
-        "precision:P, recall:R, fpr:A.",
-    ),
-    click.option("--abstain-precision", type=float, help="Add an abstain band with this precision on both sides."),
-    click.option("--loss", type=click.Choice(["bce", "focal", "hinge"]), default="bce", show_default=True),
-    click.option("--pos-weight", help="Weight of the positive class in the loss: a number or 'balanced'."),
+    click.option("--calibration", type=LibraryChoice("binclf.decide.calibration:CALIBRATION_METHODS", prefix=["auto"]),
+                 default="auto", show_default=True),
+    click.option("--objective", default="f1", show_default=True,
+                 help="Threshold objective: f1, fbeta:B, youden, balanced_accuracy, accuracy, mcc, cost:C_FP,C_FN, "
+                 "precision:P, recall:R, fpr:A."),
+    click.option("--abstain-precision", metavar="P",
+                 help="Add an abstain band with this precision (in (0, 1]) on both sides."),
+    click.option("--loss", type=LibraryChoice("binclf.nn.losses:LOSS_NAMES"), default="bce", show_default=True),
+    click.option("--pos-weight", help="Weight of the positive class in the loss: a number > 0 or 'balanced'."),
     click.option("--sampler", type=click.Choice(["balanced"]), help="Draw class-balanced batches."),
-    click.option("--max-epochs", type=int, default=200, show_default=True),
-    click.option("--lr", type=float, default=1e-3, show_default=True),
-    click.option("--batch-size", default="auto", show_default=True),
+    click.option("--max-epochs", default="200", show_default=True, metavar="INT"),
+    click.option("--lr", default="0.001", show_default=True, metavar="FLOAT", help="Learning rate (> 0)."),
+    click.option("--batch-size", default="auto", show_default=True, metavar="INT|auto"),
     click.option("--no-report", is_flag=True, help="Do not write report.html."),
 ]
 
@@ -198,15 +231,35 @@ def _train_options(fn: Callable) -> Callable:
     return fn
 
 
-def _pos_weight(value: str | None) -> float | str | None:
-    if value is None or value == "balanced":
-        return value
-    try:
-        return float(value)
-    except ValueError:
-        from binclf.errors import ConfigError
+def _checked_train_options(kw: dict[str, Any]) -> dict[str, Any]:
+    """Every option of ``train`` validated and converted (binclf.validate), before any file is read.
 
-        raise ConfigError(f"--pos-weight must be a number or 'balanced', got {value!r}") from None
+    All bad options are reported together, in one line.
+    """
+    from binclf import validate as v
+    from binclf.errors import ConfigError
+
+    checks: dict[str, Callable[[Any], Any]] = {
+        "seed": lambda x: v.check_int(x, name="--seed", low=0, high=2**32 - 1, example="0"),
+        "sep": v.check_sep,
+        "encoding": v.check_encoding,
+        "objective": v.check_objective,
+        "abstain_precision": lambda x: None if x is None else v.check_number(
+            x, name="--abstain-precision", low=0.0, high=1.0, low_open=True, example="0.9"),
+        "pos_weight": v.check_pos_weight,
+        "max_epochs": lambda x: v.check_int(x, name="--max-epochs", low=1, example="50"),
+        "lr": lambda x: v.check_number(x, name="--lr", low=0.0, low_open=True, example="0.001"),
+        "batch_size": v.check_batch_size,
+    }
+    checked, problems = dict(kw), []
+    for key, check in checks.items():
+        try:
+            checked[key] = check(kw[key])
+        except ConfigError as exc:
+            problems.append(str(exc))
+    if problems:
+        raise ConfigError("; also ".join(problems))
+    return checked
 
 
 @main.command()
@@ -228,29 +281,18 @@ def train(data: Path | None, demo: bool, **kw: Any) -> None:
 
 
 def _train(data: Path, **kw: Any) -> Any:
+    from binclf.bundle import BUNDLE_LAYOUT, REPORT_FILE
+    from binclf.io.atomic import check_output_dir
     from binclf.io.tables import read_table
-    from binclf.errors import BundleError, ConfigError
 
+    # Every option, then the output directory, before any data is read: a typo fails in a blink.
+    kw = _checked_train_options(kw)
     out: Path = kw["out"] or Path(f"{_stem(data)}-model")
-    if out.exists() and not kw["force"]:
-        raise BundleError(f"{out} already exists: choose another --out directory or pass --force to replace it")
-    if out.exists() and not out.is_dir():
-        raise BundleError(f"{out} exists and is not a directory: choose another --out path")
-    # Read (and so validate) the tables before importing torch: a bad file fails in a blink.
-    read = functools.partial(read_table, sep=kw["sep"], encoding=kw.get("encoding"))
-    df = read(data)
-    valid_df = read(kw["valid_path"]) if kw["valid_path"] else None
-    test_df = read(kw["test_path"]) if kw["test_path"] else None
-    _check_table(df, kw, source=str(data))
+    check_output_dir(out, layout=BUNDLE_LAYOUT, force=kw["force"], option="--out",
+                     inputs=[data, kw["valid_path"], kw["test_path"]], extra=(REPORT_FILE,))
 
     from binclf.train.pipeline import TrainOptions, train_table
 
-    batch_size = kw["batch_size"]
-    if batch_size != "auto":
-        try:
-            batch_size = int(batch_size)
-        except ValueError:
-            raise ConfigError(f"--batch-size must be an integer or 'auto', got {batch_size!r}") from None
     options = TrainOptions(
         target=kw["target"],
         positive=kw["positive"],
@@ -264,12 +306,16 @@ def _train(data: Path, **kw: Any) -> Any:
         objective=kw["objective"],
         abstain_precision=kw["abstain_precision"],
         loss=kw["loss"],
-        pos_weight=_pos_weight(kw["pos_weight"]),
+        pos_weight=kw["pos_weight"],
         sampler=kw["sampler"],
         max_epochs=kw["max_epochs"],
         lr=kw["lr"],
-        batch_size=batch_size,
+        batch_size=kw["batch_size"],
     )
+    read = functools.partial(read_table, sep=kw["sep"], encoding=kw["encoding"])
+    df = read(data)
+    valid_df = read(kw["valid_path"]) if kw["valid_path"] else None
+    test_df = read(kw["test_path"]) if kw["test_path"] else None
     header = [f"binclf {__version__}: {data} ({len(df)} rows, {len(df.columns)} columns), target {options.target!r}"]
 
     def log(message: str) -> None:
@@ -278,41 +324,19 @@ def _train(data: Path, **kw: Any) -> Any:
             _say(header.pop())
         _note(message)
 
+    # train_table validates the table (target, column roles, finite numbers) before training.
     result = train_table(df, options, valid_df=valid_df, test_df=test_df, source=str(data), log=log)
     _print_training(result)
     extra = {}
     if not kw["no_report"]:
         report = _render_report(result)
         if report is not None:
-            extra["report.html"] = report
+            extra[REPORT_FILE] = report
     result.predictor.save(out, force=kw["force"], extra_files=extra)
     click.echo(f"bundle written to {out}/ (model.safetensors + bundle.json)")
     if extra:
-        click.echo(f"report written to {out / 'report.html'}")
+        click.echo(f"report written to {out / REPORT_FILE}")
     return result, out
-
-
-def _check_table(df: Any, kw: dict[str, Any], *, source: str) -> None:
-    """train_table's checks of the table, run before torch is imported: bad input fails in a blink.
-
-    Target (missing column, not two classes, missing values), column roles (unknown
-    names, all-missing columns) and infinite numbers; train_table repeats them.
-    """
-    from binclf.data.target import encode_target
-    from binclf.data.schema import infer_schema
-    from binclf.data.preprocessing import check_finite
-
-    target = kw["target"]
-    roles = dict(drop=_split_names(kw["drop"]), categorical=_split_names(kw["categorical"]),
-                 numeric=_split_names(kw["numeric"]))
-    if target not in df.columns:
-        infer_schema(df, target=target, **roles)  # words this error best (close names)
-    _, keep, _, _ = encode_target(
-        df[target], column=target, positive=kw["positive"], drop_missing=kw["drop_missing_target"]
-    )
-    kept = df.loc[keep].reset_index(drop=True)
-    schema, _ = infer_schema(kept, target=target, **roles)
-    check_finite(kept, schema.numeric, source=source, rows=keep.nonzero()[0])
 
 
 def _render_report(result: Any) -> bytes | None:
@@ -335,7 +359,7 @@ def _print_training(result: Any) -> None:
     cal = result.calibration_info
     before, after = cal.get("log_loss_before"), cal.get("log_loss_after")
     # The default model calibrates on out-of-fold predictions, `--model mlp` on the validation split.
-    held_out = "out-of-fold" if "out-of-fold" in str(cal.get("fitted_on", "")) else "validation"
+    held_out = "out-of-fold" if result.predictor.info.get("crossfit") else "validation"
     loss_text = f" ({held_out} log-loss {_fmt(before, 4)} -> {_fmt(after, 4)})" if before is not None else ""
     _say(f"calibration: {cal.get('method')}{loss_text}")
     p = result.predictor.threshold
@@ -354,35 +378,42 @@ def _print_training(result: Any) -> None:
 
 
 # -- predict / evaluate / info -------------------------------------------------------------------
+def _load(bundle: Path) -> Any:
+    """The bundle's Predictor, loaded and verified once (format, version, weights' hash)."""
+    from binclf.predictor import Predictor
+
+    return Predictor.load(bundle)
+
+
 @main.command()
 @click.argument("bundle", type=click.Path(path_type=Path))
 @click.argument("data", type=click.Path(path_type=Path))
-@click.option("--output", "-o", type=click.Path(path_type=Path), help="Output file (.csv or .parquet) [default: stdout].")
+@click.option("--output", "-o", type=click.Path(path_type=Path),
+              help="Output file (.csv, .tsv, .parquet or .pq) [default: CSV on stdout].")
 @click.option("--keep", multiple=True, help="Input column(s) to copy into the output (repeat or comma-separate).")
-@click.option("--threshold", type=click.FloatRange(0, 1), help="Override the bundle's threshold.")
-@click.option("--sep", help="CSV delimiter of DATA [default: sniffed].")
+@click.option("--threshold", metavar="T", help="Override the bundle's threshold (a number in [0, 1]).")
+@click.option("--sep", help="CSV delimiter of DATA, one character [default: sniffed].")
 @click.option("--encoding", help="Text encoding of a CSV DATA, e.g. latin-1 [default: utf-8].")
-@click.option("--batch-rows", type=click.IntRange(1), default=65_536, show_default=True,
+@click.option("--batch-rows", default="65536", show_default=True, metavar="INT",
               help="Rows read, predicted and written at a time (memory stays flat).")
 @handle_errors
-def predict(bundle: Path, data: Path, output: Path | None, keep: Sequence[str], threshold: float | None,
-            sep: str | None, encoding: str | None, batch_rows: int) -> None:
+def predict(bundle: Path, data: Path, output: Path | None, keep: Sequence[str], threshold: str | None,
+            sep: str | None, encoding: str | None, batch_rows: str) -> None:
     """Write `probability` and `prediction` for every row of DATA."""
-    from binclf.io.tables import read_columns
+    from binclf import validate as v
 
-    if output is not None and output.is_dir():
-        from binclf.errors import DataError
+    threshold_value = v.check_threshold(threshold)
+    sep = v.check_sep(sep)
+    encoding = v.check_encoding(encoding)
+    rows = v.check_int(batch_rows, name="--batch-rows", low=1, example="65536")
+    if output is not None:
+        from binclf.predictor import check_prediction_output
 
-        raise DataError(f"--output {output} is a directory: pass a file name ending in .csv or .parquet")
-    meta = _read_meta(bundle)
-    _check_input(meta, data, read_columns(data, sep=sep, encoding=encoding), keep=_split_names(keep))
-
-    from binclf.predictor import Predictor
-
-    predictor = Predictor.load(bundle)
+        check_prediction_output(output, source=data, option="--output")
+    predictor = _load(bundle)
     notices: list[str] = []
     stats = predictor.predict_file(
-        data, output, keep=_split_names(keep), threshold=threshold, batch_rows=batch_rows, sep=sep,
+        data, output, keep=_split_names(keep), threshold=threshold_value, batch_rows=rows, sep=sep,
         encoding=encoding, notices=notices,
     )
     for n in notices:
@@ -395,33 +426,30 @@ def predict(bundle: Path, data: Path, output: Path | None, keep: Sequence[str], 
 @main.command()
 @click.argument("bundle", type=click.Path(path_type=Path))
 @click.argument("data", type=click.Path(path_type=Path))
-@click.option("--threshold", type=click.FloatRange(0, 1), help="Evaluate at this threshold instead of the bundle's.")
-@click.option("--sep", help="CSV delimiter of DATA [default: sniffed].")
+@click.option("--threshold", metavar="T", help="Evaluate at this threshold (in [0, 1]) instead of the bundle's.")
+@click.option("--sep", help="CSV delimiter of DATA, one character [default: sniffed].")
 @click.option("--encoding", help="Text encoding of a CSV DATA, e.g. latin-1 [default: utf-8].")
 @click.option("--json", "as_json", is_flag=True, help="Print the metrics as JSON.")
 @handle_errors
-def evaluate(bundle: Path, data: Path, threshold: float | None, sep: str | None, encoding: str | None,
+def evaluate(bundle: Path, data: Path, threshold: str | None, sep: str | None, encoding: str | None,
              as_json: bool) -> None:
     """Metrics of the bundle's model on labelled DATA."""
+    from binclf import validate as v
     from binclf.io.tables import read_table
 
-    meta = _read_meta(bundle)
+    threshold_value = v.check_threshold(threshold)
+    sep, encoding = v.check_sep(sep), v.check_encoding(encoding)
+    predictor = _load(bundle)
     df = read_table(data, sep=sep, encoding=encoding)
-    _check_input(meta, data, [str(c) for c in df.columns])
-
-    from binclf.decide.metrics import binary_metrics, bootstrap_intervals
-    from binclf.predictor import Predictor
-
-    predictor = Predictor.load(bundle)
-    y, proba = predictor.labelled(df, source=str(data))
-    extra = predictor.preprocessor.extra_columns(df.drop(columns=[predictor.target.column], errors="ignore"))
-    if extra:
-        _note(f"ignoring {len(extra)} column(s) the model does not use: {', '.join(extra[:10])}")
-    metrics = binary_metrics(y, proba, threshold=predictor.effective_threshold(threshold))
+    notices: list[str] = []
+    result = predictor.evaluate(df, threshold=threshold_value, source=str(data), notices=notices,
+                                return_intervals=not as_json)
+    for n in notices:
+        _note(n)
     if as_json:
-        click.echo(json.dumps(metrics, indent=2))
+        click.echo(json.dumps(result, indent=2))
         return
-    intervals = bootstrap_intervals(y, proba, threshold=metrics["threshold"])
+    metrics, intervals = result
     click.echo(metrics_table(metrics, intervals, title=f"metrics on {data} ({int(metrics['n'])} rows)"))
 
 
@@ -431,10 +459,7 @@ def evaluate(bundle: Path, data: Path, threshold: float | None, sep: str | None,
 @handle_errors
 def info(bundle: Path, as_json: bool) -> None:
     """What a bundle holds: schema, model, threshold, training metrics, versions."""
-    _read_meta(bundle)
-    from binclf.predictor import Predictor
-
-    predictor = Predictor.load(bundle)  # verifies the hash and the format version
+    predictor = _load(bundle)
     meta = predictor.to_meta()
     if as_json:
         click.echo(json.dumps(meta, indent=2, sort_keys=True))
@@ -458,26 +483,6 @@ def info(bundle: Path, as_json: bool) -> None:
     click.echo("versions   " + ", ".join(f"{k} {v}" for k, v in versions.items()))
 
 
-def _read_meta(bundle: Path) -> dict[str, Any]:
-    """The bundle's verified JSON, read before torch is imported: a bad bundle fails in a blink."""
-    from binclf.bundle import read_meta
-
-    return read_meta(bundle)
-
-
-def _check_input(meta: dict[str, Any], data: Path, names: Sequence[str], keep: Sequence[str] = ()) -> None:
-    """The bundle's column checks on DATA's header, before torch is imported (Predictor repeats them)."""
-    from binclf.bundle import check_columns
-    from binclf.data.schema import Schema
-    from binclf.errors import BundleError
-
-    try:
-        schema = Schema.from_dict(meta["schema"])
-    except (KeyError, TypeError, ValueError) as exc:
-        raise BundleError(f"{data}: bundle.json has no usable input schema ({exc}); train the model again") from None
-    check_columns(schema, data, list(names), keep=keep)
-
-
 def _members_text(predictor: Any) -> str:
     """'5 x mlp(...) weight 0.7 + 5 x logistic() weight 0.3': fold members grouped by model."""
     groups = predictor.member_groups()
@@ -491,47 +496,44 @@ def _config_text(config: dict[str, Any]) -> str:
 
 
 # -- report -----------------------------------------------------------------------------------------
+REPORT_EXTENSIONS = (".html", ".htm")
+
+
 @main.command()
 @click.argument("bundle", type=click.Path(path_type=Path))
 @click.argument("data", type=click.Path(path_type=Path))
 @click.option("--output", "-o", type=click.Path(path_type=Path), help="HTML file [default: DATA's name + -report.html].")
-@click.option("--sep", help="CSV delimiter of DATA [default: sniffed].")
-@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the bootstrap intervals.")
+@click.option("--sep", help="CSV delimiter of DATA, one character [default: sniffed].")
+@click.option("--encoding", help="Text encoding of a CSV DATA, e.g. latin-1 [default: utf-8].")
+@click.option("--seed", default="0", show_default=True, metavar="INT", help="Seed of the bootstrap intervals.")
 @handle_errors
-def report(bundle: Path, data: Path, output: Path | None, sep: str | None, seed: int) -> None:
+def report(bundle: Path, data: Path, output: Path | None, sep: str | None, encoding: str | None, seed: str) -> None:
     """Write a self-contained HTML report of the bundle's model on labelled DATA.
 
     ROC and PR curves, reliability before and after calibration, score
     histograms, metrics against the threshold, the confusion matrix, the data
     summary and the training curve, in one file that opens without a server.
-    An existing OUTPUT is replaced (a report is cheap to regenerate); it is
-    written to a temporary name and renamed, so a failure leaves no half file.
+    An existing OUTPUT is replaced (a report is cheap to regenerate), unless it
+    is DATA or a file of a bundle; it is written to a temporary name and
+    renamed, so a failure leaves no half file.
     """
-    import tempfile
-
+    from binclf import validate as v
+    from binclf.bundle import BUNDLE_LAYOUT
+    from binclf.io.atomic import check_output_file, write_file
     from binclf.io.tables import read_table
-    from binclf.errors import DataError
-    from binclf.predictor import Predictor
+
+    sep, encoding = v.check_sep(sep), v.check_encoding(encoding)
+    seed_value = v.check_int(seed, name="--seed", low=0, high=2**32 - 1, example="0")
+    output = check_output_file(
+        output or Path(f"{_stem(data)}-report.html"), option="--output", extensions=REPORT_EXTENSIONS,
+        inputs=[data], containers=[bundle], layouts=(BUNDLE_LAYOUT,),
+    )
     from binclf.report import render_bundle_report
 
-    predictor = Predictor.load(bundle)
-    output = output or Path(f"{_stem(data)}-report.html")
-    if output.is_dir():
-        raise DataError(f"--output {output} is a directory: pass a file name ending in .html")
-    df = read_table(data, sep=sep)
-    page = render_bundle_report(predictor, df, source=str(data), seed=seed)
-    output.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{output.name}.", suffix=".tmp", dir=output.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(page)
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp_name, 0o666 & ~umask)  # mkstemp's 0600 would hide the report from other users
-        os.replace(tmp_name, output)
-    except BaseException:
-        Path(tmp_name).unlink(missing_ok=True)
-        raise
+    predictor = _load(bundle)
+    df = read_table(data, sep=sep, encoding=encoding)
+    page = render_bundle_report(predictor, df, source=str(data), seed=seed_value)
+    write_file(output, page.encode("utf-8"))
     _say(f"report on {len(df)} rows of {data} written to {output}")
 
 
@@ -539,23 +541,21 @@ def report(bundle: Path, data: Path, output: Path | None, sep: str | None, seed:
 @main.command()
 @click.option("--out", "-o", type=click.Path(path_type=Path), help="Bundle directory [default: binclf-demo-model].")
 @click.option("--force", is_flag=True, help="Replace an existing demo bundle.")
-@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--seed", default="0", show_default=True, metavar="INT")
 @handle_errors
-def demo(out: Path | None, force: bool, seed: int) -> None:
+def demo(out: Path | None, force: bool, seed: str) -> None:
     """Train, save, reload and predict on a small real table shipped with binclf."""
     _run_demo(out=out, force=force, seed=seed)
 
 
-def _run_demo(*, out: Path | None, force: bool, seed: int, train_kw: dict[str, Any] | None = None) -> None:
-    from binclf.predictor import Predictor
-
+def _run_demo(*, out: Path | None, force: bool, seed: int | str, train_kw: dict[str, Any] | None = None) -> None:
     out = out or Path("binclf-demo-model")
     with resources.as_file(resources.files("binclf") / "datasets" / DEMO_TABLE) as table:
         _say(f"demo: orange-juice brand choice ({DEMO_TABLE}, shipped with binclf); predicting {DEMO_TARGET!r}")
         # invoke() fills every other option with its default, as the command line would.
         kw = {**(train_kw or {}), "data": table, "target": DEMO_TARGET, "out": out, "force": force, "seed": seed}
         _, bundle = click.get_current_context().invoke(train, **kw)
-        predictor = Predictor.load(bundle)
+        predictor = _load(bundle)
         from binclf.io.tables import read_table
 
         rows = read_table(table).head(5)

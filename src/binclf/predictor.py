@@ -17,9 +17,7 @@ This is where binary semantics live; models only ever return logits.
 from __future__ import annotations
 
 import json
-import os
 import sys
-import tempfile
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -37,7 +35,9 @@ from torch import nn
 from binclf import __version__
 from binclf.infer import eval_logits
 from binclf.io.prefetch import prefetch
-from binclf.bundle import _umask, check_columns, load_bundle, save_bundle
+from binclf.bundle import BUNDLE_LAYOUT, check_columns, load_bundle, save_bundle
+from binclf.io.atomic import atomic_file, check_output_file
+from binclf.validate import check_threshold
 from binclf.decide.calibration import calibrator_from_dict
 from binclf.io.tables import PARQUET_EXTENSIONS, iter_batches, read_columns
 from binclf.data.schema import Schema
@@ -47,9 +47,25 @@ from binclf.nn.models import build_model
 from binclf.data.preprocessing import Preprocessor, UnseenCounts
 from binclf.decide.thresholds import ThresholdPolicy
 
-__all__ = ["Member", "Predictor", "ABSTAIN", "member_logits"]
+__all__ = ["Member", "Predictor", "ABSTAIN", "PREDICTION_EXTENSIONS", "check_prediction_output", "member_logits"]
 
 ABSTAIN = "abstain"
+#: The predictions file types :meth:`Predictor.predict_file` writes, by extension.
+PREDICTION_EXTENSIONS = (".csv", ".tsv", *PARQUET_EXTENSIONS)
+
+
+def check_prediction_output(output: str | Path, *, source: str | Path | None = None, option: str = "output") -> Path:
+    """Refuse a predictions file that cannot be written, has an unsupported extension, or would destroy an
+    input (the ``source`` table, a file of a bundle); see :func:`binclf.io.atomic.check_output_file`."""
+    return check_output_file(
+        output, option=option, extensions=PREDICTION_EXTENSIONS, inputs=[source] if source else [],
+        layouts=(BUNDLE_LAYOUT,),
+    )
+
+
+def _output_format(path: Path) -> str:
+    name = Path(path).name.lower()
+    return "parquet" if name.endswith(PARQUET_EXTENSIONS) else "tsv" if name.endswith(".tsv") else "csv"
 
 
 @dataclass
@@ -245,9 +261,12 @@ class Predictor:
         return self.proba_from_inputs(self.transform(df, row_offset=row_offset))
 
     def decide(self, proba: np.ndarray, *, threshold: float | None = None) -> np.ndarray:
-        """1 / 0 decisions (and -1 for abstain, with an abstain band) for probabilities ``(n,)``."""
+        """1 / 0 decisions (and -1 for abstain, with an abstain band) for probabilities ``(n,)``.
+
+        A ``threshold`` given here must be a finite number in [0, 1] (NaN would make every row negative).
+        """
         if threshold is not None:
-            return (proba >= threshold).astype(np.int64)
+            return (proba >= check_threshold(threshold, name="threshold")).astype(np.int64)
         if self.threshold is None:
             return (proba >= 0.5).astype(np.int64)
         return self.threshold.decide(proba)
@@ -309,15 +328,19 @@ class Predictor:
     ) -> dict[str, Any]:
         """Predict a CSV or Parquet file in chunks (flat memory) into ``output``.
 
-        The output format follows its extension (``.parquet``/``.pq`` or CSV);
-        ``None`` writes CSV to standard output. A file output is written to a
-        temporary name and renamed only when complete: an error leaves nothing.
+        The output format follows its extension (:data:`PREDICTION_EXTENSIONS`:
+        ``.csv``, ``.tsv``, ``.parquet``/``.pq``); ``None`` writes CSV to
+        standard output. A file output is checked first (:func:`check_prediction_output`),
+        then written to a temporary name and renamed only when complete
+        (:func:`binclf.io.atomic.atomic_file`): an error leaves nothing.
         Returns ``{"rows", "seconds", "output"}``.
 
         ``keep`` columns that are not features are copied as the file spells
         them (CSV: as text, so ``007`` stays ``007``; Parquet: in their own type).
         """
         t0 = time.perf_counter()
+        if output is not None:
+            output = check_prediction_output(output, source=source)
         keep = list(dict.fromkeys(keep))
         names = read_columns(source, sep=sep, encoding=encoding)
         self._check_columns(source, names, keep, notices)
@@ -334,30 +357,9 @@ class Predictor:
         if output is None:
             rows = self._write_stream(batches, sys.stdout.buffer, keep=keep, threshold=threshold, source=source)
             return {"rows": rows, "seconds": time.perf_counter() - t0, "output": None}
-        output = Path(output)
-        if output.is_dir():
-            raise DataError(f"output {output} is a directory: pass a file name ending in .csv or .parquet")
-        # Directories made here are removed again on failure: an error leaves nothing behind.
-        made = [d for d in (output.parent, *output.parent.parents) if not d.exists()]
-        output.parent.mkdir(parents=True, exist_ok=True)
-        tmp: Path | None = None
-        try:
-            fd, tmp_name = tempfile.mkstemp(prefix=f".{output.name}.", suffix=".tmp", dir=output.parent)
-            os.close(fd)
-            tmp = Path(tmp_name)
-            parquet = output.name.lower().endswith(PARQUET_EXTENSIONS)
-            rows = self._write_file(batches, tmp, parquet=parquet, keep=keep, threshold=threshold, source=source)
-            os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600 files; give the output the usual mode
-            tmp.replace(output)
-        except BaseException:
-            if tmp is not None:
-                tmp.unlink(missing_ok=True)
-            for d in made:  # innermost first
-                try:
-                    d.rmdir()
-                except OSError:
-                    break
-            raise
+        with atomic_file(output) as tmp:
+            rows = self._write_file(batches, tmp, fmt=_output_format(output), keep=keep, threshold=threshold,
+                                    source=source)
         return {"rows": rows, "seconds": time.perf_counter() - t0, "output": str(output)}
 
     def _check_columns(
@@ -376,13 +378,17 @@ class Predictor:
             offset += len(df)
         unseen.warn()
 
-    def _write_file(self, batches, path: Path, *, parquet: bool, keep, threshold, source) -> int:
+    def _write_file(self, batches, path: Path, *, fmt: str, keep, threshold, source) -> int:
         rows = 0
         writer = None
         try:
             for table in self._tables(batches, keep=keep, threshold=threshold, source=source):
                 if writer is None:
-                    writer = pq.ParquetWriter(path, table.schema) if parquet else pacsv.CSVWriter(path, table.schema)
+                    if fmt == "parquet":
+                        writer = pq.ParquetWriter(path, table.schema)
+                    else:
+                        options = pacsv.WriteOptions(delimiter="\t" if fmt == "tsv" else ",")
+                        writer = pacsv.CSVWriter(path, table.schema, write_options=options)
                 writer.write_table(table)
                 rows += table.num_rows
         finally:
@@ -412,31 +418,53 @@ class Predictor:
         """
         return self.target.encode(values, source=source)
 
-    def labelled(self, df: pd.DataFrame, *, source: str = "data") -> tuple[np.ndarray, np.ndarray]:
-        """0/1 labels and calibrated probabilities, both ``(n,)``, of a labelled table."""
+    def labelled(
+        self, df: pd.DataFrame, *, source: str = "data", notices: list[str] | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """0/1 labels and calibrated probabilities, both ``(n,)``, of a labelled table.
+
+        Columns the model does not use add a notice to ``notices``.
+        """
         if self.target.column not in df.columns:
             raise DataError(
                 f"{source}: the target column {self.target.column!r} is not in the data; "
                 "evaluation needs labelled rows (use `binclf predict` for unlabelled ones)"
             )
-        self._check_columns(source, [str(c) for c in df.columns], (), None)
+        self._check_columns(source, [str(c) for c in df.columns], (), notices)
         y = self.labels_to_01(df[self.target.column], source=source)
         try:
             return y, self.predict_proba(df)
         except DataError as exc:
             raise DataError(f"{source}: {exc}") from None
 
-    def evaluate(self, df: pd.DataFrame, *, threshold: float | None = None, source: str = "data") -> dict[str, float]:
-        """Metrics (ROC-AUC, PR-AUC, log-loss, Brier, ECE, ... at the threshold) on labelled data."""
-        from binclf.decide.metrics import binary_metrics
+    def evaluate(
+        self,
+        df: pd.DataFrame,
+        *,
+        threshold: float | None = None,
+        source: str = "data",
+        return_intervals: bool = False,
+        n_boot: int = 200,
+        seed: int = 0,
+        notices: list[str] | None = None,
+    ):
+        """Metrics (ROC-AUC, PR-AUC, log-loss, Brier, ECE, ... at the threshold) on labelled data.
 
-        y, proba = self.labelled(df, source=source)
-        return binary_metrics(y, proba, threshold=self.effective_threshold(threshold))
+        With ``return_intervals`` returns ``(metrics, intervals)``: 95% bootstrap
+        intervals of the headline metrics over ``n_boot`` resamples.
+        """
+        from binclf.decide.metrics import binary_metrics, bootstrap_intervals
+
+        y, proba = self.labelled(df, source=source, notices=notices)
+        metrics = binary_metrics(y, proba, threshold=self.effective_threshold(threshold))
+        if not return_intervals:
+            return metrics
+        return metrics, bootstrap_intervals(y, proba, threshold=metrics["threshold"], n_boot=n_boot, seed=seed)
 
     def effective_threshold(self, threshold: float | None = None) -> float:
         """``threshold`` when given, else the bundle's, else 0.5."""
         if threshold is not None:
-            return float(threshold)
+            return check_threshold(threshold, name="threshold")
         return self.threshold.threshold if self.threshold is not None else 0.5
 
 

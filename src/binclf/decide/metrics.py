@@ -13,6 +13,7 @@ a few tens of milliseconds).
 
 from __future__ import annotations
 
+import math
 import warnings
 from collections.abc import Sequence
 
@@ -24,6 +25,8 @@ __all__ = [
     "BINARY_METRIC_KEYS",
     "BOOTSTRAP_METRICS",
     "HEADLINE_METRICS",
+    "METRIC_LABELS",
+    "format_number",
     "expected_calibration_error",
     "reliability_curve",
     "binary_metrics",
@@ -59,6 +62,35 @@ BINARY_METRIC_KEYS: tuple[str, ...] = (
 HEADLINE_METRICS: tuple[str, ...] = (
     "roc_auc", "pr_auc", "log_loss", "brier", "accuracy", "f1", "precision", "recall",
 )
+
+#: Short display names of the metrics, in the order a text table shows them.
+METRIC_LABELS: dict[str, str] = {
+    "roc_auc": "ROC-AUC",
+    "pr_auc": "PR-AUC",
+    "log_loss": "log-loss",
+    "brier": "Brier",
+    "ece": "ECE (15 bins)",
+    "accuracy": "accuracy",
+    "precision": "precision",
+    "recall": "recall",
+    "f1": "F1",
+}
+
+
+def format_number(x: object, digits: int = 3) -> str:
+    """A metric or setting as text: ``n/a`` for None/NaN, whole numbers without decimals, else ``digits``."""
+    if x is None or (isinstance(x, float) and math.isnan(x)):
+        return "n/a"
+    if isinstance(x, (int, float)) and not isinstance(x, bool):
+        v = float(x)
+        if v.is_integer() and abs(v) < 1e15:
+            return f"{int(v)}"
+        return f"{v:.{digits}f}"
+    try:
+        v = float(x)  # numpy scalars
+    except (TypeError, ValueError):
+        return str(x)
+    return format_number(v, digits)
 
 #: The metrics :func:`bootstrap_intervals` can resample.
 BOOTSTRAP_METRICS: tuple[str, ...] = (
