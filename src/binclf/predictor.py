@@ -35,6 +35,7 @@ import torch
 from torch import nn
 
 from binclf import __version__
+from binclf import runtime
 from binclf.infer import eval_logits
 from binclf.io.prefetch import prefetch
 from binclf.bundle import _umask, check_columns, load_bundle, save_bundle
@@ -167,6 +168,7 @@ class Predictor:
         """Table -> model inputs ``(n, n_features)`` float32 (validates the columns)."""
         return self.preprocessor.transform(df, row_offset=row_offset)
 
+    @runtime.entry_point("predict")  # process knobs set here and restored on return (binclf.runtime)
     @torch.inference_mode()
     def uncalibrated_logits(self, X: np.ndarray) -> np.ndarray:
         """Prior-corrected, member-averaged logits ``(n,)`` from model inputs ``(n, d)``."""
@@ -194,6 +196,7 @@ class Predictor:
         """Calibrated probabilities of the positive class ``(n,)`` from model inputs."""
         return self.calibrator.predict_proba(self.uncalibrated_logits(X))
 
+    @runtime.entry_point("predict")
     def predict_proba(self, df: pd.DataFrame, *, row_offset: int = 0) -> np.ndarray:
         """Calibrated probability of the positive class for each row ``(n,)``."""
         return self.proba_from_inputs(self.transform(df, row_offset=row_offset))
@@ -206,6 +209,7 @@ class Predictor:
             return (proba >= 0.5).astype(np.int64)
         return self.threshold.decide(proba)
 
+    @runtime.entry_point("predict")
     def predict(self, df: pd.DataFrame, *, threshold: float | None = None) -> np.ndarray:
         """Predicted labels ``(n,)`` in the original label values (or ``"abstain"``)."""
         return self._labels(self.decide(self.predict_proba(df), threshold=threshold))
@@ -217,6 +221,7 @@ class Predictor:
         out[decisions == -1] = ABSTAIN
         return out
 
+    @runtime.entry_point("predict")
     def predict_frame(
         self, df: pd.DataFrame, *, keep: Sequence[str] = (), threshold: float | None = None, row_offset: int = 0
     ) -> pd.DataFrame:
@@ -243,6 +248,7 @@ class Predictor:
         return pa.table(columns)
 
     # -- files -----------------------------------------------------------------------------
+    @runtime.entry_point("predict")
     def predict_file(
         self,
         source: str | Path,

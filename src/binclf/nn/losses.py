@@ -76,17 +76,34 @@ class _BinaryLoss(nn.Module):
         self.pos_weight = None if value is None else torch.tensor(value, device=_device_of(self))
         return self
 
-    def _pos_weight_for(self, logits: Tensor) -> Tensor | None:
+    def effective_weights(
+        self, sample_weight: Tensor | None = None, *, dtype: torch.dtype = torch.float32
+    ) -> tuple[Tensor | None, Tensor | None]:
+        """The per-row weight and the positive-class weight this loss applies to a batch.
+
+        What the loss's ``forward`` hands to :mod:`binclf.nn.functional`, for
+        code that computes the same loss by other means (the fused training step).
+
+        Parameters
+        ----------
+        sample_weight : Tensor of shape (n,), optional
+            The batch's sample weights; multiplied by the loss's ``weight`` buffer.
+        dtype : torch.dtype
+            The logits' dtype, which ``pos_weight`` is cast to.
+
+        Returns
+        -------
+        weight : Tensor of shape (n,) or None
+        pos_weight : Tensor of shape () or None
+        """
         if isinstance(self.pos_weight_setting, str) and self.pos_weight is None:
             raise ConfigError("pos_weight='balanced' is not resolved yet: call loss.fit(y_train) first")
-        if self.pos_weight is None:
-            return None
-        return self.pos_weight.to(dtype=logits.dtype)
-
-    def _weight(self, sample_weight: Tensor | None) -> Tensor | None:
+        pos_weight = None if self.pos_weight is None else self.pos_weight.to(dtype=dtype)
         if sample_weight is None:
-            return self.weight
-        return sample_weight if self.weight is None else sample_weight * self.weight
+            weight = self.weight
+        else:
+            weight = sample_weight if self.weight is None else sample_weight * self.weight
+        return weight, pos_weight
 
 
 def _device_of(module: nn.Module) -> torch.device:
@@ -105,11 +122,12 @@ class BCEWithLogitsLoss(_BinaryLoss):
         super().__init__(weight=weight, pos_weight=pos_weight, reduction=reduction)
 
     def forward(self, logits: Tensor, targets: Tensor, sample_weight: Tensor | None = None) -> Tensor:
+        weight, pos_weight = self.effective_weights(sample_weight, dtype=logits.dtype)
         return BF.bce_with_logits(
             logits,
             targets,
-            weight=self._weight(sample_weight),
-            pos_weight=self._pos_weight_for(logits),
+            weight=weight,
+            pos_weight=pos_weight,
             reduction=self.reduction,
         )
 
@@ -135,13 +153,14 @@ class FocalLoss(_BinaryLoss):
         self.gamma = float(gamma)
 
     def forward(self, logits: Tensor, targets: Tensor, sample_weight: Tensor | None = None) -> Tensor:
+        weight, pos_weight = self.effective_weights(sample_weight, dtype=logits.dtype)
         return BF.focal_loss(
             logits,
             targets,
             alpha=self.alpha,
             gamma=self.gamma,
-            pos_weight=self._pos_weight_for(logits),
-            weight=self._weight(sample_weight),
+            pos_weight=pos_weight,
+            weight=weight,
             reduction=self.reduction,
         )
 
@@ -163,13 +182,14 @@ class HingeLoss(_BinaryLoss):
         self.squared = bool(squared)
 
     def forward(self, logits: Tensor, targets: Tensor, sample_weight: Tensor | None = None) -> Tensor:
+        weight, pos_weight = self.effective_weights(sample_weight, dtype=logits.dtype)
         return BF.hinge_loss(
             logits,
             targets,
             margin=self.margin,
             squared=self.squared,
-            pos_weight=self._pos_weight_for(logits),
-            weight=self._weight(sample_weight),
+            pos_weight=pos_weight,
+            weight=weight,
             reduction=self.reduction,
         )
 
