@@ -3,17 +3,12 @@
 
 from __future__ import annotations
 
-from typing import TypeVar
-
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 from binclf.nn.matmul import _onednn
 from binclf.nn.models.mlp import mlp_blocks
 from binclf.runtime import torch_threads
-
-T = TypeVar("T")
-
 
 # --------------------------------------------------------------------------- #
 # inference

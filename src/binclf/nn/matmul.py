@@ -3,13 +3,8 @@
 
 from __future__ import annotations
 
-from typing import TypeVar
-
 import torch
 from torch import Tensor
-
-T = TypeVar("T")
-
 
 # --------------------------------------------------------------------------- #
 # matrix products

@@ -30,7 +30,7 @@ losses use the ordinary autograd loop.
 
 from __future__ import annotations
 
-from typing import Any, TypeVar
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -40,9 +40,6 @@ from binclf import runtime
 from binclf.nn.matmul import mm_nt
 from binclf.nn.models.hashed_dropout import _relu_dropout_kernel, _threshold, dropout_key
 from binclf.nn.models.mlp import mlp_blocks
-
-T = TypeVar("T")
-
 
 # --------------------------------------------------------------------------- #
 # the fused MLP step
