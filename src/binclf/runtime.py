@@ -11,7 +11,7 @@ also when the call raises:
 knob                                      inside a session                 on exit
 ========================================  ===============================  =====================
 torch intra-op threads (calling thread)   ``min(threads, current)``        restored
-numpy/scipy BLAS threads (threadpoolctl)  1 (``purpose="train"``)          restored (last out)
+numpy/scipy BLAS threads (threadpoolctl)  1 (``purpose="train"``)          restored
 glibc malloc mmap / trim thresholds       raised, once per process         kept (see below)
 the compiled training step's cache        grows as graphs are built        kept (see below)
 ========================================  ===============================  =====================
@@ -21,8 +21,9 @@ the compiled training step's cache        grows as graphs are built        kept 
   ceiling, and nested sessions (``train_table`` -> ``Trainer.fit``) never
   raise what an outer one chose. torch keeps this count per OS thread (OpenMP's
   own rule), so sessions in several threads at once do not disturb each other.
-* **BLAS threads** are one process-wide count per library: the first session
-  that limits them saves the counts and the last one to leave restores them.
+* **BLAS threads** are one process-wide count per library, which
+  threadpoolctl lets one Python thread at a time change (the first to set it,
+  while it lives); sessions in other threads leave it as it is.
 * **malloc**: ``mallopt`` settings cannot be read back, and setting them turns
   off glibc's dynamic mmap threshold for good, so there is no state to restore
   to. The thresholds are therefore raised once per process, at the first
@@ -114,13 +115,10 @@ def torch_threads(threads: int | None) -> Iterator[int]:
 
 
 # --------------------------------------------------------------------------- #
-# BLAS threads (process-wide, reference-counted)
+# BLAS threads (process-wide; threadpoolctl decides which Python thread may set them)
 # --------------------------------------------------------------------------- #
 
 _blas_controller: Any = None
-_blas_lock = threading.Lock()
-_blas_depth = 0
-_blas_limiter: Any = None
 
 
 def _controller() -> Any:
@@ -137,8 +135,7 @@ def _controller() -> Any:
     return _blas_controller
 
 
-@contextlib.contextmanager
-def one_blas_thread() -> Iterator[None]:
+def one_blas_thread() -> contextlib.AbstractContextManager:
     """numpy's and scipy's BLAS on one thread inside the block (torch's threads untouched).
 
     The numpy/scipy work around training (calibrators, the logistic path, blend
@@ -148,27 +145,16 @@ def one_blas_thread() -> Iterator[None]:
     on 17,800 rows 110 ms -> 10 ms; ``binclf train`` on a 22k-row, 85-column
     table 13.2 s -> 11.5 s). A no-op where threadpoolctl finds no BLAS.
 
-    The count is the libraries' own, process-wide: the first block to enter
-    (in any thread) saves the counts and limits them, the last to leave
-    restores them, so nested and concurrent blocks compose.
+    The count is the libraries' own, process-wide, and restored on leaving the
+    block (nested blocks restore in turn). OpenBLAS's pool is shared by all
+    threads, so threadpoolctl lets one Python thread control it (the first to
+    set it, while it lives) and ignores the others: a block entered from
+    another thread then leaves BLAS as it is, which can only cost speed.
     """
-    global _blas_depth, _blas_limiter
     controller = _controller()
     if not controller:
-        yield
-        return
-    with _blas_lock:
-        if _blas_depth == 0:
-            _blas_limiter = controller.limit(limits=1, user_api="blas")
-        _blas_depth += 1
-    try:
-        yield
-    finally:
-        with _blas_lock:
-            _blas_depth -= 1
-            if _blas_depth == 0:
-                limiter, _blas_limiter = _blas_limiter, None
-                limiter.restore_original_limits()
+        return contextlib.nullcontext()
+    return controller.limit(limits=1, user_api="blas")
 
 
 def with_one_blas_thread(fn: T) -> T:
@@ -353,7 +339,7 @@ def session(*, purpose: Purpose, threads: int | None = None) -> Iterator[Session
         outermost one is what :func:`describe` reports afterwards.
     """
     global _last
-    malloc = tune_malloc() if _malloc_allowed() else bool(_malloc_tuned)
+    malloc = tune_malloc()  # once per process; False where refused or off glibc
     stack = _stack()
     with contextlib.ExitStack() as knobs:
         n = knobs.enter_context(torch_threads(threads))
