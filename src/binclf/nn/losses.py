@@ -37,6 +37,16 @@ def resolve_pos_weight(pos_weight: PosWeight, y: Tensor | np.ndarray | None = No
 
     ``"balanced"`` becomes ``n_neg / n_pos`` of the labels ``y`` (shape ``(n,)``,
     0/1), which weighs the two classes equally in the loss.
+
+    Parameters
+    ----------
+    pos_weight : float, Tensor, "balanced" or None
+    y : Tensor or ndarray of shape (n,), optional
+        Training labels; needed for ``"balanced"``.
+
+    Returns
+    -------
+    float or None
     """
     if pos_weight is None:
         return None
@@ -202,7 +212,22 @@ def build_loss(
     focal_gamma: float = 2.0,
     reduction: str = "mean",
 ) -> _BinaryLoss:
-    """Build a loss by name (``"bce"``, ``"focal"``, ``"hinge"``), as the trainer and CLI do."""
+    """Build a loss by name (``"bce"``, ``"focal"``, ``"hinge"``), as the trainer and CLI do.
+
+    Parameters
+    ----------
+    name : str
+        One of :data:`LOSS_NAMES`.
+    pos_weight : float, "balanced" or None
+    focal_alpha, focal_gamma : float
+        Focal loss only.
+    reduction : {"mean", "sum", "none"}
+
+    Returns
+    -------
+    nn.Module
+        ``loss(logits (n,), targets (n,), sample_weight=None)``.
+    """
     if name == "bce":
         return BCEWithLogitsLoss(pos_weight=pos_weight, reduction=reduction)
     if name == "focal":

@@ -126,6 +126,19 @@ class TrainConfig(FitSettings):
 
         Attributes it lacks keep their defaults, ``overrides`` win, and
         ``batch_size="auto"`` is resolved for ``n_train`` training rows.
+
+        Parameters
+        ----------
+        settings : object
+            Read by attribute name (``lr``, ``batch_size`` ...).
+        n_train : int
+            Training rows, for ``batch_size="auto"``.
+        **overrides
+            Fields that win over ``settings``.
+
+        Returns
+        -------
+        TrainConfig
         """
         kw = {f.name: getattr(settings, f.name) for f in fields(cls) if hasattr(settings, f.name)}
         kw.update(overrides)
@@ -144,6 +157,17 @@ def auto_batch_size(n_rows: int, *, largest: int = 512, smallest: int = 16) -> i
 
     A power of two, ``largest`` from 4096 rows up, down to ``smallest``: with a
     fixed 512 a 400-row table would take one optimiser step per epoch.
+
+    Parameters
+    ----------
+    n_rows : int
+        Training rows.
+    largest, smallest : int
+        Bounds of the result.
+
+    Returns
+    -------
+    int
     """
     size = largest
     while size > smallest and size * 8 > n_rows:
@@ -152,7 +176,17 @@ def auto_batch_size(n_rows: int, *, largest: int = 512, smallest: int = 16) -> i
 
 
 def resolve_device(device: str) -> torch.device:
-    """``"auto"`` picks CUDA when available, else the CPU."""
+    """``"auto"`` picks CUDA when available, else the CPU.
+
+    Parameters
+    ----------
+    device : str
+        ``"auto"`` or any name ``torch.device`` accepts.
+
+    Returns
+    -------
+    torch.device
+    """
     if device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     return torch.device(device)
@@ -170,6 +204,20 @@ def predict_logits(
     """Logits ``(n,)`` of ``model`` on ``X`` ``(n, d)`` in eval mode, in large batches.
 
     ``dtype`` is the input's dtype and must match the model's parameters.
+
+    Parameters
+    ----------
+    model : nn.Module
+        A single-logit model (left in the train/eval mode it had).
+    X : Tensor or ndarray of shape (n, d)
+    batch_size : int
+        Rows per forward call (at most 4096 on the CPU, where chunks stay in cache).
+    dtype : torch.dtype
+
+    Returns
+    -------
+    Tensor of shape (n,)
+        The logits.
     """
     was_training = model.training
     model.eval()
