@@ -46,9 +46,11 @@ def knobs() -> tuple[int, list[int]]:
 @pytest.fixture
 def two_blas_threads():
     """BLAS on two threads before the call, so that a call limiting it to one shows (and must undo it)."""
+    import importlib
+
     from threadpoolctl import threadpool_limits
 
-    import scipy.linalg  # noqa: F401 - its BLAS is one of those limited
+    importlib.import_module("scipy.linalg")  # its BLAS is one of those limited
 
     if not blas_threads():
         pytest.skip("threadpoolctl finds no BLAS library here")
@@ -106,9 +108,14 @@ def test_malloc_is_tuned_once_at_the_first_session_and_can_be_refused():
         "print(a, runtime.state()['malloc_tuned'], 'malloc' in runtime.describe())"
     )
     env = {k: v for k, v in __import__("os").environ.items() if not k.startswith("MALLOC_")}
-    tuned = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120)
+    tuned = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120, check=True)
     refused = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, env={**env, "BINCLF_MALLOC": "0"}, timeout=120
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        env={**env, "BINCLF_MALLOC": "0"},
+        timeout=120,
+        check=True,
     )
     glibc = sys.platform.startswith("linux")
     assert tuned.stdout.split() == ["None", str(glibc), "True"]
@@ -135,8 +142,7 @@ def test_a_session_lowers_but_never_raises_torch_threads_and_restores_them(two_t
 
 def test_a_train_session_runs_blas_on_one_thread_and_restores_it_also_on_error(two_blas_threads):
     before = knobs()
-    with pytest.raises(RuntimeError, match="boom"):
-        with runtime.session(purpose="train", threads=1) as s:
+    with pytest.raises(RuntimeError, match="boom"), runtime.session(purpose="train", threads=1) as s:
             assert blas_threads() == [1] * len(before[1]) and s.blas_threads == 1
             raise RuntimeError("boom")
     assert knobs() == before
@@ -240,7 +246,10 @@ def test_trainer_fit_keeps_the_callers_threads_and_restores_blas(two_blas_thread
     X = rng.normal(size=(64, 3)).astype(np.float32)
     y = (X[:, 0] > 0).astype(np.float32)
     seen = []
-    cb = lambda trainer, log: seen.append(knobs())  # noqa: E731
+
+    def cb(trainer, log):
+        seen.append(knobs())
+
     Trainer(TrainConfig(max_epochs=1, verbose=False), callbacks=[cb]).fit(MLP(3, hidden=(4,)), X, y)
     assert seen == [(2, [1] * len(before[1]))]
     assert knobs() == before
@@ -357,6 +366,6 @@ def test_an_error_in_the_producer_reaches_the_consumer_after_the_items_before_it
     got = []
     with pytest.raises(ValueError, match="bad chunk at row 3"):
         for item in prefetch(items()):
-            got.append(item)
+            got.append(item)  # noqa: PERF402 - each item must arrive before the error
     assert got == [1, 2]
     assert _prefetch_threads() == []
