@@ -43,3 +43,22 @@ def test_trains_with_dropped_targets_and_reports_split_sizes():
     result = train_table(df, OPTIONS)
     assert any("2 row(s) with a missing 'y' dropped (row(s) 4, 7)" in n for n in result.notices)
     assert sum(result.summary["split_rows"].values()) == 58
+
+
+def test_train_options_keep_their_fields_and_validate_the_shared_settings_at_once():
+    """The settings TrainOptions shares with TrainConfig keep their names, defaults and JSON; bad ones fail early."""
+    from binclf.errors import ConfigError
+    from binclf.train.trainer import TrainConfig
+
+    options = TrainOptions(target="y", lr=0.01, patience=3, sampler="balanced", pos_weight="balanced", seed=7)
+    assert TrainOptions.from_dict(options.to_dict()) == options
+    assert sorted(options.to_dict()) == [
+        "abstain_precision", "batch_size", "calibration", "categorical", "drop", "drop_missing_target", "dropout",
+        "folds", "hidden", "linear_member", "loss", "lr", "max_epochs", "model", "n_boot", "neural_member",
+        "numeric", "numeric_scaling", "objective", "patience", "ple_bins", "pos_weight", "positive", "sampler",
+        "seed", "target", "test_fraction", "valid_fraction", "weight_decay",
+    ]
+    config = TrainConfig.from_settings(options, n_train=10_000)
+    assert (config.lr, config.patience, config.sampler, config.seed, config.batch_size) == (0.01, 3, "balanced", 7, 512)
+    with pytest.raises(ConfigError, match="lr must be a positive number, got 0"):
+        TrainOptions(target="y", lr=0)

@@ -7,6 +7,7 @@ import pytest
 import torch
 from torch import nn
 
+from binclf import runtime
 from binclf.train.adamw import FastAdamWStep, FusedAdamW
 
 from binclf.train.fused_step import FusedMLPStep
@@ -276,7 +277,7 @@ def test_a_step_whose_compiled_graph_disagrees_falls_back_to_eager(monkeypatch):
         return loss + 1.0, grads, stats
 
     monkeypatch.setattr(_speed, "_compiled_mlp_step", lambda: wrong)
-    monkeypatch.setattr(_speed, "_compile_failed", False)
+    monkeypatch.setattr(runtime, "COMPILE_CACHE", runtime.CompileCache())
     torch.manual_seed(0)
     model = MLP(4, hidden=(8,))
     step = FusedMLPStep(model, build_loss("bce"), compiled=True)
@@ -288,7 +289,7 @@ def test_a_step_whose_compiled_graph_disagrees_falls_back_to_eager(monkeypatch):
     torch.manual_seed(1)
     assert loss.item() == eager(x, y, None).item()  # the eager result, not the wrong one
     assert not step.compiled_in_use and step.compiled is False
-    assert _speed._compile_failed  # later steps do not try again
+    assert runtime.COMPILE_CACHE.failed  # later steps do not try again
 
 
 def test_shapes_past_torch_compiles_graph_limit_train_eagerly(monkeypatch):
@@ -316,8 +317,7 @@ def test_an_early_stopped_fit_compiles_its_step_once_it_has_proved_long(monkeypa
         return run
 
     monkeypatch.setattr(_speed, "_compiled_mlp_step", fake_compiled)
-    monkeypatch.setattr(_speed, "_compile_failed", False)
-    monkeypatch.setattr(_speed, "_compiled_signatures", set())
+    monkeypatch.setattr(runtime, "COMPILE_CACHE", runtime.CompileCache())
     monkeypatch.setattr(trainer_module, "_COMPILE_MIN_ROW_EPOCHS", 4000)
     X, y = _two_moons(1000, 0)
     Xv, yv = _two_moons(300, 1)
@@ -333,6 +333,6 @@ def test_an_early_stopped_fit_compiles_its_step_once_it_has_proved_long(monkeypa
     assert compiled_rows == [250] * 32
     # A validated fit that cannot run as long again after break-even stays eager.
     compiled_rows.clear()
-    monkeypatch.setattr(_speed, "_compiled_signatures", set())
+    runtime.COMPILE_CACHE.signatures.clear()
     Trainer(TrainConfig(**{**cfg.to_dict(), "max_epochs": 7})).fit(MLP(8, hidden=(16,)), X, y, X_valid=Xv, y_valid=yv)
     assert compiled_rows == []

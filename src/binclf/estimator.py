@@ -12,8 +12,11 @@ from sklearn.model_selection import train_test_split
 from sklearn.utils.multiclass import check_classification_targets, type_of_target
 from sklearn.utils.validation import _check_sample_weight, check_is_fitted, validate_data
 
-from binclf.nn.models import build_model
+from binclf import runtime
+from binclf.nn.models import build_model, model_config
 from binclf.train.trainer import TrainConfig, Trainer, predict_logits
+
+_DEFAULT = TrainConfig  # the training settings' defaults, stated once in binclf.train.trainer
 
 __all__ = ["BinaryClassifier"]
 
@@ -46,20 +49,20 @@ class BinaryClassifier(ClassifierMixin, BaseEstimator):
         hidden: Sequence[int] = (128, 64),
         dropout: float = 0.1,
         batchnorm: bool = True,
-        loss: str = "bce",
-        pos_weight: float | str | None = None,
-        focal_gamma: float = 2.0,
-        focal_alpha: float | None = None,
-        sampler: str | None = None,
-        lr: float = 1e-3,
-        weight_decay: float = 1e-4,
+        loss: str = _DEFAULT.loss,
+        pos_weight: float | str | None = _DEFAULT.pos_weight,
+        focal_gamma: float = _DEFAULT.focal_gamma,
+        focal_alpha: float | None = _DEFAULT.focal_alpha,
+        sampler: str | None = _DEFAULT.sampler,
+        lr: float = _DEFAULT.lr,
+        weight_decay: float = _DEFAULT.weight_decay,
         batch_size: int | str = "auto",
-        max_epochs: int = 200,
-        patience: int = 10,
-        lr_schedule: str | None = None,
+        max_epochs: int = _DEFAULT.max_epochs,
+        patience: int = _DEFAULT.patience,
+        lr_schedule: str | None = _DEFAULT.lr_schedule,
         validation_fraction: float = 0.1,
         random_state: int | None = None,
-        device: str = "cpu",
+        device: str = _DEFAULT.device,
         verbose: bool = False,
     ) -> None:
         self.model = model
@@ -89,8 +92,23 @@ class BinaryClassifier(ClassifierMixin, BaseEstimator):
         return tags
 
     # -- fitting ----------------------------------------------------------------
+    @runtime.entry_point("train")  # process knobs set here and restored on return (binclf.runtime)
     def fit(self, X, y, sample_weight=None) -> "BinaryClassifier":
-        """Fit on ``X`` (n, d) numbers and ``y`` (n,) with exactly two labels."""
+        """Fit on ``X`` (n, d) numbers and ``y`` (n,) with exactly two labels.
+
+        Parameters
+        ----------
+        X : array-like of shape (n, d)
+            Numeric features.
+        y : array-like of shape (n,)
+            Exactly two distinct labels; ``classes_[1]`` is the positive one.
+        sample_weight : array-like of shape (n,), optional
+
+        Returns
+        -------
+        BinaryClassifier
+            ``self``, fitted.
+        """
         X, y = validate_data(self, X, y, dtype=[np.float64, np.float32], y_numeric=False)
         check_classification_targets(y)
         kind = type_of_target(y)
@@ -114,7 +132,11 @@ class BinaryClassifier(ClassifierMixin, BaseEstimator):
         y01 = y_enc.astype(np.float32)
 
         train_idx, valid_idx = self._split(y01, seed)
-        self.model_ = build_model(self.model, seed=seed, **self._model_config(X.shape[1]))
+        net_config = model_config(
+            self.model, n_features=X.shape[1], hidden=self.hidden, dropout=self.dropout, batchnorm=self.batchnorm,
+            n_numeric=X.shape[1],
+        )
+        self.model_ = build_model(self.model, seed=seed, **net_config)
         config = TrainConfig.from_settings(self, n_train=len(train_idx), seed=seed)
         w = sample_weight.astype(np.float32)
         has_weights = not np.all(w == 1.0)
@@ -143,12 +165,6 @@ class BinaryClassifier(ClassifierMixin, BaseEstimator):
             return int(self.random_state.randint(0, 2**31 - 1))
         return int(self.random_state)
 
-    def _model_config(self, n_features: int) -> dict:
-        if self.model in ("mlp", "ple_mlp"):
-            config = dict(n_features=n_features, hidden=tuple(self.hidden), dropout=self.dropout, batchnorm=self.batchnorm)
-            return config if self.model == "mlp" else {**config, "n_numeric": n_features}
-        return dict(n_features=n_features)
-
     def _split(self, y01: np.ndarray, seed: int) -> tuple[np.ndarray, np.ndarray | None]:
         idx = np.arange(len(y01))
         counts = np.bincount(y01.astype(int), minlength=2)
@@ -164,8 +180,18 @@ class BinaryClassifier(ClassifierMixin, BaseEstimator):
         return ((X - self.mean_) / self.scale_).astype(np.float32)
 
     # -- prediction ---------------------------------------------------------------
+    @runtime.entry_point("predict")
     def decision_function(self, X) -> np.ndarray:
-        """Logits ``(n,)``: positive means ``classes_[1]`` is more likely."""
+        """Logits ``(n,)``: positive means ``classes_[1]`` is more likely.
+
+        Parameters
+        ----------
+        X : array-like of shape (n, d)
+
+        Returns
+        -------
+        ndarray of shape (n,)
+        """
         check_is_fitted(self)
         X = validate_data(self, X, reset=False, dtype=[np.float64, np.float32])
         # In float64, so that a row's logit does not depend on which other rows
@@ -174,6 +200,7 @@ class BinaryClassifier(ClassifierMixin, BaseEstimator):
         Xs = torch.from_numpy((X - self.mean_) / self.scale_)
         return predict_logits(model64, Xs, dtype=torch.float64).numpy()
 
+    @runtime.entry_point("predict")
     def predict_proba(self, X) -> np.ndarray:
         """Probabilities ``(n, 2)``: columns follow ``classes_``."""
         z = torch.from_numpy(self.decision_function(X))

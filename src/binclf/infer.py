@@ -3,17 +3,12 @@
 
 from __future__ import annotations
 
-from typing import TypeVar
-
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 from binclf.nn.matmul import _onednn
 from binclf.nn.models.mlp import mlp_blocks
-from binclf.runtime import tune_malloc
-
-T = TypeVar("T")
-
+from binclf.runtime import torch_threads
 
 # --------------------------------------------------------------------------- #
 # inference
@@ -32,13 +27,23 @@ def eval_logits(model: nn.Module, X: Tensor, *, chunk_rows: int = _EVAL_ROWS) ->
     before it (an affine map of an affine map) and the ReLU fused into oneDNN's
     linear kernel: one call per layer. The folding changes float rounding only
     (agreement to ~1e-6). The caller sets ``model.eval()``.
+
+    Parameters
+    ----------
+    model : nn.Module
+        A single-logit model in eval mode.
+    X : Tensor of shape (n, d)
+        Its inputs, on the model's device.
+    chunk_rows : int
+        Rows per chunk.
+
+    Returns
+    -------
+    Tensor of shape (n,)
+        The logits.
     """
     from binclf.nn.models.base import encoded_network
 
-    # Chunks allocate the same few-MiB temporaries again and again: keep them
-    # in the heap (measured: the default bundle's prediction 9.9 s -> 3.4 s per
-    # million rows, the encoding's page faults gone).
-    tune_malloc()
     n = len(X)
     encode = None
     network = encoded_network(model)
@@ -54,10 +59,8 @@ def eval_logits(model: nn.Module, X: Tensor, *, chunk_rows: int = _EVAL_ROWS) ->
     # One thread: a chunk is ~0.5 ms of work, and in prediction it runs beside
     # the file reader's threads; two OpenMP threads spinning at each layer's
     # barrier then cost far more than they save (measured 9 s vs 0.2 s per
-    # million rows on a busy 2-core machine).
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
+    # million rows on a busy 2-core machine). Restored after (binclf.runtime).
+    with torch_threads(1):
         for lo in range(0, n, chunk_rows):
             xb = X[lo : lo + chunk_rows]
             if encode is not None:
@@ -65,8 +68,6 @@ def eval_logits(model: nn.Module, X: Tensor, *, chunk_rows: int = _EVAL_ROWS) ->
             for weight, bias, relu in layers:
                 xb = _linear(xb, weight, bias, relu)
             out[lo : lo + len(xb)] = xb.squeeze(-1)
-    finally:
-        torch.set_num_threads(threads)
     return out
 
 

@@ -33,6 +33,7 @@ import torch
 from torch import nn
 
 from binclf import __version__
+from binclf import runtime
 from binclf.infer import eval_logits
 from binclf.io.prefetch import prefetch
 from binclf.bundle import BUNDLE_LAYOUT, check_columns, load_bundle, save_bundle
@@ -238,6 +239,7 @@ class Predictor:
         counts.warn(stacklevel=3)
         return X
 
+    @runtime.entry_point("predict")  # process knobs set here and restored on return (binclf.runtime)
     def uncalibrated_logits(self, X: np.ndarray) -> np.ndarray:
         """Prior-corrected, member-averaged logits ``(n,)`` from model inputs ``(n, d)``."""
         return member_logits(self.members, X)
@@ -256,6 +258,7 @@ class Predictor:
         """Calibrated probabilities of the positive class ``(n,)`` from model inputs."""
         return self.calibrator.predict_proba(self.uncalibrated_logits(X))
 
+    @runtime.entry_point("predict")
     def predict_proba(self, df: pd.DataFrame, *, row_offset: int = 0) -> np.ndarray:
         """Calibrated probability of the positive class for each row ``(n,)``."""
         return self.proba_from_inputs(self.transform(df, row_offset=row_offset))
@@ -271,6 +274,7 @@ class Predictor:
             return (proba >= 0.5).astype(np.int64)
         return self.threshold.decide(proba)
 
+    @runtime.entry_point("predict")
     def predict(self, df: pd.DataFrame, *, threshold: float | None = None) -> np.ndarray:
         """Predicted labels ``(n,)`` in the original label values (or ``"abstain"``)."""
         return self._labels(self.decide(self.predict_proba(df), threshold=threshold))
@@ -282,6 +286,7 @@ class Predictor:
         out[decisions == -1] = ABSTAIN
         return out
 
+    @runtime.entry_point("predict")
     def predict_frame(
         self, df: pd.DataFrame, *, keep: Sequence[str] = (), threshold: float | None = None, row_offset: int = 0
     ) -> pd.DataFrame:
@@ -314,6 +319,7 @@ class Predictor:
         return pa.table(columns)
 
     # -- files -----------------------------------------------------------------------------
+    @runtime.entry_point("predict")
     def predict_file(
         self,
         source: str | Path,

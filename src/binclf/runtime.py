@@ -1,39 +1,127 @@
-"""Every process-wide setting binclf touches: BLAS threads, torch threads, malloc.
+"""Every process-wide setting binclf touches, in one place, set at the entry points.
 
-Kept free of torch at import so the modules that use it (calibration) import without it.
+Importing binclf changes nothing in the host process. The public entry points
+(:func:`binclf.train_table`, :meth:`binclf.Trainer.fit`,
+:meth:`binclf.BinaryClassifier.fit` and its predict methods, the
+:class:`binclf.Predictor` predict methods and ``predict_file``) run inside
+:func:`session`, which sets the knobs below on entry and restores them on exit,
+also when the call raises:
+
+========================================  ===============================  =====================
+knob                                      inside a session                 on exit
+========================================  ===============================  =====================
+torch intra-op threads (calling thread)   ``min(threads, current)``        restored
+numpy/scipy BLAS threads (threadpoolctl)  1 (``purpose="train"``)          restored
+glibc malloc mmap / trim thresholds       raised, once per process         kept (see below)
+the compiled training step's cache        grows as graphs are built        kept (see below)
+========================================  ===============================  =====================
+
+* **torch threads**: a session only ever *lowers* the calling thread's count,
+  so a user's ``OMP_NUM_THREADS`` or ``torch.set_num_threads(k)`` is the
+  ceiling, and nested sessions (``train_table`` -> ``Trainer.fit``) never
+  raise what an outer one chose. torch keeps this count per OS thread (OpenMP's
+  own rule), so sessions in several threads at once do not disturb each other.
+* **BLAS threads** are one process-wide count per library, which
+  threadpoolctl lets one Python thread at a time change (the first to set it,
+  while it lives); sessions in other threads leave it as it is.
+* **malloc**: ``mallopt`` settings cannot be read back, and setting them turns
+  off glibc's dynamic mmap threshold for good, so there is no state to restore
+  to. The thresholds are therefore raised once per process, at the first
+  session (never at import), and stay: the cost is at most 256 MiB of freed
+  memory kept in the heap instead of returned to the OS. ``BINCLF_MALLOC=0`` or
+  any ``MALLOC_*`` variable in the environment keeps glibc's defaults;
+  :func:`state` and :func:`describe` say whether it was applied.
+* **compile cache**: the training step compiled by ``torch.compile`` is built
+  once per process and shape; a later fit of the same shapes reuses it for
+  free, so one fit's code path depends on earlier fits (never its results:
+  the compiled step is checked against the eager one). That state lives in
+  :data:`COMPILE_CACHE`; :func:`reset_compile_cache` empties it, and
+  ``BINCLF_COMPILE=0`` in the environment turns automatic compiling off.
+
+The module is free of torch at import, so modules that only need the BLAS
+limit (calibration) do not load it.
 """
 
 from __future__ import annotations
 
 import contextlib
-import functools
-import importlib
 import ctypes
 import ctypes.util
+import functools
+import importlib
 import os
 import sys
-from typing import Any, TypeVar
+import threading
+from collections import Counter
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Any, Literal, TypeVar
 
 T = TypeVar("T")
 
-__all__ = ["one_blas_thread", "with_one_blas_thread"]
+__all__ = [
+    "COMPILE_CACHE",
+    "CompileCache",
+    "Session",
+    "auto_compile_enabled",
+    "describe",
+    "entry_point",
+    "note_fit",
+    "one_blas_thread",
+    "reset_compile_cache",
+    "session",
+    "state",
+    "torch_threads",
+    "tune_malloc",
+    "with_one_blas_thread",
+]
 
+Purpose = Literal["train", "predict"]
+
+
+# --------------------------------------------------------------------------- #
+# torch intra-op threads (per OS thread)
+# --------------------------------------------------------------------------- #
+
+
+@contextlib.contextmanager
+def torch_threads(threads: int | None) -> Iterator[int]:
+    """The calling thread's torch intra-op threads at most ``threads`` inside the block.
+
+    Parameters
+    ----------
+    threads : int or None
+        The most threads to use; ``None`` keeps the current count. Never raises
+        the count: the current one (the user's ``OMP_NUM_THREADS`` or
+        ``torch.set_num_threads``) is the ceiling.
+
+    Yields
+    ------
+    int
+        The thread count in force inside the block. The count before is
+        restored on leaving it, also on an exception.
+    """
+    import torch
+
+    before = torch.get_num_threads()
+    now = before if threads is None else max(1, min(int(threads), before))
+    if now != before:
+        torch.set_num_threads(now)
+    try:
+        yield now
+    finally:
+        if torch.get_num_threads() != before:
+            torch.set_num_threads(before)
+
+
+# --------------------------------------------------------------------------- #
+# BLAS threads (process-wide; threadpoolctl decides which Python thread may set them)
+# --------------------------------------------------------------------------- #
 
 _blas_controller: Any = None
 
 
-def one_blas_thread() -> contextlib.AbstractContextManager:
-    """numpy's and scipy's BLAS on one thread inside the block (torch's threads untouched).
-
-    The numpy/scipy work around training (calibrators, the logistic path, blend
-    weights, thresholds) is made of many small matrix-vector products; with
-    OpenBLAS on two threads each one wakes and syncs a second thread, which on
-    a 2-core machine costs far more than it saves (measured: a beta calibrator
-    on 17,800 rows 110 ms -> 10 ms; ``binclf train`` on a 22k-row, 85-column
-    table 13.2 s -> 11.5 s). A no-op where threadpoolctl finds no BLAS. The
-    setting is process-wide (it is the libraries' own thread count), restored
-    on leaving the block.
-    """
+def _controller() -> Any:
     global _blas_controller
     if _blas_controller is None:
         try:
@@ -44,9 +132,29 @@ def one_blas_thread() -> contextlib.AbstractContextManager:
             _blas_controller = ThreadpoolController()
         except Exception:  # noqa: BLE001 - no threadpoolctl or an unreadable library list: leave threads alone
             _blas_controller = False
-    if not _blas_controller:
+    return _blas_controller
+
+
+def one_blas_thread() -> contextlib.AbstractContextManager:
+    """numpy's and scipy's BLAS on one thread inside the block (torch's threads untouched).
+
+    The numpy/scipy work around training (calibrators, the logistic path, blend
+    weights, thresholds) is made of many small matrix-vector products; with
+    OpenBLAS on two threads each one wakes and syncs a second thread, which on
+    a 2-core machine costs far more than it saves (measured: a beta calibrator
+    on 17,800 rows 110 ms -> 10 ms; ``binclf train`` on a 22k-row, 85-column
+    table 13.2 s -> 11.5 s). A no-op where threadpoolctl finds no BLAS.
+
+    The count is the libraries' own, process-wide, and restored on leaving the
+    block (nested blocks restore in turn). OpenBLAS's pool is shared by all
+    threads, so threadpoolctl lets one Python thread control it (the first to
+    set it, while it lives) and ignores the others: a block entered from
+    another thread then leaves BLAS as it is, which can only cost speed.
+    """
+    controller = _controller()
+    if not controller:
         return contextlib.nullcontext()
-    return _blas_controller.limit(limits=1, user_api="blas")
+    return controller.limit(limits=1, user_api="blas")
 
 
 def with_one_blas_thread(fn: T) -> T:
@@ -60,13 +168,28 @@ def with_one_blas_thread(fn: T) -> T:
     return inner  # type: ignore[return-value]
 
 
+def _blas_threads_now() -> int | None:
+    controller = _controller()
+    if not controller:
+        return None
+    counts = [lib.num_threads for lib in controller.select(user_api="blas").lib_controllers]
+    return max(counts) if counts else None
+
+
 # --------------------------------------------------------------------------- #
-# malloc
+# malloc (once per process: it cannot be read back)
 # --------------------------------------------------------------------------- #
 
 _M_TRIM_THRESHOLD = -1
 _M_MMAP_THRESHOLD = -3
-_malloc_tuned: bool | None = None
+_malloc_tuned: bool | None = None  # None: not tried in this process
+_malloc_lock = threading.Lock()
+
+
+def _malloc_allowed() -> bool:
+    if os.environ.get("BINCLF_MALLOC", "1") == "0":
+        return False
+    return sys.platform.startswith("linux") and not any(k.startswith("MALLOC_") for k in os.environ)
 
 
 def tune_malloc() -> bool:
@@ -76,23 +199,239 @@ def tune_malloc() -> bool:
     every time; with glibc's defaults the larger ones are ``mmap``-ed and
     unmapped each step, and each new mapping is page-faulted in again. Raising
     the mmap and trim thresholds (measured: 500k -> 690k samples/s on the
-    no-dropout loop) costs at most the thresholds' worth of retained memory.
-    Skipped when the user set ``MALLOC_*`` variables, or off glibc. Returns
-    whether the settings were applied (once per process).
+    no-dropout loop; prediction 9.9 s -> 3.4 s per million rows) costs at most
+    the thresholds' worth of retained memory. Skipped when ``BINCLF_MALLOC=0``
+    or ``MALLOC_*`` variables are set, or off glibc. Applied at most once per
+    process and never undone (see the module docstring); :func:`session` calls it.
+
+    Returns
+    -------
+    bool
+        Whether the settings are in force.
     """
     global _malloc_tuned
-    if _malloc_tuned is not None:
-        return _malloc_tuned
-    _malloc_tuned = False
-    if not sys.platform.startswith("linux") or any(k.startswith("MALLOC_") for k in os.environ):
-        return False
-    try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-        libc.gnu_get_libc_version  # noqa: B018 - raises AttributeError off glibc (musl)
-        # 32 MiB is glibc's largest allowed mmap threshold on 64-bit systems.
-        ok = libc.mallopt(_M_MMAP_THRESHOLD, 32 << 20) == 1
-        ok = libc.mallopt(_M_TRIM_THRESHOLD, 256 << 20) == 1 and ok
-    except (OSError, AttributeError):
-        return False
-    _malloc_tuned = ok
-    return ok
+    with _malloc_lock:
+        if _malloc_tuned is not None:
+            return _malloc_tuned
+        _malloc_tuned = False
+        if not _malloc_allowed():
+            return False
+        try:
+            libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+            libc.gnu_get_libc_version  # noqa: B018 - raises AttributeError off glibc (musl)
+            # 32 MiB is glibc's largest allowed mmap threshold on 64-bit systems.
+            ok = libc.mallopt(_M_MMAP_THRESHOLD, 32 << 20) == 1
+            ok = libc.mallopt(_M_TRIM_THRESHOLD, 256 << 20) == 1 and ok
+        except (OSError, AttributeError):
+            return False
+        _malloc_tuned = ok
+        return ok
+
+
+# --------------------------------------------------------------------------- #
+# the compiled training step's cache
+# --------------------------------------------------------------------------- #
+
+
+@dataclass
+class CompileCache:
+    """What ``torch.compile`` has built for the fused training step in this process.
+
+    Attributes
+    ----------
+    step : callable or None
+        ``torch.compile(binclf.train.fused_step._mlp_step)``, built on first use.
+    signatures : set of tuple
+        Batch and layer shapes whose compiled graph has been built and checked
+        against the eager step; a later fit with one of them compiles for free.
+    failed : bool
+        Compiling failed or disagreed once; every later step runs eagerly.
+    """
+
+    step: Any = None
+    signatures: set[tuple] = field(default_factory=set)
+    failed: bool = False
+
+    @property
+    def ready(self) -> bool:
+        """Whether a compiled step has been built and not failed."""
+        return self.step is not None and not self.failed
+
+
+COMPILE_CACHE = CompileCache()
+
+
+def reset_compile_cache() -> None:
+    """Forget every compiled step (and dynamo's graphs, if loaded): the next fits start fresh."""
+    COMPILE_CACHE.step = None
+    COMPILE_CACHE.signatures.clear()
+    COMPILE_CACHE.failed = False
+    dynamo = sys.modules.get("torch._dynamo")
+    if dynamo is not None:
+        dynamo.reset()
+
+
+def auto_compile_enabled() -> bool:
+    """False when ``BINCLF_COMPILE=0``: ``compile=None`` then never compiles the step."""
+    return os.environ.get("BINCLF_COMPILE", "1") != "0"
+
+
+# --------------------------------------------------------------------------- #
+# the session
+# --------------------------------------------------------------------------- #
+
+
+@dataclass
+class Session:
+    """The settings one :func:`session` put in force, and the training paths it saw.
+
+    Attributes
+    ----------
+    purpose : {"train", "predict"}
+    torch_threads : int
+        The calling thread's torch intra-op threads inside the session.
+    blas_threads : int or None
+        numpy/scipy's BLAS threads inside it (None: left untouched, as in
+        prediction, or no BLAS library found).
+    malloc_tuned : bool
+        Whether glibc's malloc thresholds are raised (see :func:`tune_malloc`).
+    fits : Counter
+        ``(step, torch threads)`` of each :meth:`binclf.Trainer.fit` run inside
+        it, e.g. ``("compiled fused step", 1)``.
+    """
+
+    purpose: Purpose
+    torch_threads: int
+    blas_threads: int | None
+    malloc_tuned: bool
+    fits: Counter = field(default_factory=Counter)
+
+
+_local = threading.local()
+_last: Session | None = None
+
+
+def _stack() -> list[Session]:
+    stack = getattr(_local, "stack", None)
+    if stack is None:
+        stack = _local.stack = []
+    return stack
+
+
+@contextlib.contextmanager
+def session(*, purpose: Purpose, threads: int | None = None) -> Iterator[Session]:
+    """Put binclf's process settings in force for one train or predict call, and restore them.
+
+    Parameters
+    ----------
+    purpose : {"train", "predict"}
+        ``"train"`` also runs numpy/scipy's BLAS on one thread (restored after);
+        ``"predict"`` leaves BLAS alone (its numpy work is elementwise).
+    threads : int or None
+        torch intra-op threads for the calling thread, at most the current
+        count (the user's setting is the ceiling); ``None`` keeps it.
+
+    Yields
+    ------
+    Session
+        What is in force. Nested sessions (``train_table`` -> ``Trainer.fit``)
+        only lower the thread count further and restore what they found; the
+        outermost one is what :func:`describe` reports afterwards.
+    """
+    global _last
+    malloc = tune_malloc()  # once per process; False where refused or off glibc
+    stack = _stack()
+    with contextlib.ExitStack() as knobs:
+        n = knobs.enter_context(torch_threads(threads))
+        if purpose == "train":
+            knobs.enter_context(one_blas_thread())
+        blas = _blas_threads_now() if purpose == "train" else None
+        current = Session(purpose=purpose, torch_threads=n, blas_threads=blas, malloc_tuned=malloc)
+        stack.append(current)
+        try:
+            yield current
+        finally:
+            stack.pop()
+            if not stack:
+                _last = current
+
+
+def entry_point(purpose: Purpose) -> Callable[[T], T]:
+    """Decorator: run a public function or method inside ``session(purpose=purpose)``."""
+
+    def wrap(fn: T) -> T:
+        @functools.wraps(fn)  # type: ignore[arg-type]
+        def inner(*args: Any, **kwargs: Any) -> Any:
+            with session(purpose=purpose):
+                return fn(*args, **kwargs)  # type: ignore[operator]
+
+        return inner  # type: ignore[return-value]
+
+    return wrap
+
+
+def note_fit(step: str, threads: int) -> None:
+    """Record, in the calling thread's sessions, that a fit ran ``step`` on ``threads`` torch threads."""
+    for s in _stack():
+        s.fits[(step, threads)] += 1
+
+
+def state() -> dict[str, Any]:
+    """The process settings binclf can observe now (for tests and ``--debug``).
+
+    Returns
+    -------
+    dict
+        ``torch_threads`` (calling thread), ``blas_threads`` (None: no BLAS
+        found or threadpoolctl not loaded yet), ``malloc_tuned`` (None: not
+        tried in this process), ``compiled_step`` (a compiled step is built),
+        ``in_session`` (the calling thread is inside :func:`session`).
+    """
+    torch = sys.modules.get("torch")
+    return {
+        "torch_threads": torch.get_num_threads() if torch is not None else None,
+        "blas_threads": _blas_threads_now() if _blas_controller is not None else None,
+        "malloc_tuned": _malloc_tuned,
+        "compiled_step": COMPILE_CACHE.ready,
+        "in_session": bool(_stack()),
+    }
+
+
+def describe(current: Session | None = None) -> str:
+    """One line naming the fast path in use, like nanoGPT prints at start-up.
+
+    Parameters
+    ----------
+    current : Session, optional
+        The session to describe; default: the calling thread's innermost open
+        session, else the last finished outermost one (in any thread), else
+        the process as it is now.
+
+    Returns
+    -------
+    str
+        e.g. ``"fast path: compiled fused step (5 fits on 1 torch thread),
+        oneDNN linear, 2 torch threads, BLAS 1 thread, malloc tuned"``.
+    """
+    stack = _stack()
+    s = current or (stack[-1] if stack else _last)
+    parts = []
+    if s is not None:
+        for (step, threads), count in sorted(s.fits.items()):
+            fits = f"{count} fit{'s' * (count != 1)}"
+            parts.append(f"{step} ({fits} on {threads} torch thread{'s' * (threads != 1)})")
+    if "torch" in sys.modules:
+        from binclf.nn.matmul import _onednn
+
+        parts.append("oneDNN linear" if _onednn() else "MKL/BLAS mm")
+    now = state()
+    threads = s.torch_threads if s is not None else now["torch_threads"]
+    if threads is not None:
+        parts.append(f"{threads} torch thread{'s' * (threads != 1)}")
+    blas = s.blas_threads if s is not None else now["blas_threads"]
+    parts.append("BLAS untouched" if blas is None else f"BLAS {blas} thread{'s' * (blas != 1)}")
+    malloc = s.malloc_tuned if s is not None else now["malloc_tuned"]
+    parts.append("malloc tuned" if malloc else "malloc default")
+    if not auto_compile_enabled():
+        parts.append("BINCLF_COMPILE=0")
+    return "fast path: " + ", ".join(parts)

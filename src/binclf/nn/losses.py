@@ -37,6 +37,16 @@ def resolve_pos_weight(pos_weight: PosWeight, y: Tensor | np.ndarray | None = No
 
     ``"balanced"`` becomes ``n_neg / n_pos`` of the labels ``y`` (shape ``(n,)``,
     0/1), which weighs the two classes equally in the loss.
+
+    Parameters
+    ----------
+    pos_weight : float, Tensor, "balanced" or None
+    y : Tensor or ndarray of shape (n,), optional
+        Training labels; needed for ``"balanced"``.
+
+    Returns
+    -------
+    float or None
     """
     if pos_weight is None:
         return None
@@ -76,17 +86,34 @@ class _BinaryLoss(nn.Module):
         self.pos_weight = None if value is None else torch.tensor(value, device=_device_of(self))
         return self
 
-    def _pos_weight_for(self, logits: Tensor) -> Tensor | None:
+    def effective_weights(
+        self, sample_weight: Tensor | None = None, *, dtype: torch.dtype = torch.float32
+    ) -> tuple[Tensor | None, Tensor | None]:
+        """The per-row weight and the positive-class weight this loss applies to a batch.
+
+        What the loss's ``forward`` hands to :mod:`binclf.nn.functional`, for
+        code that computes the same loss by other means (the fused training step).
+
+        Parameters
+        ----------
+        sample_weight : Tensor of shape (n,), optional
+            The batch's sample weights; multiplied by the loss's ``weight`` buffer.
+        dtype : torch.dtype
+            The logits' dtype, which ``pos_weight`` is cast to.
+
+        Returns
+        -------
+        weight : Tensor of shape (n,) or None
+        pos_weight : Tensor of shape () or None
+        """
         if isinstance(self.pos_weight_setting, str) and self.pos_weight is None:
             raise ConfigError("pos_weight='balanced' is not resolved yet: call loss.fit(y_train) first")
-        if self.pos_weight is None:
-            return None
-        return self.pos_weight.to(dtype=logits.dtype)
-
-    def _weight(self, sample_weight: Tensor | None) -> Tensor | None:
+        pos_weight = None if self.pos_weight is None else self.pos_weight.to(dtype=dtype)
         if sample_weight is None:
-            return self.weight
-        return sample_weight if self.weight is None else sample_weight * self.weight
+            weight = self.weight
+        else:
+            weight = sample_weight if self.weight is None else sample_weight * self.weight
+        return weight, pos_weight
 
 
 def _device_of(module: nn.Module) -> torch.device:
@@ -105,11 +132,12 @@ class BCEWithLogitsLoss(_BinaryLoss):
         super().__init__(weight=weight, pos_weight=pos_weight, reduction=reduction)
 
     def forward(self, logits: Tensor, targets: Tensor, sample_weight: Tensor | None = None) -> Tensor:
+        weight, pos_weight = self.effective_weights(sample_weight, dtype=logits.dtype)
         return BF.bce_with_logits(
             logits,
             targets,
-            weight=self._weight(sample_weight),
-            pos_weight=self._pos_weight_for(logits),
+            weight=weight,
+            pos_weight=pos_weight,
             reduction=self.reduction,
         )
 
@@ -135,13 +163,14 @@ class FocalLoss(_BinaryLoss):
         self.gamma = float(gamma)
 
     def forward(self, logits: Tensor, targets: Tensor, sample_weight: Tensor | None = None) -> Tensor:
+        weight, pos_weight = self.effective_weights(sample_weight, dtype=logits.dtype)
         return BF.focal_loss(
             logits,
             targets,
             alpha=self.alpha,
             gamma=self.gamma,
-            pos_weight=self._pos_weight_for(logits),
-            weight=self._weight(sample_weight),
+            pos_weight=pos_weight,
+            weight=weight,
             reduction=self.reduction,
         )
 
@@ -163,13 +192,14 @@ class HingeLoss(_BinaryLoss):
         self.squared = bool(squared)
 
     def forward(self, logits: Tensor, targets: Tensor, sample_weight: Tensor | None = None) -> Tensor:
+        weight, pos_weight = self.effective_weights(sample_weight, dtype=logits.dtype)
         return BF.hinge_loss(
             logits,
             targets,
             margin=self.margin,
             squared=self.squared,
-            pos_weight=self._pos_weight_for(logits),
-            weight=self._weight(sample_weight),
+            pos_weight=pos_weight,
+            weight=weight,
             reduction=self.reduction,
         )
 
@@ -182,7 +212,22 @@ def build_loss(
     focal_gamma: float = 2.0,
     reduction: str = "mean",
 ) -> _BinaryLoss:
-    """Build a loss by name (``"bce"``, ``"focal"``, ``"hinge"``), as the trainer and CLI do."""
+    """Build a loss by name (``"bce"``, ``"focal"``, ``"hinge"``), as the trainer and CLI do.
+
+    Parameters
+    ----------
+    name : str
+        One of :data:`LOSS_NAMES`.
+    pos_weight : float, "balanced" or None
+    focal_alpha, focal_gamma : float
+        Focal loss only.
+    reduction : {"mean", "sum", "none"}
+
+    Returns
+    -------
+    nn.Module
+        ``loss(logits (n,), targets (n,), sample_weight=None)``.
+    """
     if name == "bce":
         return BCEWithLogitsLoss(pos_weight=pos_weight, reduction=reduction)
     if name == "focal":

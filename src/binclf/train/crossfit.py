@@ -40,7 +40,19 @@ _EPS = 1e-12
 
 
 def log_loss(y: np.ndarray, p: np.ndarray) -> float:
-    """Mean binary log-loss of probabilities ``p`` ``(n,)`` for labels ``y`` ``(n,)``."""
+    """Mean binary log-loss of probabilities ``p`` ``(n,)`` for labels ``y`` ``(n,)``.
+
+    Parameters
+    ----------
+    y : ndarray of shape (n,)
+        Labels in {0, 1}.
+    p : ndarray of shape (n,)
+        Probabilities of the positive class (clipped away from 0 and 1).
+
+    Returns
+    -------
+    float
+    """
     p = np.clip(p, _EPS, 1 - _EPS)
     return float(-(y * np.log(p) + (1 - y) * np.log1p(-p)).mean())
 
@@ -50,7 +62,21 @@ def _sigmoid(z: np.ndarray) -> np.ndarray:
 
 
 def fold_indices(y: np.ndarray, *, k: int, seed: int) -> list[tuple[np.ndarray, np.ndarray]]:
-    """``k`` stratified ``(fit_rows, held_out_rows)`` pairs covering every row once as held out."""
+    """``k`` stratified ``(fit_rows, held_out_rows)`` pairs covering every row once as held out.
+
+    Parameters
+    ----------
+    y : ndarray of shape (n,)
+        Labels in {0, 1}.
+    k : int
+        Folds wanted; fewer (at least 2) when the rarer class has fewer rows.
+    seed : int
+
+    Returns
+    -------
+    list of (ndarray, ndarray)
+        Row indices fitted on and held out, per fold.
+    """
     from sklearn.model_selection import StratifiedKFold
 
     n_minority = int(min(y.sum(), len(y) - y.sum()))
@@ -69,8 +95,26 @@ def fit_logistic_path(
     """L2 logistic regression per fold over a path of ``Cs``; the C with the lowest OOF log-loss wins.
 
     Fitted by scikit-learn (L-BFGS, warm-started along the path) and copied into
-    :class:`~binclf.nn.models.LogisticModel` members. Returns ``(C, members,
-    oof_logits (n,), {C: oof log-loss})``.
+    :class:`~binclf.nn.models.LogisticModel` members.
+
+    Parameters
+    ----------
+    X : ndarray of shape (n, d)
+    y : ndarray of shape (n,)
+    folds : list of (ndarray, ndarray)
+        From :func:`fold_indices`.
+    Cs : tuple of float
+        Inverse regularisation strengths to try.
+
+    Returns
+    -------
+    C : float
+        The winning C.
+    members : list of LogisticModel
+        One per fold, fitted at ``C``.
+    oof_logits : ndarray of shape (n,)
+    losses : dict
+        ``{str(C): out-of-fold log-loss}``.
     """
     from sklearn.linear_model import LogisticRegression
 
@@ -114,6 +158,16 @@ def mixture_weights(P: np.ndarray, y: np.ndarray) -> np.ndarray:
     the exact gradient) finds the global optimum, edges of the simplex included,
     in a few dozen evaluations (EM's multiplicative update needs thousands when
     two sources nearly agree).
+
+    Parameters
+    ----------
+    P : ndarray of shape (n, m)
+    y : ndarray of shape (n,)
+
+    Returns
+    -------
+    ndarray of shape (m,)
+        Non-negative weights summing to 1.
     """
     from scipy.optimize import minimize
 
@@ -188,6 +242,23 @@ def cross_fit(
     per fold and early-stopped on the held-out rows (None or empty for a
     linear-only fit); ``linear`` adds the logistic members. The blend weights
     of the bags and the linear member minimise OOF log-loss (:func:`mixture_weights`).
+
+    Parameters
+    ----------
+    X : ndarray of shape (n, d)
+    y : ndarray of shape (n,)
+    k : int
+        Folds (see :func:`fold_indices`).
+    seed : int
+    fit_neural : dict or None
+        Name -> fit function, as above.
+    linear : bool
+        Add the cross-fitted logistic members.
+
+    Returns
+    -------
+    CrossFit
+        The bags, the linear members, their weights and the OOF logits ``(n,)``.
     """
     fit_neural = dict(fit_neural or {})
     if not fit_neural and not linear:

@@ -17,7 +17,12 @@ has a fix here that leaves the model's math unchanged:
    ``torch.compile`` (measured 0.23 -> 0.19 s per epoch of the issue #6
    workload). The gradients equal autograd's through ``MLP.forward``.
 3. **glibc's malloc** hands large temporaries back to the OS after each step and
-   page-faults them in again on the next (``tune_malloc``).
+   page-faults them in again on the next (:func:`binclf.runtime.tune_malloc`,
+   applied by the entry points' :func:`binclf.runtime.session`).
+
+The compile policy's process-wide state (the compiled function, the shapes it
+has been built for, whether compiling failed) lives in
+:data:`binclf.runtime.COMPILE_CACHE`, where it is documented and resettable.
 
 Every path has a plain fallback: other models, other devices (CUDA) and other
 losses use the ordinary autograd loop.
@@ -25,17 +30,16 @@ losses use the ordinary autograd loop.
 
 from __future__ import annotations
 
-from typing import Any, TypeVar
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+
+from binclf import runtime
 from binclf.nn.matmul import mm_nt
 from binclf.nn.models.hashed_dropout import _relu_dropout_kernel, _threshold, dropout_key
 from binclf.nn.models.mlp import mlp_blocks
-
-T = TypeVar("T")
-
 
 # --------------------------------------------------------------------------- #
 # the fused MLP step
@@ -59,7 +63,7 @@ class FusedMLPStep:
     against the eager one on the same batch and masks; where compiling fails
     (no C++ compiler) or disagrees, every step runs eagerly. ``compiled=None``
     compiles only where this process has already built the graph for the same
-    shapes (then it costs nothing).
+    shapes (then it costs nothing: :data:`binclf.runtime.COMPILE_CACHE`).
     """
 
     def __init__(self, model: nn.Module, loss_fn: nn.Module, *, compiled: bool | None = False) -> None:
@@ -77,7 +81,7 @@ class FusedMLPStep:
         # on the logits alone (a graph of a few nodes).
         self.closed_form = type(loss_fn) is BCEWithLogitsLoss and loss_fn.reduction == "mean"
         # None: compiled where this process already built the graph for these shapes.
-        self.compiled = compiled if self.closed_form and not _compile_failed else False
+        self.compiled = compiled if self.closed_form and not runtime.COMPILE_CACHE.failed else False
         self._compiled_rows: int | None = None  # the batch size the graph is built for
         self._checked = False
 
@@ -100,11 +104,12 @@ class FusedMLPStep:
 
     def compile_from_now(self) -> None:
         """Compile the step from the next full-size batch on (a fit that has proved long)."""
-        if self.closed_form and not _compile_failed and not self.compiled:
-            if self._compiled_rows is None or self._signature in _compiled_signatures:
+        cache = runtime.COMPILE_CACHE
+        if self.closed_form and not cache.failed and not self.compiled:
+            if self._compiled_rows is None or self._signature in cache.signatures:
                 self.compiled = True
             else:
-                self.compiled = len(_compiled_signatures) < _recompile_limit()
+                self.compiled = len(cache.signatures) < _recompile_limit()
 
     @property
     def compiled_in_use(self) -> bool:
@@ -115,7 +120,8 @@ class FusedMLPStep:
     def __call__(self, x: Tensor, y: Tensor, w: Tensor | None) -> Tensor:
         keys = [dropout_key() if p > 0 else None for _, _, p in self.blocks]
         if self.closed_form:
-            weight, pos_weight, loss_grad = self.loss_fn._weight(w), self.loss_fn._pos_weight_for(y), _bce_and_grad
+            weight, pos_weight = self.loss_fn.effective_weights(w, dtype=y.dtype)
+            loss_grad = _bce_and_grad
         else:
             weight, pos_weight, loss_grad = w, None, self._autograd_loss_and_grad
         args = (x, y, weight, pos_weight, self.params, keys, self.spec)
@@ -124,12 +130,13 @@ class FusedMLPStep:
             self._signature = (len(x), weight is None, pos_weight is None, self.spec) + tuple(
                 None if p is None else tuple(p.shape) for p in self.params
             )
+            signatures = runtime.COMPILE_CACHE.signatures
             if self.compiled is None:
-                self.compiled = self._signature in _compiled_signatures
-            elif self.compiled and self._signature not in _compiled_signatures:
+                self.compiled = self._signature in signatures
+            elif self.compiled and self._signature not in signatures:
                 # torch.compile keeps a bounded number of graphs per function and
                 # warns beyond it; new shapes past that bound train eagerly.
-                self.compiled = len(_compiled_signatures) < _recompile_limit()
+                self.compiled = len(signatures) < _recompile_limit()
         if self.compiled and len(x) == self._compiled_rows:
             loss, grads, stats = self._run_compiled(args)
         else:
@@ -146,7 +153,6 @@ class FusedMLPStep:
         return loss
 
     def _run_compiled(self, args: tuple) -> tuple[Tensor, list, list]:
-        global _compile_failed
         if self._checked:
             return _compiled_mlp_step()(*args, _bce_and_grad)
         eager = _mlp_step(*args, _bce_and_grad)
@@ -155,11 +161,11 @@ class FusedMLPStep:
             if not _close(got, eager):
                 raise RuntimeError("the compiled training step disagrees with the eager one")
         except Exception:  # noqa: BLE001 - no compiler, unsupported platform: stay eager
-            _compile_failed = True
+            runtime.COMPILE_CACHE.failed = True
             self.compiled = False
             return eager
         self._checked = True
-        _compiled_signatures.add(self._signature)
+        runtime.COMPILE_CACHE.signatures.add(self._signature)
         return got
 
     def _autograd_loss_and_grad(self, logits: Tensor, y: Tensor, w: Tensor | None, _: Any) -> tuple[Tensor, Tensor]:
@@ -170,18 +176,14 @@ class FusedMLPStep:
         return loss.detach(), g
 
 
-_compile_failed = False
-_compiled_step: Any = None
-_compiled_signatures: set[tuple] = set()  # shapes whose compiled graph this process has built and checked
-
-
 def _compiled_mlp_step() -> Any:
-    global _compiled_step
-    if _compiled_step is None:
+    """The step compiled by torch.compile, built once per process (``runtime.COMPILE_CACHE.step``)."""
+    cache = runtime.COMPILE_CACHE
+    if cache.step is None:
         # Static shapes: one graph per (batch, layer sizes); a fit's last, shorter
         # batch runs eagerly instead of compiling a second graph.
-        _compiled_step = torch.compile(_mlp_step, dynamic=False)
-    return _compiled_step
+        cache.step = torch.compile(_mlp_step, dynamic=False)
+    return cache.step
 
 
 def _recompile_limit() -> int:
@@ -196,7 +198,7 @@ def _recompile_limit() -> int:
 
 def compiled_step_ready() -> bool:
     """Whether a compiled training step has been built and checked in this process."""
-    return _compiled_step is not None and not _compile_failed
+    return runtime.COMPILE_CACHE.ready
 
 
 def _close(got: tuple, want: tuple) -> bool:

@@ -11,7 +11,6 @@ which nothing above has seen.
 
 from __future__ import annotations
 
-import contextlib
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -19,9 +18,8 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-import torch
 
-from binclf.runtime import with_one_blas_thread
+from binclf import runtime
 from binclf.decide.calibration import select_calibrator
 from binclf.train.crossfit import cross_fit
 from binclf.data.schema import Schema, infer_schema
@@ -29,11 +27,11 @@ from binclf.data.target import TargetInfo, encode_target
 from binclf.data.split import stratified_split
 from binclf.errors import ConfigError, DataError
 from binclf.decide.metrics import binary_metrics, bootstrap_intervals
-from binclf.nn.models import build_model
+from binclf.nn.models import build_model, model_config
 from binclf.predictor import Member, Predictor, member_logits
 from binclf.data.preprocessing import Preprocessor, check_finite
 from binclf.decide.thresholds import choose_threshold, parse_objective
-from binclf.train.trainer import TrainConfig, Trainer
+from binclf.train.trainer import FitSettings, TrainConfig, Trainer
 
 __all__ = ["TrainOptions", "TrainResult", "train_table", "MODEL_CHOICES"]
 
@@ -41,8 +39,15 @@ MODEL_CHOICES = ("auto", "mlp", "logistic")
 
 
 @dataclass(frozen=True)
-class TrainOptions:
-    """Everything ``binclf train`` can be told; round-trips to JSON (stored in the bundle)."""
+class TrainOptions(FitSettings):
+    """Everything ``binclf train`` can be told; round-trips to JSON (stored in the bundle).
+
+    The optimisation settings (``lr``, ``weight_decay``, ``max_epochs``,
+    ``patience``, ``seed``, ``loss``, ``pos_weight``, ``sampler``) and their
+    defaults are inherited from :class:`~binclf.train.trainer.FitSettings`,
+    which :class:`~binclf.train.trainer.TrainConfig` shares: each is stated
+    once. ``batch_size`` may also be ``"auto"`` here (resolved per table).
+    """
 
     target: str
     positive: str | None = None
@@ -53,19 +58,11 @@ class TrainOptions:
     drop_missing_target: bool = False
     valid_fraction: float = 0.2
     test_fraction: float = 0.2
-    seed: int = 0
     numeric_scaling: str = "robust"
     calibration: str = "auto"
     objective: str = "f1"
     abstain_precision: float | None = None
-    loss: str = "bce"
-    pos_weight: float | str | None = None
-    sampler: str | None = None
-    lr: float = 1e-3
-    weight_decay: float = 1e-4
     batch_size: int | str = "auto"
-    max_epochs: int = 200
-    patience: int = 10
     hidden: tuple[int, ...] = (128, 64)
     dropout: float = 0.1
     n_boot: int = 200
@@ -76,7 +73,7 @@ class TrainOptions:
     ple_bins: int = 16
 
     def __post_init__(self) -> None:
-        problems = []
+        problems = self._problems()
         if self.model not in MODEL_CHOICES:
             problems.append(f"--model must be one of {', '.join(MODEL_CHOICES)}, got {self.model!r}")
         if self.numeric_scaling not in ("robust", "standard", "quantile"):
@@ -96,6 +93,7 @@ class TrainOptions:
         parse_objective(self.objective)  # fail early on a bad --objective
 
     def to_dict(self) -> dict[str, Any]:
+        """The options as a JSON-ready dict (what a bundle stores under ``options``)."""
         d = asdict(self)
         for k in ("drop", "categorical", "numeric", "hidden"):
             d[k] = list(d[k])
@@ -103,6 +101,7 @@ class TrainOptions:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "TrainOptions":
+        """The options :meth:`to_dict` wrote."""
         d = dict(d)
         for k in ("drop", "categorical", "numeric", "hidden"):
             d[k] = tuple(d.get(k, ()))
@@ -159,14 +158,14 @@ def _train_config(options: TrainOptions, n_train: int) -> TrainConfig:
 def _model_config(options: TrainOptions, n_features: int, n_numeric: int = 0, name: str | None = None) -> dict[str, Any]:
     """Constructor arguments of model ``name`` (default: ``--model``, or the network of ``auto``)."""
     name = name or (options.model if options.model != "auto" else _neural_names(options)[0])
-    if name == "logistic":
-        return {"n_features": n_features}
-    body = {"n_features": n_features, "hidden": list(options.hidden), "dropout": options.dropout}
-    if name == "tabm":
-        return {**body, "k": 8}
-    if name == "ple_mlp":
-        return {**body, "n_numeric": n_numeric, "bins": _ple_bins(options.ple_bins, n_numeric), "batchnorm": True}
-    return {**body, "batchnorm": True}
+    return model_config(
+        name,
+        n_features=n_features,
+        hidden=options.hidden,
+        dropout=options.dropout,
+        n_numeric=n_numeric,
+        bins=_ple_bins(options.ple_bins, n_numeric) if name == "ple_mlp" else None,
+    )
 
 
 # Encoded numeric inputs (columns x bins) of the default network at most: the
@@ -192,7 +191,7 @@ def _fit_members(
     """One model trained on ``X`` and early-stopped on ``Xv`` (``--model mlp`` / ``logistic``)."""
     config = _model_config(options, X.shape[1])
     module = build_model(options.model, seed=options.seed, **config)
-    with _one_torch_thread():
+    with runtime.session(purpose="train", threads=_training_threads()):
         trainer = Trainer(_train_config(options, len(X))).fit(module, X, y, X_valid=Xv, y_valid=yv)
     return [Member(options.model, config, module, 1.0, trainer.logit_shift_)], trainer.history_
 
@@ -265,7 +264,7 @@ def _fit_crossfit(
         return fit_neural
 
     fits = {(nm if names.count(nm) == 1 else f"{nm}#{j}"): fitter(nm, j) for j, nm in enumerate(names)}
-    with _one_torch_thread(max(flops.values(), default=0.0)):
+    with runtime.session(purpose="train", threads=_training_threads(max(flops.values(), default=0.0))):
         cf = cross_fit(X, y, k=k, seed=options.seed, fit_neural=fits, linear=options.linear_member)
     members = []
     for bag in cf.bags:
@@ -284,24 +283,19 @@ def _fit_crossfit(
 _SHARED_FLOPS_PER_ROW = 1e6
 
 
-@contextlib.contextmanager
-def _one_torch_thread(flops_per_row: float = 0.0):
-    """Small networks train as fast on one thread, and far faster on a busy machine.
+def _training_threads(flops_per_row: float = 0.0) -> int | None:
+    """torch threads for training networks of ``flops_per_row``: 1 for small ones, else all (None).
 
     Intra-op threads split matrix products of a few hundred rows by 128 columns,
     too little work to share; on a loaded machine the extra thread waits for a
     core and every step waits for it (measured: 40x slower steps). Networks of
-    at least ``_SHARED_FLOPS_PER_ROW`` keep torch's threads.
+    at least ``_SHARED_FLOPS_PER_ROW`` keep the caller's threads. Applied by
+    :func:`binclf.runtime.session`, which restores the count afterwards.
     """
-    before = torch.get_num_threads()
-    torch.set_num_threads(before if flops_per_row >= _SHARED_FLOPS_PER_ROW else 1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
+    return None if flops_per_row >= _SHARED_FLOPS_PER_ROW else 1
 
 
-@with_one_blas_thread  # numpy/scipy's small products around training: one BLAS thread
+@runtime.entry_point("train")  # one BLAS thread for numpy/scipy's small products; restored on return
 def train_table(
     df: pd.DataFrame,
     options: TrainOptions,
@@ -311,7 +305,30 @@ def train_table(
     source: str = "data",
     log: Callable[[str], None] | None = None,
 ) -> TrainResult:
-    """Train on a raw table; see the module docstring for the steps."""
+    """Train on a raw table; see the module docstring for the steps.
+
+    Runs inside :func:`binclf.runtime.session` (``purpose="train"``): numpy's
+    BLAS on one thread, small networks on one torch thread, both restored on
+    return; :func:`binclf.runtime.describe` names the path taken afterwards.
+
+    Parameters
+    ----------
+    df : DataFrame
+        The training table, target column included.
+    options : TrainOptions
+        What to train and how.
+    valid_df, test_df : DataFrame, optional
+        Separate validation / test tables (else split from ``df``).
+    source : str
+        The table's name in messages.
+    log : callable, optional
+        Receives one-line progress messages.
+
+    Returns
+    -------
+    TrainResult
+        The fitted :class:`~binclf.predictor.Predictor` and what the report shows.
+    """
     t0 = time.perf_counter()
     say = log or (lambda _msg: None)
     df, y, target, notices, file_rows = _encode(df, options, source)

@@ -5,7 +5,7 @@ one class-balanced sample), gathers the rows once, and then slices contiguous
 batches: no per-sample ``Dataset.__getitem__`` and no collate on the hot path.
 Per-step losses are kept on the device and checked once per epoch, so the loop
 never waits on ``.item()``. binclf's own MLP on the CPU trains through
-:class:`binclf._speed.FusedMLPStep` (the same math, written out without autograd's
+:class:`binclf.train.fused_step.FusedMLPStep` (the same math, written out without autograd's
 per-op overhead, with hashed dropout masks); everything else through autograd.
 """
 
@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import copy
 import math
-import os
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -24,23 +23,17 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from binclf.train.adamw import FastAdamWStep, FusedAdamW
-
-from binclf.train.fused_step import FusedMLPStep
-
+from binclf import runtime
+from binclf.errors import ConfigError, TrainingError
 from binclf.infer import eval_logits
-
-from binclf.runtime import tune_malloc
-from binclf.errors import ConfigError, NotFittedError, TrainingError
+from binclf.train.adamw import FastAdamWStep, FusedAdamW
+from binclf.train.fused_step import FusedMLPStep
 from binclf.nn.losses import LOSS_NAMES, build_loss, resolve_pos_weight
 from binclf.nn.models.base import encoded_network, init_output_bias
 
-__all__ = ["TrainConfig", "Trainer", "auto_batch_size", "predict_logits", "resolve_device"]
+__all__ = ["FitSettings", "TrainConfig", "Trainer", "auto_batch_size", "predict_logits", "resolve_device"]
 
 LRSchedule = Literal["cosine", "plateau"] | None
-
-# Large temporaries freed and page-faulted back every step cost ~25% of a CPU step.
-tune_malloc()
 
 # Compiling the training step takes 1.5-10 s per process and layer shape (less
 # with inductor's disk cache warm); it saves ~0.3-1.5 us per row-epoch against
@@ -48,8 +41,42 @@ tune_malloc()
 _COMPILE_MIN_ROW_EPOCHS = 10_000_000
 
 
-@dataclass(frozen=True)
-class TrainConfig:
+@dataclass(frozen=True, kw_only=True)
+class FitSettings:
+    """The optimisation settings :class:`TrainConfig` and ``TrainOptions`` share: stated once, here.
+
+    Keyword-only, so that a subclass may add positional fields (``TrainOptions.target``).
+    """
+
+    lr: float = 1e-3
+    weight_decay: float = 1e-4
+    max_epochs: int = 200
+    patience: int = 10
+    seed: int = 0
+    loss: str = "bce"
+    pos_weight: float | str | None = None
+    sampler: Literal["balanced"] | None = None
+
+    def _problems(self) -> list[str]:
+        """What is wrong with these settings, each in words (empty: nothing)."""
+        problems = []
+        if not (self.lr > 0 and math.isfinite(self.lr)):
+            problems.append(f"lr must be a positive number, got {self.lr}")
+        if self.weight_decay < 0:
+            problems.append(f"weight_decay must be >= 0, got {self.weight_decay}")
+        if int(self.max_epochs) < 1:
+            problems.append(f"max_epochs must be >= 1, got {self.max_epochs}")
+        if int(self.patience) < 1:
+            problems.append(f"patience must be >= 1, got {self.patience}")
+        if self.loss not in LOSS_NAMES:
+            problems.append(f"loss must be one of {', '.join(LOSS_NAMES)}, got {self.loss!r}")
+        if self.sampler not in (None, "balanced"):
+            problems.append(f"sampler must be None or 'balanced', got {self.sampler!r}")
+        return problems
+
+
+@dataclass(frozen=True, kw_only=True)
+class TrainConfig(FitSettings):
     """Everything that decides how a model is fitted; round-trips to JSON.
 
     ``patience`` counts epochs without a validation-loss improvement of at least
@@ -63,22 +90,17 @@ class TrainConfig:
     epoch at which it has proved so), or when this process has already
     compiled a step of the same shapes (``BINCLF_COMPILE=0`` in the environment
     turns that automatic choice off). Results agree to float32 rounding; where
-    no compiler works, training falls back to the eager step.
+    no compiler works, training falls back to the eager step. The shared
+    optimisation settings (``lr``, ``weight_decay``, ``max_epochs``,
+    ``patience``, ``seed``, ``loss``, ``pos_weight``, ``sampler``) and their
+    defaults are :class:`FitSettings`'.
     """
 
-    lr: float = 1e-3
-    weight_decay: float = 1e-4
     batch_size: int = 512
-    max_epochs: int = 200
-    patience: int = 10
     min_delta: float = 0.0
     lr_schedule: LRSchedule = None
-    seed: int = 0
-    loss: str = "bce"
-    pos_weight: float | str | None = None
     focal_alpha: float | None = None
     focal_gamma: float = 2.0
-    sampler: Literal["balanced"] | None = None
     max_grad_norm: float | None = None
     eval_batch_size: int = 16384
     device: str = "cpu"
@@ -86,27 +108,16 @@ class TrainConfig:
     compile: bool | None = None
 
     def __post_init__(self) -> None:
-        problems = []
-        if not (self.lr > 0 and math.isfinite(self.lr)):
-            problems.append(f"lr must be a positive number, got {self.lr}")
-        if self.weight_decay < 0:
-            problems.append(f"weight_decay must be >= 0, got {self.weight_decay}")
+        problems = self._problems()
         if int(self.batch_size) < 1:
             problems.append(f"batch_size must be >= 1, got {self.batch_size}")
-        if int(self.max_epochs) < 1:
-            problems.append(f"max_epochs must be >= 1, got {self.max_epochs}")
-        if int(self.patience) < 1:
-            problems.append(f"patience must be >= 1, got {self.patience}")
         if self.lr_schedule not in (None, "cosine", "plateau"):
             problems.append(f"lr_schedule must be None, 'cosine' or 'plateau', got {self.lr_schedule!r}")
-        if self.loss not in LOSS_NAMES:
-            problems.append(f"loss must be one of {', '.join(LOSS_NAMES)}, got {self.loss!r}")
-        if self.sampler not in (None, "balanced"):
-            problems.append(f"sampler must be None or 'balanced', got {self.sampler!r}")
         if problems:
             raise ConfigError("; ".join(problems))
 
     def to_dict(self) -> dict[str, Any]:
+        """The config as a JSON-ready dict (the inverse of :meth:`from_dict`)."""
         return asdict(self)
 
     @classmethod
@@ -115,6 +126,19 @@ class TrainConfig:
 
         Attributes it lacks keep their defaults, ``overrides`` win, and
         ``batch_size="auto"`` is resolved for ``n_train`` training rows.
+
+        Parameters
+        ----------
+        settings : object
+            Read by attribute name (``lr``, ``batch_size`` ...).
+        n_train : int
+            Training rows, for ``batch_size="auto"``.
+        **overrides
+            Fields that win over ``settings``.
+
+        Returns
+        -------
+        TrainConfig
         """
         kw = {f.name: getattr(settings, f.name) for f in fields(cls) if hasattr(settings, f.name)}
         kw.update(overrides)
@@ -124,6 +148,7 @@ class TrainConfig:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "TrainConfig":
+        """The config :meth:`to_dict` wrote."""
         return cls(**d)
 
 
@@ -132,6 +157,17 @@ def auto_batch_size(n_rows: int, *, largest: int = 512, smallest: int = 16) -> i
 
     A power of two, ``largest`` from 4096 rows up, down to ``smallest``: with a
     fixed 512 a 400-row table would take one optimiser step per epoch.
+
+    Parameters
+    ----------
+    n_rows : int
+        Training rows.
+    largest, smallest : int
+        Bounds of the result.
+
+    Returns
+    -------
+    int
     """
     size = largest
     while size > smallest and size * 8 > n_rows:
@@ -140,7 +176,17 @@ def auto_batch_size(n_rows: int, *, largest: int = 512, smallest: int = 16) -> i
 
 
 def resolve_device(device: str) -> torch.device:
-    """``"auto"`` picks CUDA when available, else the CPU."""
+    """``"auto"`` picks CUDA when available, else the CPU.
+
+    Parameters
+    ----------
+    device : str
+        ``"auto"`` or any name ``torch.device`` accepts.
+
+    Returns
+    -------
+    torch.device
+    """
     if device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     return torch.device(device)
@@ -158,6 +204,20 @@ def predict_logits(
     """Logits ``(n,)`` of ``model`` on ``X`` ``(n, d)`` in eval mode, in large batches.
 
     ``dtype`` is the input's dtype and must match the model's parameters.
+
+    Parameters
+    ----------
+    model : nn.Module
+        A single-logit model (left in the train/eval mode it had).
+    X : Tensor or ndarray of shape (n, d)
+    batch_size : int
+        Rows per forward call (at most 4096 on the CPU, where chunks stay in cache).
+    dtype : torch.dtype
+
+    Returns
+    -------
+    Tensor of shape (n,)
+        The logits.
     """
     was_training = model.training
     model.eval()
@@ -226,6 +286,7 @@ class Trainer:
         self.callbacks = list(callbacks)
 
     # -- the fit loop ---------------------------------------------------------
+    @runtime.entry_point("train")  # process knobs set here and restored on return (binclf.runtime)
     def fit(
         self,
         model: nn.Module,
@@ -242,6 +303,24 @@ class Trainer:
 
         Without validation data, training runs ``max_epochs`` epochs and keeps
         the last weights.
+
+        Parameters
+        ----------
+        model : nn.Module
+            A single-logit model: ``model(X)`` returns logits of shape (n,).
+        X : Tensor or ndarray of shape (n, d)
+        y : Tensor or ndarray of shape (n,)
+            Labels in {0, 1}.
+        sample_weight : Tensor or ndarray of shape (n,), optional
+        X_valid, y_valid, sample_weight_valid : optional
+            Validation rows for early stopping and best-weight restore.
+        init_bias : bool
+            Start the output bias at the loss-minimising constant logit.
+
+        Returns
+        -------
+        Trainer
+            ``self``, fitted (``model`` is trained in place and left in eval mode).
         """
         cfg = self.config
         device = resolve_device(cfg.device)
@@ -370,6 +449,8 @@ class Trainer:
                 self.best_epoch_ = len(self.history_)
         outer.eval()  # the network too, when a fixed encoding wraps it
         self.model_ = outer
+        step = "autograd step" if fused is None else "compiled fused step" if fused.compiled_in_use else "fused step"
+        runtime.note_fit(step, torch.get_num_threads())
         return self
 
     # -- pieces of the loop ----------------------------------------------------
@@ -406,7 +487,7 @@ class Trainer:
         """
         if self.config.compile is not None:
             return self.config.compile
-        if os.environ.get("BINCLF_COMPILE", "1") == "0":
+        if not runtime.auto_compile_enabled():
             return False
         if not has_valid and n_rows * self.config.max_epochs >= _COMPILE_MIN_ROW_EPOCHS:
             return True
@@ -420,7 +501,7 @@ class Trainer:
         many may still follow; a fit that stops early never pays for compiling,
         and one that runs on costs at most about twice the best choice.
         """
-        if self.config.compile is not None or not has_valid or os.environ.get("BINCLF_COMPILE", "1") == "0":
+        if self.config.compile is not None or not has_valid or not runtime.auto_compile_enabled():
             return False
         even = _COMPILE_MIN_ROW_EPOCHS
         return n_rows * epoch >= even and n_rows * (self.config.max_epochs - epoch) >= even
@@ -477,19 +558,6 @@ class Trainer:
     def _evaluate(self, model: nn.Module, loss_fn: nn.Module, X: Tensor, y: Tensor, w: Tensor | None) -> float:
         logits = predict_logits(model, X, batch_size=self.config.eval_batch_size)
         return float(loss_fn(logits, y, w)) if loss_fn.reduction == "mean" else math.nan
-
-    def state(self) -> dict[str, Any]:
-        """What a bundle records about the fit (JSON-serialisable)."""
-        if not hasattr(self, "history_"):
-            raise NotFittedError("this Trainer is not fitted yet: call fit() first")
-        return {
-            "config": self.config.to_dict(),
-            "history": self.history_,
-            "best_epoch": self.best_epoch_,
-            "pos_weight": self.pos_weight_,
-            "train_prior": self.train_prior_,
-            "logit_shift": self.logit_shift_,
-        }
 
 
 def _has_batchnorm(model: nn.Module) -> bool:

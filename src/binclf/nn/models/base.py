@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from typing import Any
 
 import torch
 from torch import nn
 
-__all__ = ["encoded_network", "init_output_bias", "build_model", "model_names", "register"]
+__all__ = ["encoded_network", "init_output_bias", "build_model", "model_config", "model_names", "register"]
 
 _REGISTRY: dict[str, type[nn.Module]] = {}
 
@@ -44,6 +45,57 @@ def build_model(name: str, *, seed: int | None = None, **config: Any) -> nn.Modu
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         return cls(**config)
+
+
+# Ensemble members of a TabM built by binclf (its class default, 16, is for larger tables).
+TABM_K = 8
+
+
+def model_config(
+    name: str,
+    *,
+    n_features: int,
+    hidden: Sequence[int] = (128, 64),
+    dropout: float = 0.1,
+    batchnorm: bool = True,
+    n_numeric: int = 0,
+    bins: int | None = None,
+) -> dict[str, Any]:
+    """Constructor arguments of model ``name``, as ``train_table`` and ``BinaryClassifier`` build it.
+
+    The one place a model's config is assembled; the result is what a bundle
+    stores (``build_model(name, **config)`` rebuilds the model).
+
+    Parameters
+    ----------
+    name : str
+        ``"logistic"``, ``"mlp"``, ``"ple_mlp"`` or ``"tabm"``.
+    n_features : int
+        Width of the model's input.
+    hidden, dropout, batchnorm
+        The network's layer widths, dropout rate and BatchNorm (MLP, PLE-MLP;
+        TabM has no BatchNorm).
+    n_numeric : int
+        ``ple_mlp``: how many leading inputs are numbers to encode.
+    bins : int, optional
+        ``ple_mlp``: encoding bins per number (the model's default if None).
+
+    Returns
+    -------
+    dict
+        Keyword arguments for :func:`build_model`.
+    """
+    if name == "logistic":
+        return {"n_features": n_features}
+    body = {"n_features": n_features, "hidden": list(hidden), "dropout": dropout}
+    if name == "tabm":
+        return {**body, "k": TABM_K}
+    body["batchnorm"] = batchnorm
+    if name == "ple_mlp":
+        body["n_numeric"] = n_numeric
+        if bins is not None:
+            body["bins"] = bins
+    return body
 
 
 @torch.no_grad()
