@@ -45,6 +45,8 @@ from binclf.data.target import TargetInfo
 from binclf.errors import BundleError, DataError
 from binclf.nn.models import build_model
 from binclf.data.preprocessing import Preprocessor
+from binclf.data.text import dense_part, preprocessor_from_dict
+from scipy import sparse
 from binclf.decide.thresholds import ThresholdPolicy
 
 __all__ = ["Member", "Predictor", "ABSTAIN"]
@@ -125,6 +127,8 @@ class Predictor:
         for i, m in enumerate(self.members):
             for k, v in m.module.state_dict().items():
                 out[f"m{i}.{k}"] = v
+        if hasattr(self.preprocessor, "tensors"):  # text columns: idf and projections
+            out.update(self.preprocessor.tensors())
         return out
 
     def save(self, path: str | Path, *, force: bool = False, extra_files: dict[str, bytes] | None = None) -> Path:
@@ -151,7 +155,7 @@ class Predictor:
             return cls(
                 schema=Schema.from_dict(meta["schema"]),
                 target=TargetInfo.from_dict(meta["target"]),
-                preprocessor=Preprocessor.from_dict(meta["preprocessing"]),
+                preprocessor=preprocessor_from_dict(meta["preprocessing"], tensors),
                 members=members,
                 calibrator=calibrator_from_dict(meta["calibration"]),
                 threshold=None if meta.get("threshold") is None else ThresholdPolicy.from_dict(meta["threshold"]),
@@ -170,6 +174,8 @@ class Predictor:
     @torch.inference_mode()
     def uncalibrated_logits(self, X: np.ndarray) -> np.ndarray:
         """Prior-corrected, member-averaged logits ``(n,)`` from model inputs ``(n, d)``."""
+        if sparse.issparse(X):  # text columns: see binclf.data.text
+            return self._sparse_logits(X)
         Xt = torch.from_numpy(np.ascontiguousarray(X, dtype=np.float32))
         if len(self.members) == 1:
             m = self.members[0]
@@ -179,6 +185,23 @@ class Predictor:
         for m in self.members:
             p += m.weight * torch.sigmoid((eval_logits(m.module, Xt) - m.logit_shift).double())
         return _stable_logit(p.numpy())
+
+    def _sparse_logits(self, X: Any) -> np.ndarray:
+        """Logits from CSR inputs: linear members over every column, networks over the dense block."""
+        n_dense = self.preprocessor.n_dense_
+        Xt = torch.from_numpy(dense_part(X, n_dense))
+        p = np.zeros(X.shape[0], dtype=np.float64)
+        for m in self.members:
+            if m.config.get("n_features") == X.shape[1]:  # the TF-IDF linear member
+                w = m.module.output.weight.detach().double().numpy().ravel()
+                z = X @ w + float(m.module.output.bias.detach().double())
+            else:
+                z = eval_logits(m.module, Xt).double().numpy()
+            z = z - m.logit_shift
+            if len(self.members) == 1:
+                return z
+            p += m.weight * (0.5 * (1.0 + np.tanh(0.5 * z)))
+        return _stable_logit(p)
 
     def member_groups(self) -> list[tuple[str, dict[str, Any], int, float]]:
         """Members grouped by model and config: ``(name, config, count, total weight)``, in order."""
