@@ -158,6 +158,7 @@ _TRAIN_OPTIONS = [
     click.option("--drop", multiple=True, help="Column(s) to leave out (repeat or comma-separate)."),
     click.option("--categorical", multiple=True, help="Column(s) to treat as categories."),
     click.option("--numeric", multiple=True, help="Column(s) to treat as numbers."),
+    click.option("--text", multiple=True, help="Column(s) to treat as free text (word and character n-grams)."),
     click.option("--drop-missing-target", is_flag=True, help="Drop rows whose target is missing (else an error)."),
     click.option("--valid", "valid_path", type=click.Path(path_type=Path), help="Validation table (else split off)."),
     click.option("--test", "test_path", type=click.Path(path_type=Path), help="Test table (else split off)."),
@@ -251,6 +252,7 @@ def _train(data: Path, **kw: Any) -> Any:
         drop=_split_names(kw["drop"]),
         categorical=_split_names(kw["categorical"]),
         numeric=_split_names(kw["numeric"]),
+        text=_split_names(kw["text"]),
         drop_missing_target=kw["drop_missing_target"],
         seed=kw["seed"],
         calibration=kw["calibration"],
@@ -297,7 +299,7 @@ def _check_table(df: Any, kw: dict[str, Any], *, source: str) -> None:
 
     target = kw["target"]
     roles = dict(drop=_split_names(kw["drop"]), categorical=_split_names(kw["categorical"]),
-                 numeric=_split_names(kw["numeric"]))
+                 numeric=_split_names(kw["numeric"]), text=_split_names(kw["text"]))
     if target not in df.columns:
         infer_schema(df, target=target, **roles)  # words this error best (close names)
     _, keep, _, _ = encode_target(
