@@ -185,6 +185,7 @@ def cross_fit(
     fit_neural: dict[str, FitNeural] | None,
     linear: bool = True,
     X_linear: Any = None,
+    linear_Cs: tuple[float, ...] | None = None,
 ) -> CrossFit:
     """Cross-fit on ``X`` ``(n, d)``, ``y`` ``(n,)``.
 
@@ -194,7 +195,8 @@ def cross_fit(
     linear-only fit); ``linear`` adds the logistic members. The blend weights
     of the bags and the linear member minimise OOF log-loss (:func:`mixture_weights`).
     ``X_linear`` ``(n, d')``, dense or scipy sparse: the linear member's inputs
-    when they differ from the networks' (text columns' TF-IDF rows); ``X`` by default.
+    when they differ from the networks' (text columns' TF-IDF rows); ``X`` by default;
+    ``linear_Cs``: its path of inverse regularisation strengths (the default path if None).
     """
     fit_neural = dict(fit_neural or {})
     if not fit_neural and not linear:
@@ -224,7 +226,8 @@ def cross_fit(
     oof_l = np.zeros(n)
     if linear:
         t1 = time.perf_counter()
-        C, lin_members, oof_l, losses = fit_logistic_path(X if X_linear is None else X_linear, y, folds)
+        path = {} if linear_Cs is None else {"Cs": tuple(linear_Cs)}
+        C, lin_members, oof_l, losses = fit_logistic_path(X if X_linear is None else X_linear, y, folds, **path)
         info.update(linear_C=C, linear_oof_log_loss=losses[str(C)], linear_path=losses,
                     linear_seconds=time.perf_counter() - t1)
     sources = [_sigmoid(b.oof) for b in bags] + ([_sigmoid(oof_l)] if linear else [])

@@ -32,7 +32,7 @@ from binclf.decide.metrics import binary_metrics, bootstrap_intervals
 from binclf.nn.models import build_model
 from binclf.predictor import Member, Predictor
 from binclf.data.preprocessing import Preprocessor, check_finite
-from binclf.data.text import TextPreprocessor, dense_part
+from binclf.data.text import TEXT_LINEAR_CS, TextPreprocessor, dense_part
 from binclf.decide.thresholds import choose_threshold, parse_objective
 from binclf.train.trainer import TrainConfig, Trainer
 
@@ -268,7 +268,10 @@ def _fit_crossfit(
 
     fits = {(nm if names.count(nm) == 1 else f"{nm}#{j}"): fitter(nm, j) for j, nm in enumerate(names)}
     with _one_torch_thread(max(flops.values(), default=0.0)):
-        cf = cross_fit(X, y, k=k, seed=options.seed, fit_neural=fits, linear=options.linear_member, X_linear=X_linear)
+        cf = cross_fit(
+            X, y, k=k, seed=options.seed, fit_neural=fits, linear=options.linear_member, X_linear=X_linear,
+            linear_Cs=None if X_linear is None else TEXT_LINEAR_CS,
+        )
     members = []
     for bag in cf.bags:
         nm = bag.name.split("#")[0]
