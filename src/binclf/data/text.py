@@ -32,7 +32,7 @@ from scipy import sparse
 
 from binclf.data.preprocessing import Preprocessor
 from binclf.data.schema import Schema
-from binclf.errors import BundleError, DataError
+from binclf.errors import BundleError, ConfigError, DataError
 
 __all__ = [
     "TEXT_LINEAR_CS",
@@ -113,6 +113,36 @@ def text_values(s: pd.Series, *, max_chars: int = TEXT_MAX_CHARS) -> tuple[list[
     return values, n_long
 
 
+# What the neural members read of a text column: the TF-IDF rows' SVD
+# projection (default, no download) or wordllama's pretrained static word
+# embeddings (optional extra `binclf[text]`; measured worse on rotten_tomatoes:
+# see benchmarks/text.py).
+TEXT_ENCODERS = ("tfidf", "wordllama")
+_WORDLLAMA = None
+
+
+def _wordllama():
+    """wordllama's model, loaded from the embeddings its wheel ships (never downloads)."""
+    global _WORDLLAMA
+    if _WORDLLAMA is None:
+        try:
+            import wordllama
+            from wordllama import WordLlama
+        except ImportError:
+            raise ConfigError(
+                "text_encoder 'wordllama' needs the optional package wordllama: pip install 'binclf[text]' "
+                "(or use the default text_encoder 'tfidf')"
+            ) from None
+        from pathlib import Path
+
+        _WORDLLAMA = WordLlama.load(cache_dir=Path(wordllama.__file__).parent, disable_download=True)
+    return _WORDLLAMA
+
+
+def _wordllama_embed(values: list[str]) -> np.ndarray:
+    return np.asarray(_wordllama().embed(values, norm=True), dtype=np.float64)
+
+
 def _vectorizer(kind: str, *, vocabulary: dict[str, int] | None = None, min_df: int = 1, max_features: int | None = None):
     from sklearn.feature_extraction.text import TfidfVectorizer
 
@@ -132,9 +162,12 @@ class TextColumn:
     float32 and ``scale_`` ``(k,)`` of the projection.
     """
 
-    def __init__(self, name: str, *, max_chars: int = TEXT_MAX_CHARS) -> None:
+    def __init__(self, name: str, *, max_chars: int = TEXT_MAX_CHARS, encoder: str = "tfidf") -> None:
+        if encoder not in TEXT_ENCODERS:
+            raise ConfigError(f"text_encoder must be one of {', '.join(TEXT_ENCODERS)}, got {encoder!r}")
         self.name = name
         self.max_chars = int(max_chars)
+        self.encoder = encoder
 
     def fit(self, s: pd.Series, *, seed: int = 0) -> "TextColumn":
         values, _ = text_values(s, max_chars=self.max_chars)
@@ -163,7 +196,12 @@ class TextColumn:
         X = sparse.hstack(blocks, format="csr")
         self._build()
         k = int(min(SVD_COMPONENTS, X.shape[1] - 1, X.shape[0] - 1))
-        if k >= 1:
+        if self.encoder == "wordllama":  # pretrained static embeddings instead of the projection
+            self.components_ = np.zeros((0, X.shape[1]), dtype=np.float32)
+            emb = _wordllama_embed(values)
+            scale = emb.std(axis=0)
+            self.scale_ = np.where(scale > 0, scale, 1.0).astype(np.float32)
+        elif k >= 1:
             from sklearn.decomposition import TruncatedSVD
 
             svd = TruncatedSVD(n_components=k, algorithm="randomized", n_iter=4, random_state=seed).fit(X)
@@ -192,7 +230,7 @@ class TextColumn:
 
     @property
     def n_dense(self) -> int:
-        return int(self.components_.shape[0])
+        return int(self.scale_.shape[0])
 
     def sparse_names(self) -> list[str]:
         return [f"{self.name}~{kind}:{t}" for kind in ("word", "char") for t in self.terms_.get(kind, [])]
@@ -202,12 +240,15 @@ class TextColumn:
         values, _ = text_values(s, max_chars=self.max_chars)
         return sparse.hstack([v.transform(values) for v in self._vecs], format="csr")
 
-    def project(self, X: sparse.csr_matrix) -> np.ndarray:
-        """Dense projection ``(n, n_dense)`` float32 of TF-IDF rows ``X``."""
+    def project(self, X: sparse.csr_matrix, s: pd.Series | None = None) -> np.ndarray:
+        """Dense inputs ``(n, n_dense)`` float32: the projection of TF-IDF rows ``X`` (or wordllama's embeddings of ``s``)."""
+        if self.encoder == "wordllama":
+            values, _ = text_values(s, max_chars=self.max_chars)
+            return (_wordllama_embed(values) / self.scale_).astype(np.float32)
         return (np.asarray(X @ self.components_.T.astype(np.float64)) / self.scale_).astype(np.float32)
 
     def to_dict(self, prefix: str) -> dict[str, Any]:
-        return {"name": self.name, "max_chars": self.max_chars, "terms": self.terms_, "prefix": prefix}
+        return {"name": self.name, "max_chars": self.max_chars, "encoder": self.encoder, "terms": self.terms_, "prefix": prefix}
 
     def tensors(self, prefix: str) -> dict[str, torch.Tensor]:
         out = {f"{prefix}idf.{k}": torch.from_numpy(v.copy()) for k, v in self.idf_.items()}
@@ -217,7 +258,7 @@ class TextColumn:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any], tensors: dict[str, torch.Tensor]) -> "TextColumn":
-        col = cls(str(d["name"]), max_chars=int(d["max_chars"]))
+        col = cls(str(d["name"]), max_chars=int(d["max_chars"]), encoder=str(d.get("encoder", "tfidf")))
         p = d["prefix"]
         col.terms_ = {k: list(v) for k, v in d["terms"].items()}
         col.idf_ = {k: tensors[f"{p}idf.{k}"].numpy().astype(np.float64) for k in col.terms_}
@@ -240,8 +281,12 @@ class TextPreprocessor:
     (truncated documents).
     """
 
-    def __init__(self, *, schema: Schema, numeric: str = "robust", max_chars: int = TEXT_MAX_CHARS, seed: int = 0) -> None:
+    def __init__(
+        self, *, schema: Schema, numeric: str = "robust", max_chars: int = TEXT_MAX_CHARS, seed: int = 0,
+        encoder: str = "tfidf",
+    ) -> None:
         self.schema = schema
+        self.encoder = encoder
         self.max_chars = int(max_chars)
         self.seed = int(seed)
         self.table = Preprocessor(schema=schema, numeric=numeric)
@@ -257,14 +302,14 @@ class TextPreprocessor:
                     f"text column {name!r}: {n_long} document(s) longer than {self.max_chars} characters "
                     f"are truncated to their first {self.max_chars}"
                 )
-            self.text_.append(TextColumn(name, max_chars=self.max_chars).fit(df[name], seed=self.seed))
+            self.text_.append(TextColumn(name, max_chars=self.max_chars, encoder=self.encoder).fit(df[name], seed=self.seed))
         self._finish()
         return self
 
     def _finish(self) -> None:
         dense = list(self.table.feature_names_)
         for col in self.text_:
-            dense += [f"{col.name}~svd{i}" for i in range(col.n_dense)]
+            dense += [f"{col.name}~{'svd' if col.encoder == 'tfidf' else 'emb'}{i}" for i in range(col.n_dense)]
         self.n_dense_ = len(dense)
         self.feature_names_ = dense + [n for col in self.text_ for n in col.sparse_names()]
         self.n_features_out_ = len(self.feature_names_)
@@ -289,7 +334,7 @@ class TextPreprocessor:
         tfidf = []
         for col in self.text_:
             X = col.transform_sparse(df[col.name])
-            dense.append(sparse.csr_matrix(col.project(X).astype(np.float64)))
+            dense.append(sparse.csr_matrix(col.project(X, df[col.name]).astype(np.float64)))
             tfidf.append(X)
         return sparse.hstack(dense + tfidf, format="csr")
 
@@ -306,6 +351,7 @@ class TextPreprocessor:
             "table": self.table.to_dict(),
             "max_chars": self.max_chars,
             "seed": self.seed,
+            "encoder": self.encoder,
             "text": [col.to_dict(f"text{i}.") for i, col in enumerate(self.text_)],
         }
 
@@ -318,7 +364,10 @@ class TextPreprocessor:
     @classmethod
     def from_dict(cls, d: dict[str, Any], tensors: dict[str, torch.Tensor]) -> "TextPreprocessor":
         table = Preprocessor.from_dict(d["table"])
-        p = cls(schema=table.schema, numeric=table.numeric, max_chars=d["max_chars"], seed=d["seed"])
+        p = cls(
+            schema=table.schema, numeric=table.numeric, max_chars=d["max_chars"], seed=d["seed"],
+            encoder=d.get("encoder", "tfidf"),
+        )
         p.table = table
         try:
             p.text_ = [TextColumn.from_dict(c, tensors) for c in d["text"]]
@@ -353,7 +402,7 @@ def top_ngrams(weights: np.ndarray, names: list[str], *, k: int = 15) -> dict[st
 
     ``weights`` ``(n_features,)`` over ``names``; only text features (names with ``~``) count.
     """
-    idx = np.array([i for i, n in enumerate(names) if "~" in n and "~svd" not in n], dtype=np.int64)
+    idx = np.array([i for i, n in enumerate(names) if "~word:" in n or "~char:" in n], dtype=np.int64)
     if idx.size == 0:
         return {"positive": [], "negative": []}
     w = weights[idx]

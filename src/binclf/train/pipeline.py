@@ -32,7 +32,7 @@ from binclf.decide.metrics import binary_metrics, bootstrap_intervals
 from binclf.nn.models import build_model
 from binclf.predictor import Member, Predictor
 from binclf.data.preprocessing import Preprocessor, check_finite
-from binclf.data.text import TEXT_LINEAR_CS, TextPreprocessor, dense_part
+from binclf.data.text import TEXT_ENCODERS, TEXT_LINEAR_CS, TextPreprocessor, dense_part
 from binclf.decide.thresholds import choose_threshold, parse_objective
 from binclf.train.trainer import TrainConfig, Trainer
 
@@ -52,6 +52,7 @@ class TrainOptions:
     categorical: tuple[str, ...] = ()
     numeric: tuple[str, ...] = ()
     text: tuple[str, ...] = ()
+    text_encoder: str = "tfidf"
     drop_missing_target: bool = False
     valid_fraction: float = 0.2
     test_fraction: float = 0.2
@@ -87,6 +88,8 @@ class TrainOptions:
             problems.append(
                 f"neural_member must be one of {', '.join(_NEURAL)} or several joined by '+', got {self.neural_member!r}"
             )
+        if self.text_encoder not in TEXT_ENCODERS:
+            problems.append(f"--text-encoder must be one of {', '.join(TEXT_ENCODERS)}, got {self.text_encoder!r}")
         if not 2 <= int(self.folds) <= 20:
             problems.append(f"folds must be an integer in [2, 20], got {self.folds}")
         for name in ("valid_fraction", "test_fraction"):
@@ -365,7 +368,9 @@ def train_table(
         train_df = pd.concat([train_df, parts["valid"][0]], ignore_index=True)
         y_train = np.concatenate([y_train, parts["valid"][1]])
     if schema.text:  # free-text columns: TF-IDF + projection (binclf.data.text)
-        prep = TextPreprocessor(schema=schema, numeric=options.numeric_scaling, seed=options.seed).fit(train_df)
+        prep = TextPreprocessor(
+            schema=schema, numeric=options.numeric_scaling, seed=options.seed, encoder=options.text_encoder
+        ).fit(train_df)
         for n in prep.notices:
             say(n)
         notices += prep.notices
