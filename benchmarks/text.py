@@ -145,7 +145,9 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--data", type=Path, default=DEFAULT_DATA)
     ap.add_argument("--rows", type=int, default=None, help="subsample rotten_tomatoes to this many rows")
+    ap.add_argument("--models", default="", help="only the models whose name contains one of these (comma-separated)")
     args = ap.parse_args()
+    only = [m for m in args.models.split(",") if m]
     from sklearn.model_selection import train_test_split
 
     tables = []
@@ -176,6 +178,8 @@ def main() -> None:
                 ("binclf, columns only", lambda: run_binclf(train.drop(columns=text), test.drop(columns=text), target, positive, [])),
             ]
         for model, fn in runs:
+            if only and not any(o in model for o in only):
+                continue
             t0 = time.perf_counter()
             p = fn()
             sec = time.perf_counter() - t0

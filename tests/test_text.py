@@ -175,3 +175,38 @@ def test_non_utf8_bytes_error_names_the_row(tmp_path):
     path.write_bytes(body.encode() + b"caf\xe9 au lait is good,no\n")
     with pytest.raises(DataError, match=r"not valid UTF-8 .*row 7\).*--encoding latin-1"):
         read_table(path)
+
+
+def test_report_lists_ngrams_and_export_refuses(tmp_path):
+    """The report's text section names the n-grams pushing each way; export says text bundles cannot go to ONNX."""
+    from binclf.errors import BundleError
+    from binclf.report.html import render_training_report
+
+    res = train_table(_reviews(200), TrainOptions(target="label", positive="yes", n_boot=20, max_epochs=5))
+    html = render_training_report(res)
+    assert "n-grams that push the prediction" in html and "towards yes" in html
+    pos = html[html.index("towards yes"):html.index("towards no")]
+    assert any(w in pos for w in _GOOD)
+    with pytest.raises(BundleError, match="free-text column\\(s\\) 'review', which cannot be exported to ONNX yet"):
+        res.predictor.preprocessor.check_exportable()
+
+
+def test_wordllama_encoder_offline():
+    """--text-encoder wordllama: embeddings from the installed wheel, no download; same predictions after reload."""
+    pytest.importorskip("wordllama")
+    df = _reviews(80)
+    schema, _ = infer_schema(df, target="label")
+    prep = TextPreprocessor(schema=schema, encoder="wordllama").fit(df)
+    X = prep.transform(df)
+    assert prep.n_dense_ == 256 and X.shape[1] == prep.n_features_out_
+    again = type(prep).from_dict(prep.to_dict(), prep.tensors())
+    assert abs(again.transform(df) - X).max() == 0
+
+
+def test_fit_transform_cached_equals_transform():
+    """The training rows' features reused from fitting equal a fresh transform of those rows (to rounding)."""
+    df = _reviews(120, extra=True)
+    schema, _ = infer_schema(df, target="label")
+    prep = TextPreprocessor(schema=schema)
+    cached = prep.fit_transform_cached(df)
+    assert abs(cached - prep.transform(df)).max() < 1e-12  # sklearn's fit_transform sums in another order

@@ -65,8 +65,12 @@ def fit_logistic_path(
     folds: list[tuple[np.ndarray, np.ndarray]],
     *,
     Cs: tuple[float, ...] = (0.01, 0.1, 1.0, 10.0),
+    solver: str = "lbfgs",
 ) -> tuple[float, list[LogisticModel], np.ndarray, dict[str, float]]:
     """L2 logistic regression per fold over a path of ``Cs``; the C with the lowest OOF log-loss wins.
+
+    ``solver``: scikit-learn's; ``"liblinear"`` (coordinate descent, intercept
+    lightly regularised) is ~2x faster than L-BFGS on wide TF-IDF rows.
 
     Fitted by scikit-learn (L-BFGS, warm-started along the path) and copied into
     :class:`~binclf.nn.models.LogisticModel` members. Returns ``(C, members,
@@ -87,7 +91,7 @@ def fit_logistic_path(
     oof = {c: np.empty(len(y)) for c in Cs}
     coefs: dict[float, list[tuple[np.ndarray, float]]] = {c: [] for c in Cs}
     for fit_rows, held in folds:
-        lr = LogisticRegression(max_iter=500, warm_start=True, tol=1e-5)
+        lr = LogisticRegression(solver=solver, max_iter=500, warm_start=solver == "lbfgs", tol=1e-5)
         X_fit, y_fit, X_held = X[fit_rows], y[fit_rows], X[held]
         for c in Cs:
             lr.set_params(C=c)
@@ -185,7 +189,7 @@ def cross_fit(
     fit_neural: dict[str, FitNeural] | None,
     linear: bool = True,
     X_linear: Any = None,
-    linear_Cs: tuple[float, ...] | None = None,
+    linear_path: dict[str, Any] | None = None,
 ) -> CrossFit:
     """Cross-fit on ``X`` ``(n, d)``, ``y`` ``(n,)``.
 
@@ -196,7 +200,7 @@ def cross_fit(
     of the bags and the linear member minimise OOF log-loss (:func:`mixture_weights`).
     ``X_linear`` ``(n, d')``, dense or scipy sparse: the linear member's inputs
     when they differ from the networks' (text columns' TF-IDF rows); ``X`` by default;
-    ``linear_Cs``: its path of inverse regularisation strengths (the default path if None).
+    ``linear_path``: keyword arguments of :func:`fit_logistic_path` for it (``Cs``, ``solver``).
     """
     fit_neural = dict(fit_neural or {})
     if not fit_neural and not linear:
@@ -226,8 +230,9 @@ def cross_fit(
     oof_l = np.zeros(n)
     if linear:
         t1 = time.perf_counter()
-        path = {} if linear_Cs is None else {"Cs": tuple(linear_Cs)}
-        C, lin_members, oof_l, losses = fit_logistic_path(X if X_linear is None else X_linear, y, folds, **path)
+        C, lin_members, oof_l, losses = fit_logistic_path(
+            X if X_linear is None else X_linear, y, folds, **(linear_path or {})
+        )
         info.update(linear_C=C, linear_oof_log_loss=losses[str(C)], linear_path=losses,
                     linear_seconds=time.perf_counter() - t1)
     sources = [_sigmoid(b.oof) for b in bags] + ([_sigmoid(oof_l)] if linear else [])

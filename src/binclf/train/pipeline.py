@@ -32,7 +32,7 @@ from binclf.decide.metrics import binary_metrics, bootstrap_intervals
 from binclf.nn.models import build_model
 from binclf.predictor import Member, Predictor
 from binclf.data.preprocessing import Preprocessor, check_finite
-from binclf.data.text import TEXT_ENCODERS, TEXT_LINEAR_CS, TextPreprocessor, dense_part
+from binclf.data.text import TEXT_ENCODERS, TEXT_LINEAR_PATH, TextPreprocessor, dense_part
 from binclf.decide.thresholds import choose_threshold, parse_objective
 from binclf.train.trainer import TrainConfig, Trainer
 
@@ -273,7 +273,7 @@ def _fit_crossfit(
     with _one_torch_thread(max(flops.values(), default=0.0)):
         cf = cross_fit(
             X, y, k=k, seed=options.seed, fit_neural=fits, linear=options.linear_member, X_linear=X_linear,
-            linear_Cs=None if X_linear is None else TEXT_LINEAR_CS,
+            linear_path=None if X_linear is None else TEXT_LINEAR_PATH,
         )
     members = []
     for bag in cf.bags:
@@ -376,7 +376,7 @@ def train_table(
         notices += prep.notices
     else:
         prep = Preprocessor(schema=schema, numeric=options.numeric_scaling).fit(train_df)
-    X_train = prep.transform(train_df)
+    X_train = prep.fit_transform_cached(train_df) if schema.text else prep.transform(train_df)
     # Networks read the dense block; the linear member all of it (TF-IDF included).
     X_linear = X_train if schema.text else None
     X_train = dense_part(X_train, prep.n_dense_) if schema.text else X_train
