@@ -45,7 +45,10 @@ from binclf.data.schema import Schema
 from binclf.data.target import TargetInfo
 from binclf.errors import BundleError, DataError
 from binclf.nn.models import build_model
+from scipy import sparse
+
 from binclf.data.preprocessing import Preprocessor, UnseenCounts
+from binclf.data.text import preprocessor_from_dict
 from binclf.decide.thresholds import ThresholdPolicy
 
 __all__ = ["Member", "Predictor", "ABSTAIN", "PREDICTION_EXTENSIONS", "check_prediction_output", "member_logits"]
@@ -95,13 +98,18 @@ def _stable_logit(p: np.ndarray) -> np.ndarray:
 
 
 @torch.inference_mode()
-def member_logits(members: Sequence[Member], X: np.ndarray) -> np.ndarray:
+def member_logits(members: Sequence[Member], X: Any) -> np.ndarray:
     """Prior-corrected, member-averaged logits ``(n,)`` from model inputs ``X`` ``(n, d)``.
 
     Each member's logit shift is subtracted; several members are averaged as
     probabilities with their weights and turned back into a logit. Training
-    calls it before the calibrator exists, so it needs no Predictor.
+    calls it before the calibrator exists, so it needs no Predictor. ``X`` may be
+    a CSR matrix (text columns, :mod:`binclf.data.text`): a member as wide as
+    ``X`` (the TF-IDF linear member) multiplies the sparse rows; networks read
+    the dense block, the first ``n_features`` columns of their config.
     """
+    if sparse.issparse(X):
+        return _sparse_member_logits(members, X)
     Xt = torch.from_numpy(np.ascontiguousarray(X, dtype=np.float32))
     if len(members) == 1:
         m = members[0]
@@ -111,6 +119,25 @@ def member_logits(members: Sequence[Member], X: np.ndarray) -> np.ndarray:
     for m in members:
         p += m.weight * torch.sigmoid((eval_logits(m.module, Xt) - m.logit_shift).double())
     return _stable_logit(p.numpy())
+
+
+def _sparse_member_logits(members: Sequence[Member], X: Any) -> np.ndarray:
+    dense: dict[int, torch.Tensor] = {}
+    p = np.zeros(X.shape[0], dtype=np.float64)
+    for m in members:
+        width = int(m.config.get("n_features", X.shape[1]))
+        if width == X.shape[1]:  # the TF-IDF linear member
+            w = m.module.output.weight.detach().double().numpy().ravel()
+            z = X @ w + float(m.module.output.bias.detach().double())
+        else:
+            if width not in dense:
+                dense[width] = torch.from_numpy(np.ascontiguousarray(X[:, :width].toarray(), dtype=np.float32))
+            z = eval_logits(m.module, dense[width]).double().numpy()
+        z = z - m.logit_shift
+        if len(members) == 1:
+            return z
+        p += m.weight * (0.5 * (1.0 + np.tanh(0.5 * z)))
+    return _stable_logit(p)
 
 
 class Predictor:
@@ -168,6 +195,8 @@ class Predictor:
         for i, m in enumerate(self.members):
             for k, v in m.module.state_dict().items():
                 out[f"m{i}.{k}"] = v
+        if hasattr(self.preprocessor, "tensors"):  # text columns: idf and projections
+            out.update(self.preprocessor.tensors())
         return out
 
     def save(self, path: str | Path, *, force: bool = False, extra_files: dict[str, bytes] | None = None) -> Path:
@@ -213,7 +242,7 @@ class Predictor:
             return cls(
                 schema=Schema.from_dict(meta["schema"]),
                 target=TargetInfo.from_dict(meta["target"]),
-                preprocessor=Preprocessor.from_dict(meta["preprocessing"]),
+                preprocessor=preprocessor_from_dict(meta["preprocessing"], tensors),
                 members=members,
                 calibrator=calibrator_from_dict(meta["calibration"]),
                 threshold=None if meta.get("threshold") is None else ThresholdPolicy.from_dict(meta["threshold"]),

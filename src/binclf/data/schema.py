@@ -19,7 +19,7 @@ from binclf.io.tables import _list_names, _names_with_hints, safe_excerpt
 # schema
 # --------------------------------------------------------------------------- #
 
-Role = Literal["numeric", "categorical"]
+Role = Literal["numeric", "categorical", "text"]
 
 
 @dataclass(frozen=True)
@@ -35,8 +35,8 @@ class ColumnSpec:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> ColumnSpec:
-        if d.get("role") not in ("numeric", "categorical"):
-            raise ConfigError(f"column spec {d!r}: role must be 'numeric' or 'categorical'")
+        if d.get("role") not in ("numeric", "categorical", "text"):
+            raise ConfigError(f"column spec {d!r}: role must be 'numeric', 'categorical' or 'text'")
         return cls(name=str(d["name"]), role=d["role"], dtype=str(d["dtype"]))
 
 
@@ -59,9 +59,13 @@ class Schema:
     def categorical(self) -> list[str]:
         return [c.name for c in self.columns if c.role == "categorical"]
 
+    @property
+    def text(self) -> list[str]:
+        return [c.name for c in self.columns if c.role == "text"]
+
     def column_types(self) -> dict[str, str]:
         """``{name: role}``, the ``column_types`` argument of :func:`iter_batches`."""
-        return {c.name: c.role for c in self.columns}
+        return {c.name: ("categorical" if c.role == "text" else c.role) for c in self.columns}
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -99,6 +103,26 @@ def _is_integral(values: np.ndarray) -> bool:
         return bool(values.size) and bool(np.all(np.mod(values, 1.0) == 0))
 
 
+def _text_role(name: str, present: pd.Series, n_distinct: int, notices: list[str]) -> Role | None:
+    """``"text"`` for a free-text column, ``"categorical"`` for words repeated over few values, else None.
+
+    The thresholds are those of :func:`binclf.data.text.looks_like_text`.
+    """
+    from binclf.data.text import _MIN_MEDIAN_WORDS, _MIN_WORDY_SHARE, looks_like_text
+
+    verdict, ev = looks_like_text(present)
+    if verdict:
+        notices.append(f"column {name!r} is free text (median {ev['median_words']:g} words); pass --categorical {name} to use it as categories")
+        return "text"
+    if ev["median_words"] >= _MIN_MEDIAN_WORDS and ev["wordy_share"] >= _MIN_WORDY_SHARE and len(present) >= 20:
+        notices.append(
+            f"column {name!r} holds sentences but only {n_distinct} distinct values: it is treated as categorical; "
+            f"pass --text {name} to read its words"
+        )
+        return "categorical"
+    return None
+
+
 def infer_schema(
     df: pd.DataFrame,
     *,
@@ -106,13 +130,17 @@ def infer_schema(
     drop: Iterable[str] = (),
     categorical: Iterable[str] = (),
     numeric: Iterable[str] = (),
+    text: Iterable[str] = (),
     max_code_levels: int = 5,
 ) -> tuple[Schema, list[str]]:
     """Decide the role of every column of ``df`` except ``target``; returns ``(schema, notices)``.
 
     Rules (``categorical=`` / ``numeric=`` override them, ``drop=`` removes columns):
 
-    * text and boolean columns are categorical;
+    * free text (mostly distinct values of several words, see
+      :func:`binclf.data.text.looks_like_text`) is ``text``; sentences repeated
+      over few distinct values are categorical, with a notice;
+    * other strings and boolean columns are categorical;
     * numbers are numeric, except integer-valued columns (int, or float holding
       only whole numbers, as an int column with missing values does) with at most
       ``max_code_levels`` (5) distinct values: those are far more often codes
@@ -129,22 +157,27 @@ def infer_schema(
     all-missing columns.
     """
     names = [str(c) for c in df.columns]
-    drop, categorical, numeric = list(drop), list(categorical), list(numeric)
+    drop, categorical, numeric, text = list(drop), list(categorical), list(numeric), list(text)
     if target not in names:
         raise DataError(
             f"target column {_names_with_hints([target], names)} is not in the table; "
             f"the columns are {_list_names(names)}; pass one of them as --target"
         )
     problems = []
-    for option, given in (("drop", drop), ("categorical", categorical), ("numeric", numeric)):
+    for option, given in (("drop", drop), ("categorical", categorical), ("numeric", numeric), ("text", text)):
         unknown = [c for c in given if c not in names]
         if unknown:
             problems.append(f"--{option} names unknown column(s) {_names_with_hints(unknown, names)}")
-    both = sorted(set(categorical) & set(numeric))
-    if both:
-        problems.append(f"column(s) {', '.join(map(repr, both))} are given as both --categorical and --numeric")
-    if target in drop or target in categorical or target in numeric:
-        problems.append(f"the target {target!r} cannot also be in --drop/--categorical/--numeric")
+    for (a, ga), (b, gb) in (
+        (("categorical", categorical), ("numeric", numeric)),
+        (("text", text), ("categorical", categorical)),
+        (("text", text), ("numeric", numeric)),
+    ):
+        both = sorted(set(ga) & set(gb))
+        if both:
+            problems.append(f"column(s) {', '.join(map(repr, both))} are given as both --{a} and --{b}")
+    if target in drop or target in categorical or target in numeric or target in text:
+        problems.append(f"the target {target!r} cannot also be in --drop/--categorical/--numeric/--text")
     if problems:
         raise DataError("; ".join(problems) + f"; the columns are {_list_names(names)}")
 
@@ -169,7 +202,9 @@ def infer_schema(
             dropped.append((name, "constant"))
             notices.append(f"column {name!r} dropped: it holds the single value {safe_excerpt(json_scalar(present.iloc[0]))}")
             continue
-        forced: Role | None = "categorical" if name in categorical else "numeric" if name in numeric else None
+        forced: Role | None = (
+            "categorical" if name in categorical else "numeric" if name in numeric else "text" if name in text else None
+        )
         if forced is not None:
             specs.append(ColumnSpec(name, forced, dtype))
             continue
@@ -191,6 +226,11 @@ def infer_schema(
                     f"{', '.join(map(safe_excerpt, bad))}; it is treated as categorical; to use it as numbers, "
                     f"empty those cells or pass --numeric {name} (they then count as missing)"
                 )
+        if values is None and not pd.api.types.is_bool_dtype(s.dtype):
+            role = _text_role(name, present, n_distinct, notices)
+            if role is not None:
+                specs.append(ColumnSpec(name, role, dtype))
+                continue
         integral = values is not None and _is_integral(values)
         if values is None or integral:
             unique_per_row = n_distinct == n and n >= 20

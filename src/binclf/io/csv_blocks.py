@@ -29,13 +29,20 @@ def csv_options(
     column_types: dict[str, pa.DataType] | None = None,
     include_columns: Sequence[str] | None = None,
     block_size: int | None = None,
+    newlines_in_values: bool = True,
 ) -> dict[str, Any]:
+    """pyarrow's CSV options as this library reads files.
+
+    ``newlines_in_values``: quoted values may hold line breaks (RFC 4180; pandas'
+    ``to_csv`` writes them so). pyarrow then cuts its own chunks with a
+    quote-aware scan; only a block known to hold no quote may skip it.
+    """
     read = dict(use_threads=True, encoding=encoding or "utf8")
     if block_size is not None:
         read["block_size"] = block_size
     return dict(
         read_options=pacsv.ReadOptions(**read),
-        parse_options=pacsv.ParseOptions(delimiter=sep),
+        parse_options=pacsv.ParseOptions(delimiter=sep, newlines_in_values=newlines_in_values),
         convert_options=pacsv.ConvertOptions(
             column_types=column_types or {},
             include_columns=list(include_columns) if include_columns else None,
@@ -144,8 +151,8 @@ def _csv_tables_parallel(
     sep = ord(opts_kw["sep"])
     header_read = pacsv.ReadOptions(use_threads=True, encoding="utf8")
     body_read = pacsv.ReadOptions(use_threads=True, encoding="utf8", column_names=list(names))
-    parse_plain = base["parse_options"]
-    parse_quoted = pacsv.ParseOptions(delimiter=opts_kw["sep"], newlines_in_values=True)
+    parse_plain = pacsv.ParseOptions(delimiter=opts_kw["sep"], newlines_in_values=False)  # no quote in the block
+    parse_quoted = base["parse_options"]
     convert = base["convert_options"]
     buf = bytearray(block_bytes)
     n = 0  # bytes of text held in buf

@@ -91,8 +91,12 @@ def fit_logistic_path(
     folds: list[tuple[np.ndarray, np.ndarray]],
     *,
     Cs: tuple[float, ...] = (0.01, 0.1, 1.0, 10.0),
+    solver: str = "lbfgs",
 ) -> tuple[float, list[LogisticModel], np.ndarray, dict[str, float]]:
     """L2 logistic regression per fold over a path of ``Cs``; the C with the lowest OOF log-loss wins.
+
+    ``solver``: scikit-learn's; ``"liblinear"`` (coordinate descent, intercept
+    lightly regularised) is ~2x faster than L-BFGS on wide TF-IDF rows.
 
     Fitted by scikit-learn (L-BFGS, warm-started along the path) and copied into
     :class:`~binclf.nn.models.LogisticModel` members.
@@ -118,7 +122,11 @@ def fit_logistic_path(
     """
     from sklearn.linear_model import LogisticRegression
 
-    if X.size and np.count_nonzero(X) < 0.1 * X.size:
+    from scipy import sparse as _sparse
+
+    if _sparse.issparse(X):  # text columns: TF-IDF rows next to the table's features
+        X = _sparse.csr_matrix(X)
+    elif X.size and np.count_nonzero(X) < 0.1 * X.size:
         # Mostly one-hot zeros: sparse rows make each L-BFGS iteration as cheap
         # as the non-zeros (measured 7.5 s -> under 1 s on 22k rows x 3,208 features).
         from scipy import sparse
@@ -127,7 +135,7 @@ def fit_logistic_path(
     oof = {c: np.empty(len(y)) for c in Cs}
     coefs: dict[float, list[tuple[np.ndarray, float]]] = {c: [] for c in Cs}
     for fit_rows, held in folds:
-        lr = LogisticRegression(max_iter=500, warm_start=True, tol=1e-5)
+        lr = LogisticRegression(solver=solver, max_iter=500, warm_start=solver == "lbfgs", tol=1e-5)
         X_fit, y_fit, X_held = X[fit_rows], y[fit_rows], X[held]
         for c in Cs:
             lr.set_params(C=c)
@@ -234,6 +242,8 @@ def cross_fit(
     seed: int,
     fit_neural: dict[str, FitNeural] | None,
     linear: bool = True,
+    X_linear: Any = None,
+    linear_path: dict[str, Any] | None = None,
 ) -> CrossFit:
     """Cross-fit on ``X`` ``(n, d)``, ``y`` ``(n,)``.
 
@@ -254,6 +264,11 @@ def cross_fit(
         Name -> fit function, as above.
     linear : bool
         Add the cross-fitted logistic members.
+    X_linear : ndarray or scipy sparse matrix of shape (n, d'), optional
+        The linear member's inputs when they differ from the networks' (text
+        columns' TF-IDF rows); ``X`` by default.
+    linear_path : dict, optional
+        Keyword arguments of :func:`fit_logistic_path` for it (``Cs``, ``solver``).
 
     Returns
     -------
@@ -288,7 +303,9 @@ def cross_fit(
     oof_l = np.zeros(n)
     if linear:
         t1 = time.perf_counter()
-        C, lin_members, oof_l, losses = fit_logistic_path(X, y, folds)
+        C, lin_members, oof_l, losses = fit_logistic_path(
+            X if X_linear is None else X_linear, y, folds, **(linear_path or {})
+        )
         info.update(linear_C=C, linear_oof_log_loss=losses[str(C)], linear_path=losses,
                     linear_seconds=time.perf_counter() - t1)
     sources = [_sigmoid(b.oof) for b in bags] + ([_sigmoid(oof_l)] if linear else [])

@@ -30,6 +30,7 @@ from binclf.decide.metrics import binary_metrics, bootstrap_intervals
 from binclf.nn.models import build_model, model_config
 from binclf.predictor import Member, Predictor, member_logits
 from binclf.data.preprocessing import Preprocessor, check_finite
+from binclf.data.text import TEXT_ENCODERS, TEXT_LINEAR_PATH, TextPreprocessor, dense_part
 from binclf.decide.thresholds import choose_threshold, parse_objective
 from binclf.train.trainer import FitSettings, TrainConfig, Trainer
 
@@ -55,6 +56,8 @@ class TrainOptions(FitSettings):
     drop: tuple[str, ...] = ()
     categorical: tuple[str, ...] = ()
     numeric: tuple[str, ...] = ()
+    text: tuple[str, ...] = ()
+    text_encoder: str = "tfidf"
     drop_missing_target: bool = False
     valid_fraction: float = 0.2
     test_fraction: float = 0.2
@@ -82,6 +85,8 @@ class TrainOptions(FitSettings):
             problems.append(
                 f"neural_member must be one of {', '.join(_NEURAL)} or several joined by '+', got {self.neural_member!r}"
             )
+        if self.text_encoder not in TEXT_ENCODERS:
+            problems.append(f"--text-encoder must be one of {', '.join(TEXT_ENCODERS)}, got {self.text_encoder!r}")
         if not 2 <= int(self.folds) <= 20:
             problems.append(f"folds must be an integer in [2, 20], got {self.folds}")
         for name in ("valid_fraction", "test_fraction"):
@@ -95,7 +100,7 @@ class TrainOptions(FitSettings):
     def to_dict(self) -> dict[str, Any]:
         """The options as a JSON-ready dict (what a bundle stores under ``options``)."""
         d = asdict(self)
-        for k in ("drop", "categorical", "numeric", "hidden"):
+        for k in ("drop", "categorical", "numeric", "text", "hidden"):
             d[k] = list(d[k])
         return d
 
@@ -103,7 +108,7 @@ class TrainOptions(FitSettings):
     def from_dict(cls, d: dict[str, Any]) -> "TrainOptions":
         """The options :meth:`to_dict` wrote."""
         d = dict(d)
-        for k in ("drop", "categorical", "numeric", "hidden"):
+        for k in ("drop", "categorical", "numeric", "text", "hidden"):
             d[k] = tuple(d.get(k, ()))
         return cls(**d)
 
@@ -234,7 +239,7 @@ def _auto_folds(options: TrainOptions, n: int) -> int:
 
 
 def _fit_crossfit(
-    options: TrainOptions, X: np.ndarray, y: np.ndarray, n_numeric: int = 0
+    options: TrainOptions, X: np.ndarray, y: np.ndarray, n_numeric: int = 0, X_linear: Any = None
 ) -> tuple[list[Member], list[dict[str, float]], np.ndarray, dict[str, Any]]:
     """``--model auto``: cross-fitted neural + linear members (see :mod:`binclf.train.crossfit`).
 
@@ -265,12 +270,15 @@ def _fit_crossfit(
 
     fits = {(nm if names.count(nm) == 1 else f"{nm}#{j}"): fitter(nm, j) for j, nm in enumerate(names)}
     with runtime.session(purpose="train", threads=_training_threads(max(flops.values(), default=0.0))):
-        cf = cross_fit(X, y, k=k, seed=options.seed, fit_neural=fits, linear=options.linear_member)
+        cf = cross_fit(
+            X, y, k=k, seed=options.seed, fit_neural=fits, linear=options.linear_member, X_linear=X_linear,
+            linear_path=None if X_linear is None else TEXT_LINEAR_PATH,
+        )
     members = []
     for bag in cf.bags:
         nm = bag.name.split("#")[0]
         members += [Member(nm, configs[nm], m, bag.weight / len(bag.modules), s) for m, s in zip(bag.modules, bag.shifts)]
-    lin_config = {"n_features": X.shape[1]}
+    lin_config = {"n_features": (X if X_linear is None else X_linear).shape[1]}
     members += [Member("logistic", lin_config, m, cf.weight / len(cf.linear), 0.0) for m in cf.linear]
     # A member with weight 0 adds nothing but size and time.
     members = [m for m in members if m.weight > 0]
@@ -333,7 +341,8 @@ def train_table(
     say = log or (lambda _msg: None)
     df, y, target, notices, file_rows = _encode(df, options, source)
     schema, schema_notices = infer_schema(
-        df, target=options.target, drop=options.drop, categorical=options.categorical, numeric=options.numeric
+        df, target=options.target, drop=options.drop, categorical=options.categorical, numeric=options.numeric,
+        text=options.text,
     )
     check_finite(df, schema.numeric, source=source, rows=file_rows)
     for name, extra_df in (("--valid file", valid_df), ("--test file", test_df)):
@@ -375,26 +384,40 @@ def train_table(
         # the one that did not see it; calibration and threshold use all of them.
         train_df = pd.concat([train_df, parts["valid"][0]], ignore_index=True)
         y_train = np.concatenate([y_train, parts["valid"][1]])
-    prep = Preprocessor(schema=schema, numeric=options.numeric_scaling).fit(train_df)
-    X_train = prep.transform(train_df)
+    if schema.text:  # free-text columns: TF-IDF + projection (binclf.data.text)
+        prep = TextPreprocessor(
+            schema=schema, numeric=options.numeric_scaling, seed=options.seed, encoder=options.text_encoder
+        ).fit(train_df)
+        for n in prep.notices:
+            say(n)
+        notices += prep.notices
+    else:
+        prep = Preprocessor(schema=schema, numeric=options.numeric_scaling).fit(train_df)
+    X_train = prep.fit_transform_cached(train_df) if schema.text else prep.transform(train_df)
+    # Networks read the dense block; the linear member all of it (TF-IDF included).
+    X_linear = X_train if schema.text else None
+    X_train = dense_part(X_train, prep.n_dense_) if schema.text else X_train
     X_test = prep.transform(parts["test"][0])
     y_test = parts["test"][1]
     extra_info: dict[str, Any] = {}
     if crossfit:
         say(
             f"training {options.model} ({_auto_folds(options, len(y_train))}-fold cross-fit) on {len(y_train)} rows x "
-            f"{X_train.shape[1]} features (test {len(y_test)})"
+            f"{prep.n_features_out_} features (test {len(y_test)})"
         )
-        members, history, z_valid, extra_info = _fit_crossfit(options, X_train, y_train, len(prep.numeric_))
+        members, history, z_valid, extra_info = _fit_crossfit(
+            options, X_train, y_train, len(prep.numeric_), X_linear=X_linear
+        )
         y_valid = y_train
     else:
         X_valid = prep.transform(parts["valid"][0])
         y_valid = parts["valid"][1]
+        X_valid_dense = dense_part(X_valid, prep.n_dense_) if schema.text else X_valid
         say(
             f"training {options.model} on {len(y_train)} rows x {X_train.shape[1]} features "
             f"(validation {len(y_valid)}, test {len(y_test)})"
         )
-        members, history = _fit_members(options, X_train, y_train, X_valid, y_valid)
+        members, history = _fit_members(options, X_train, y_train, X_valid_dense, y_valid)
         for m in members:
             m.module.eval()
         z_valid = member_logits(members, X_valid)
