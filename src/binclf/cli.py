@@ -182,6 +182,11 @@ _TRAIN_OPTIONS = [
     click.option("--lr", type=float, default=1e-3, show_default=True),
     click.option("--batch-size", default="auto", show_default=True),
     click.option("--no-report", is_flag=True, help="Do not write report.html."),
+    # Images (DATA is a folder of class subfolders, or a CSV with --image-column): see binclf.cli_images.
+    click.option("--image-column", help="Images: the CSV column of image paths (relative to the CSV)."),
+    click.option("--image-size", type=click.IntRange(8, 1024), help="Images: square side to resize to [default: from the data]."),
+    click.option("--no-flip", is_flag=True, help="Images: no random flips (orientation matters: digits, text)."),
+    click.option("--skip-bad-images", is_flag=True, help="Images: skip unreadable files (up to 1%) instead of failing."),
 ]
 
 
@@ -215,6 +220,10 @@ def train(data: Path | None, demo: bool, **kw: Any) -> None:
         return None
     if data is None:
         raise click.UsageError("missing DATA: pass a CSV or Parquet file (or --demo)")
+    from binclf.cli_images import train_images_command, wants_images
+
+    if wants_images(data, kw):
+        return train_images_command(data, kw, print_training=_print_training, render_report=_render_report)
     if not kw["target"]:
         raise click.UsageError("missing --target: name the yes/no column to predict")
     return _train(data, **kw)
@@ -357,10 +366,15 @@ def _print_training(result: Any) -> None:
 @click.option("--encoding", help="Text encoding of a CSV DATA, e.g. latin-1 [default: utf-8].")
 @click.option("--batch-rows", type=click.IntRange(1), default=65_536, show_default=True,
               help="Rows read, predicted and written at a time (memory stays flat).")
+@click.option("--skip-bad-images", is_flag=True, help="Images: skip unreadable files (up to 1%) instead of failing.")
 @handle_errors
 def predict(bundle: Path, data: Path, output: Path | None, keep: Sequence[str], threshold: float | None,
-            sep: str | None, encoding: str | None, batch_rows: int) -> None:
-    """Write `probability` and `prediction` for every row of DATA."""
+            sep: str | None, encoding: str | None, batch_rows: int, skip_bad_images: bool) -> None:
+    """Write `probability` and `prediction` for every row of DATA (or every image of a folder)."""
+    from binclf.cli_images import is_image_bundle, predict_images_command
+
+    if is_image_bundle(bundle):
+        return predict_images_command(bundle, data, output, threshold=threshold, skip_bad=skip_bad_images)
     from binclf.io.tables import read_columns
 
     if output is not None and output.is_dir():
@@ -392,10 +406,16 @@ def predict(bundle: Path, data: Path, output: Path | None, keep: Sequence[str], 
 @click.option("--sep", help="CSV delimiter of DATA [default: sniffed].")
 @click.option("--encoding", help="Text encoding of a CSV DATA, e.g. latin-1 [default: utf-8].")
 @click.option("--json", "as_json", is_flag=True, help="Print the metrics as JSON.")
+@click.option("--skip-bad-images", is_flag=True, help="Images: skip unreadable files (up to 1%) instead of failing.")
 @handle_errors
 def evaluate(bundle: Path, data: Path, threshold: float | None, sep: str | None, encoding: str | None,
-             as_json: bool) -> None:
-    """Metrics of the bundle's model on labelled DATA."""
+             as_json: bool, skip_bad_images: bool) -> None:
+    """Metrics of the bundle's model on labelled DATA (or a labelled folder of images)."""
+    from binclf.cli_images import evaluate_images_command, is_image_bundle
+
+    if is_image_bundle(bundle):
+        return evaluate_images_command(bundle, data, threshold=threshold, as_json=as_json, skip_bad=skip_bad_images,
+                                       metrics_table=metrics_table)
     from binclf.io.tables import read_table
 
     meta = _read_meta(bundle)

@@ -135,6 +135,10 @@ class Predictor:
     def load(cls, path: str | Path) -> "Predictor":
         """Load and verify a bundle written by ``binclf train`` or :meth:`save`."""
         meta, tensors = load_bundle(path)
+        if meta.get("kind") == "image":  # an image bundle: same path, images in place of rows
+            from binclf.image_predictor import ImagePredictor
+
+            return ImagePredictor.from_meta(meta, tensors, path=path)
         try:
             members = []
             for spec in meta["members"]:
