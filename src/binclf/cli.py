@@ -444,7 +444,10 @@ def evaluate(bundle: Path, data: Path, threshold: float | None, sep: str | None,
 @handle_errors
 def info(bundle: Path, as_json: bool) -> None:
     """What a bundle holds: schema, model, threshold, training metrics, versions."""
-    _read_meta(bundle)
+    if _read_meta(bundle).get("kind") == "image" and not as_json:
+        from binclf.cli_images import info_images_command
+
+        return info_images_command(bundle, metrics_table=metrics_table)
     from binclf.predictor import Predictor
 
     predictor = Predictor.load(bundle)  # verifies the hash and the format version

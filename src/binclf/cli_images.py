@@ -178,3 +178,25 @@ def evaluate_images_command(bundle: Path, data: Path, *, threshold: float | None
         return
     intervals = bootstrap_intervals(y, proba, threshold=metrics["threshold"])
     click.echo(metrics_table(metrics, intervals, title=f"metrics on {data} ({int(metrics['n'])} images)"))
+
+
+def info_images_command(bundle: Path, *, metrics_table) -> None:
+    """``binclf info IMAGE_BUNDLE``: labels, input layout, network, calibration, threshold, test metrics."""
+    from binclf.image_predictor import ImagePredictor
+
+    p = ImagePredictor.load(bundle)
+    pre, m = p.preprocessor, p.members[0]
+    t = p.target
+    click.echo(f"bundle     {bundle} (images)")
+    click.echo(f"target     {t.column!r}: positive {t.positive!r}, negative {t.negative!r}")
+    click.echo(f"input      {pre.channels} x {pre.size} x {pre.size} ({pre.mode}), normalised with mean "
+               f"{[round(v, 4) for v in pre.mean]}, std {[round(v, 4) for v in pre.std]}"
+               + (f"; CSV column {p.image_column!r}" if p.image_column else ""))
+    click.echo(f"model      {m.name}(widths={m.config['widths']}, stem_stride={m.config['stem_stride']}, "
+               f"dropout={m.config['dropout']})")
+    click.echo(f"calibration {p.calibrator.to_dict().get('method')}")
+    if p.threshold is not None:
+        click.echo(f"threshold  {p.threshold.threshold:.3f} ({p.threshold.objective})")
+    test = p.info.get("metrics", {}).get("test")
+    if test:
+        click.echo(metrics_table(test, None, title="test metrics at training time"))
