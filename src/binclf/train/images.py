@@ -15,6 +15,7 @@ test images, which nothing above has seen.
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -36,7 +37,7 @@ from binclf.image_predictor import ImagePredictor
 from binclf.io.images import ImageSet, check_bad, choose_layout, decode_images, find_class_folders, read_labels_csv, scan_images
 from binclf.nn.augment import AugmentConfig
 from binclf.nn.models import build_model
-from binclf.nn.models.cnn import cnn_shape
+from binclf.nn.models.cnn import cnn_macs, cnn_shape
 from binclf.predictor import Member
 from binclf.runtime import with_one_blas_thread
 from binclf.train.pipeline import TrainResult
@@ -74,9 +75,10 @@ class ImageTrainOptions:
     pos_weight: float | str | None = None
     sampler: str | None = None
     lr: float = 2e-3
+    lr_schedule: str | None = "cosine"
     weight_decay: float = 5e-4
     batch_size: int | str = "auto"
-    max_epochs: int = 40
+    max_epochs: int | None = None
     patience: int = 6
     dropout: float = 0.2
     n_boot: int = 200
@@ -132,15 +134,66 @@ def _read_headers(image_set: ImageSet, skip_bad: bool) -> tuple[ImageSet, list, 
     return image_set.subset(keep), [h for h in headers if not isinstance(h, str)], [notice]
 
 
-def _train_config(options: ImageTrainOptions, n_train: int) -> TrainConfig:
+# The default's training budget, in modelled seconds of one CPU core: a step
+# costs about _MS_PER_IMAGE + _MS_PER_MMAC per million forward multiply-adds
+# per image (fitted to measurements at 28 and 128 pixels on one core of the
+# 2-core development machine, channels-last). Epochs stay within [10, 40]; the
+# cosine schedule decays over exactly those epochs.
+_BUDGET_SECONDS = 45.0
+_MS_PER_IMAGE = 0.93
+_MS_PER_MMAC = 0.4
+_EPOCHS = (10, 40)
+
+
+def auto_epochs(*, n_train: int, macs: float) -> int:
+    """Epochs the default trains: the budget over the modelled cost of an epoch, within [10, 40]."""
+    per_image = (_MS_PER_IMAGE + _MS_PER_MMAC * macs / 1e6) / 1000
+    return int(np.clip(_BUDGET_SECONDS / max(n_train * per_image, 1e-9), *_EPOCHS))
+
+
+def _train_config(options: ImageTrainOptions, n_train: int, macs: float) -> TrainConfig:
     batch_size = options.batch_size
     if batch_size == "auto":
         batch_size = auto_batch_size(n_train, largest=128)
+    max_epochs = options.max_epochs or auto_epochs(n_train=n_train, macs=macs)
     return TrainConfig(
-        lr=options.lr, weight_decay=options.weight_decay, batch_size=int(batch_size), max_epochs=options.max_epochs,
+        lr=options.lr, lr_schedule=options.lr_schedule, weight_decay=options.weight_decay, batch_size=int(batch_size), max_epochs=max_epochs,
         patience=options.patience, seed=options.seed, loss=options.loss, pos_weight=options.pos_weight,
         sampler=options.sampler, eval_batch_size=256, verbose=False, compile=False,
     )
+
+
+def _probe_threads(module, X, y, batch_size: int) -> int:
+    """The faster of one torch thread and all of them, timed on a few training steps of a copy of ``module``.
+
+    On a busy machine a second intra-op thread waits for a core at every
+    convolution and a step can take ten times longer (measured on 2 shared
+    cores); on an idle one it nearly halves the step. So measure, don't guess.
+    """
+    import copy
+
+    most = torch.get_num_threads()
+    if most <= 1:
+        return 1
+    xb, yb = X[:batch_size], torch.as_tensor(y[:batch_size])
+    best, best_t = most, math.inf
+    for threads in (1, most):
+        probe = copy.deepcopy(module).train()
+        opt = torch.optim.SGD(probe.parameters(), lr=0.0)
+        torch.set_num_threads(threads)
+        try:
+            times = []
+            for _ in range(3):
+                t = time.perf_counter()
+                loss = torch.nn.functional.binary_cross_entropy_with_logits(probe(xb), yb)
+                opt.zero_grad()
+                loss.backward()
+                times.append(time.perf_counter() - t)
+        finally:
+            torch.set_num_threads(most)
+        if min(times[1:]) < best_t:
+            best, best_t = threads, min(times[1:])
+    return best
 
 
 @with_one_blas_thread
@@ -203,20 +256,27 @@ def train_images(
     augment = AugmentConfig(flip=options.flip).to_dict() if options.augment else None
     config = {"channels": channels, "size": size, "widths": widths, "stem_stride": stem, "dropout": options.dropout,
               "augment": augment}
+    module = build_model("cnn", seed=options.seed, **config)
+    macs = cnn_macs(channels=channels, size=size, widths=widths, stem_stride=stem)
+    train_config = _train_config(options, len(idx["train"]), macs)
     say(
         f"training cnn (widths {widths}, stem stride {stem}, augmentation {'on' if augment else 'off'}"
-        f"{', no flips' if augment and not options.flip else ''}) on {len(idx['train'])} images "
+        f"{', no flips' if augment and not options.flip else ''}; up to {train_config.max_epochs} epochs, "
+        f"early stopping on validation loss) on {len(idx['train'])} images "
         f"(validation {len(idx['valid'])}, test {len(idx['test'])})"
     )
-    module = build_model("cnn", seed=options.seed, **config)
-    train_config = _train_config(options, len(idx["train"]))
     t_fit = time.perf_counter()
-    trainer = Trainer(train_config).fit(module, X["train"], Y["train"], X_valid=X["valid"], y_valid=Y["valid"])
+    threads, before = _probe_threads(module, X["train"], Y["train"], train_config.batch_size), torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        trainer = Trainer(train_config).fit(module, X["train"], Y["train"], X_valid=X["valid"], y_valid=Y["valid"])
+    finally:
+        torch.set_num_threads(before)
     fit_seconds = time.perf_counter() - t_fit
     image_epochs = len(idx["train"]) * len(trainer.history_)
     say(
         f"trained {len(trainer.history_)} epochs (best {trainer.best_epoch_}) in {fit_seconds:.1f} s, "
-        f"{image_epochs / max(fit_seconds, 1e-9):,.0f} training images/s"
+        f"{image_epochs / max(fit_seconds, 1e-9):,.0f} training images/s, {threads} torch thread(s)"
     )
     predictor = ImagePredictor(
         preprocessor=prep,
