@@ -327,6 +327,7 @@ def train_images(
             "notices": notices,
             "train_seconds": seconds,
             "training_images_per_second": image_epochs / max(fit_seconds, 1e-9),
+            "torch_threads": threads,
         }
     )
     return ImageTrainResult(
