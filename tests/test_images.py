@@ -182,3 +182,13 @@ def test_skip_bad_images_skips_up_to_one_percent(tmp_path):
 def test_find_class_folders_error_names_the_folder(tmp_path):
     with pytest.raises(DataError, match="no such folder"):
         find_class_folders(tmp_path / "missing")
+
+
+def test_doctor_finds_nothing_wrong_with_the_image_cnn():
+    from binclf.doctor import check
+
+    m = build_model("cnn", seed=0, channels=1, size=16, widths=[8, 16], augment={"flip": False})
+    init_output_bias(m, 0.5)
+    x, y = torch.randn(32, 256), (torch.arange(32) % 2).float()
+    report = check(m, None, x, y)
+    assert not report.has_errors and "output shape (32,)" in str(report)

@@ -137,25 +137,31 @@ def _read_headers(image_set: ImageSet, skip_bad: bool) -> tuple[ImageSet, list, 
 # The default's training budget, in modelled seconds of one CPU core: a step
 # costs about _MS_PER_IMAGE + _MS_PER_MMAC per million forward multiply-adds
 # per image (fitted to measurements at 28 and 128 pixels on one core of the
-# 2-core development machine, channels-last). Epochs stay within [10, 40]; the
-# cosine schedule decays over exactly those epochs.
+# 2-core development machine, channels-last). A network trained from scratch
+# also needs enough optimiser steps, whatever the images cost: at least
+# _MIN_STEPS. Epochs stay within [10, 60]; the cosine schedule decays over
+# exactly those epochs, and early stopping may end sooner.
 _BUDGET_SECONDS = 45.0
 _MS_PER_IMAGE = 0.93
 _MS_PER_MMAC = 0.4
-_EPOCHS = (10, 40)
+_MIN_STEPS = 400
+_EPOCHS = (10, 60)
 
 
-def auto_epochs(*, n_train: int, macs: float) -> int:
-    """Epochs the default trains: the budget over the modelled cost of an epoch, within [10, 40]."""
+def auto_epochs(*, n_train: int, macs: float, batch_size: int) -> int:
+    """Epochs the default trains: the budget over the modelled cost of an epoch, at least ``_MIN_STEPS`` steps."""
     per_image = (_MS_PER_IMAGE + _MS_PER_MMAC * macs / 1e6) / 1000
-    return int(np.clip(_BUDGET_SECONDS / max(n_train * per_image, 1e-9), *_EPOCHS))
+    by_budget = _BUDGET_SECONDS / max(n_train * per_image, 1e-9)
+    by_steps = _MIN_STEPS / max(math.ceil(n_train / batch_size), 1)
+    return int(np.clip(max(by_budget, by_steps), *_EPOCHS))
 
 
 def _train_config(options: ImageTrainOptions, n_train: int, macs: float) -> TrainConfig:
     batch_size = options.batch_size
     if batch_size == "auto":
-        batch_size = auto_batch_size(n_train, largest=128)
-    max_epochs = options.max_epochs or auto_epochs(n_train=n_train, macs=macs)
+        # At most 64: from-scratch CNNs on a few thousand images need steps more than big batches.
+        batch_size = auto_batch_size(n_train, largest=64)
+    max_epochs = options.max_epochs or auto_epochs(n_train=n_train, macs=macs, batch_size=int(batch_size))
     return TrainConfig(
         lr=options.lr, lr_schedule=options.lr_schedule, weight_decay=options.weight_decay, batch_size=int(batch_size), max_epochs=max_epochs,
         patience=options.patience, seed=options.seed, loss=options.loss, pos_weight=options.pos_weight,
