@@ -223,7 +223,7 @@ def train(data: Path | None, demo: bool, **kw: Any) -> None:
     from binclf.cli_images import train_images_command, wants_images
 
     if wants_images(data, kw):
-        return train_images_command(data, kw, print_training=_print_training, render_report=_render_report)
+        return train_images_command(data, kw, print_training=_print_training)
     if not kw["target"]:
         raise click.UsageError("missing --target: name the yes/no column to predict")
     return _train(data, **kw)

@@ -30,14 +30,17 @@ def is_image_bundle(bundle: Path) -> bool:
     """Whether ``bundle`` (verified, without torch) is an image bundle."""
     from binclf.bundle import read_meta
 
-    return read_meta(bundle).get("kind") == "image"
+    try:
+        return read_meta(bundle).get("kind") == "image"
+    except BundleError:
+        return False  # the table path reports a bad bundle in its own words
 
 
 def _say(message: str) -> None:
     click.echo(message, err=True)
 
 
-def train_images_command(data: Path, kw: dict[str, Any], *, print_training, render_report) -> Any:
+def train_images_command(data: Path, kw: dict[str, Any], *, print_training) -> Any:
     """``binclf train FOLDER`` / ``binclf train labels.csv --image-column path --target label``."""
     from binclf import __version__
 
