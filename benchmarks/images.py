@@ -91,7 +91,8 @@ def run_binclf(folder: Path, flip: bool) -> tuple[dict, object]:
         result.predictor.save(Path(tmp) / "m", extra_files={"report.html": page})
     seconds = time.perf_counter() - t0
     row = {**{k: result.metrics[k] for k in ("roc_auc", "log_loss", "ece")},
-           "images_per_s": result.predictor.info["training_images_per_second"], "seconds": seconds}
+           "images_per_s": result.predictor.info["training_images_per_second"], "seconds": seconds,
+           "threads": result.predictor.info["torch_threads"]}
     return row, result
 
 
@@ -172,7 +173,8 @@ def run_textbook(folder: Path, result, epochs: int, threads: int) -> dict:
     finally:
         torch.set_num_threads(before)
     p = torch.sigmoid(z).numpy()
-    return {**_metrics(y[te], p), "images_per_s": len(tr) * epochs / fit, "seconds": time.perf_counter() - t0}
+    return {**_metrics(y[te], p), "images_per_s": len(tr) * epochs / fit, "seconds": time.perf_counter() - t0,
+            "threads": threads}
 
 
 def main(argv=None) -> None:

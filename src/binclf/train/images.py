@@ -202,6 +202,26 @@ def _probe_threads(module, X, y, batch_size: int) -> int:
     return best
 
 
+class _ThreadGuard:
+    """Trainer callback: back to one torch thread for good when an epoch on several runs 1.5x slower than the best.
+
+    The probe's choice holds for the load of the moment; when other processes
+    take the cores later, a second intra-op thread turns every step into a wait.
+    """
+
+    def __init__(self, threads: int) -> None:
+        self.threads = threads
+        self.best = math.inf
+
+    def __call__(self, trainer: Trainer, log: dict[str, float]) -> bool:
+        seconds = log["seconds"]
+        if self.threads > 1 and seconds > 1.5 * self.best:
+            self.threads = 1
+            torch.set_num_threads(1)
+        self.best = min(self.best, seconds)
+        return False
+
+
 @with_one_blas_thread
 def train_images(
     data: str | Path,
@@ -275,7 +295,11 @@ def train_images(
     threads, before = _probe_threads(module, X["train"], Y["train"], train_config.batch_size), torch.get_num_threads()
     torch.set_num_threads(threads)
     try:
-        trainer = Trainer(train_config).fit(module, X["train"], Y["train"], X_valid=X["valid"], y_valid=Y["valid"])
+        guard = _ThreadGuard(threads)
+        trainer = Trainer(train_config, callbacks=[guard]).fit(
+            module, X["train"], Y["train"], X_valid=X["valid"], y_valid=Y["valid"]
+        )
+        threads = guard.threads
     finally:
         torch.set_num_threads(before)
     fit_seconds = time.perf_counter() - t_fit
