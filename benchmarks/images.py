@@ -20,7 +20,9 @@ one binclf draws).
   calibration, no early stopping.
 
 Columns: test ROC-AUC, log-loss, ECE (15 bins), training images/s (image-
-epochs over seconds in the fit loop) and seconds (end to end). Never run by CI.
+epochs over the seconds of the training steps; binclf's per-epoch validation
+passes are left out, the textbook loop has none) and seconds (end to end),
+threads (torch intra-op threads). Never run by CI.
 """
 
 from __future__ import annotations

@@ -79,7 +79,7 @@ class ImageTrainOptions:
     weight_decay: float = 5e-4
     batch_size: int | str = "auto"
     max_epochs: int | None = None
-    patience: int = 6
+    patience: int | None = None
     dropout: float = 0.2
     n_boot: int = 200
 
@@ -162,9 +162,12 @@ def _train_config(options: ImageTrainOptions, n_train: int, macs: float) -> Trai
         # At most 64: from-scratch CNNs on a few thousand images need steps more than big batches.
         batch_size = auto_batch_size(n_train, largest=64)
     max_epochs = options.max_epochs or auto_epochs(n_train=n_train, macs=macs, batch_size=int(batch_size))
+    # The validation loss bounces while the cosine schedule's rate is high: a
+    # third of the schedule (at least 6 epochs) without improvement stops.
+    patience = options.patience or max(6, math.ceil(max_epochs / 3))
     return TrainConfig(
         lr=options.lr, lr_schedule=options.lr_schedule, weight_decay=options.weight_decay, batch_size=int(batch_size), max_epochs=max_epochs,
-        patience=options.patience, seed=options.seed, loss=options.loss, pos_weight=options.pos_weight,
+        patience=patience, seed=options.seed, loss=options.loss, pos_weight=options.pos_weight,
         sampler=options.sampler, eval_batch_size=256, verbose=False, compile=False,
     )
 
@@ -304,9 +307,11 @@ def train_images(
         torch.set_num_threads(before)
     fit_seconds = time.perf_counter() - t_fit
     image_epochs = len(idx["train"]) * len(trainer.history_)
+    # Training throughput: the epochs' time less their validation passes.
+    loop_seconds = sum(h["seconds"] - h.get("valid_seconds", 0.0) for h in trainer.history_)
     say(
         f"trained {len(trainer.history_)} epochs (best {trainer.best_epoch_}) in {fit_seconds:.1f} s, "
-        f"{image_epochs / max(fit_seconds, 1e-9):,.0f} training images/s, {threads} torch thread(s)"
+        f"{image_epochs / max(loop_seconds, 1e-9):,.0f} training images/s, {threads} torch thread(s)"
     )
     predictor = ImagePredictor(
         preprocessor=prep,
@@ -356,7 +361,7 @@ def train_images(
             "train_config": train_config.to_dict(),
             "notices": notices,
             "train_seconds": seconds,
-            "training_images_per_second": image_epochs / max(fit_seconds, 1e-9),
+            "training_images_per_second": image_epochs / max(loop_seconds, 1e-9),
             "torch_threads": threads,
         }
     )
