@@ -45,6 +45,10 @@ _LAZY = {
     "binary_metrics": "binclf.decide.metrics",
     "render_training_report": "binclf.report",
     "render_bundle_report": "binclf.report",
+    "ImageCNN": "binclf.nn.models",
+    "ImagePredictor": "binclf.image_predictor",
+    "ImageTrainOptions": "binclf.train.images",
+    "train_images": "binclf.train.images",
 }
 
 __all__ = [

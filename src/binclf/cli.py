@@ -225,6 +225,11 @@ _TRAIN_OPTIONS = [
     click.option("--lr", default="0.001", show_default=True, metavar="FLOAT", help="Learning rate (> 0)."),
     click.option("--batch-size", default="auto", show_default=True, metavar="INT|auto"),
     click.option("--no-report", is_flag=True, help="Do not write report.html."),
+    # Images (DATA is a folder of class subfolders, or a CSV with --image-column): see binclf.cli_images.
+    click.option("--image-column", help="Images: the CSV column of image paths (relative to the CSV)."),
+    click.option("--image-size", type=click.IntRange(8, 1024), help="Images: square side to resize to [default: from the data]."),
+    click.option("--no-flip", is_flag=True, help="Images: no random flips (orientation matters: digits, text)."),
+    click.option("--skip-bad-images", is_flag=True, help="Images: skip unreadable files (up to 1%) instead of failing."),
 ]
 
 
@@ -278,6 +283,10 @@ def train(data: Path | None, demo: bool, **kw: Any) -> None:
         return None
     if data is None:
         raise click.UsageError("missing DATA: pass a CSV or Parquet file (or --demo)")
+    from binclf.cli_images import train_images_command, wants_images
+
+    if wants_images(data, kw):
+        return train_images_command(data, kw, print_training=_print_training)
     if not kw["target"]:
         raise click.UsageError("missing --target: name the yes/no column to predict")
     return _train(data, **kw)
@@ -401,11 +410,13 @@ def _load(bundle: Path) -> Any:
 @click.option("--encoding", help="Text encoding of a CSV DATA, e.g. latin-1 [default: utf-8].")
 @click.option("--batch-rows", default="65536", show_default=True, metavar="INT",
               help="Rows read, predicted and written at a time (memory stays flat).")
+@click.option("--skip-bad-images", is_flag=True, help="Images: skip unreadable files (up to 1%) instead of failing.")
 @handle_errors
 def predict(bundle: Path, data: Path, output: Path | None, keep: Sequence[str], threshold: str | None,
-            sep: str | None, encoding: str | None, batch_rows: str) -> None:
-    """Write `probability` and `prediction` for every row of DATA."""
+            sep: str | None, encoding: str | None, batch_rows: str, skip_bad_images: bool) -> None:
+    """Write `probability` and `prediction` for every row of DATA (or every image of a folder)."""
     from binclf import validate as v
+    from binclf.cli_images import is_image_bundle, predict_images_command
 
     threshold_value = v.check_threshold(threshold)
     sep = v.check_sep(sep)
@@ -415,6 +426,8 @@ def predict(bundle: Path, data: Path, output: Path | None, keep: Sequence[str], 
         from binclf.predictor import check_prediction_output
 
         check_prediction_output(output, source=data, option="--output")
+    if is_image_bundle(bundle):
+        return predict_images_command(bundle, data, output, threshold=threshold_value, skip_bad=skip_bad_images)
     predictor = _load(bundle)
     notices: list[str] = []
     stats = predictor.predict_file(
@@ -435,15 +448,20 @@ def predict(bundle: Path, data: Path, output: Path | None, keep: Sequence[str], 
 @click.option("--sep", help="CSV delimiter of DATA, one character [default: sniffed].")
 @click.option("--encoding", help="Text encoding of a CSV DATA, e.g. latin-1 [default: utf-8].")
 @click.option("--json", "as_json", is_flag=True, help="Print the metrics as JSON.")
+@click.option("--skip-bad-images", is_flag=True, help="Images: skip unreadable files (up to 1%) instead of failing.")
 @handle_errors
 def evaluate(bundle: Path, data: Path, threshold: str | None, sep: str | None, encoding: str | None,
-             as_json: bool) -> None:
-    """Metrics of the bundle's model on labelled DATA."""
+             as_json: bool, skip_bad_images: bool) -> None:
+    """Metrics of the bundle's model on labelled DATA (or a labelled folder of images)."""
     from binclf import validate as v
+    from binclf.cli_images import evaluate_images_command, is_image_bundle
     from binclf.io.tables import read_table
 
     threshold_value = v.check_threshold(threshold)
     sep, encoding = v.check_sep(sep), v.check_encoding(encoding)
+    if is_image_bundle(bundle):
+        return evaluate_images_command(bundle, data, threshold=threshold_value, as_json=as_json,
+                                       skip_bad=skip_bad_images, metrics_table=metrics_table)
     predictor = _load(bundle)
     df = read_table(data, sep=sep, encoding=encoding)
     notices: list[str] = []
@@ -464,6 +482,10 @@ def evaluate(bundle: Path, data: Path, threshold: str | None, sep: str | None, e
 @handle_errors
 def info(bundle: Path, as_json: bool) -> None:
     """What a bundle holds: schema, model, threshold, training metrics, versions."""
+    from binclf.cli_images import info_images_command, is_image_bundle
+
+    if is_image_bundle(bundle) and not as_json:
+        return info_images_command(bundle, metrics_table=metrics_table)
     predictor = _load(bundle)
     meta = predictor.to_meta()
     if as_json:

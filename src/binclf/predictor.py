@@ -214,6 +214,10 @@ class Predictor:
         from binclf.bundle_schema import check_member_tensors
 
         meta, tensors = load_bundle(path)
+        if meta.get("kind") == "image":  # an image bundle: same path, images in place of rows
+            from binclf.image_predictor import ImagePredictor
+
+            return ImagePredictor.from_meta(meta, tensors, path=path)
         where = Path(path) / "bundle.json"
         members = []
         for i, spec in enumerate(meta["members"]):

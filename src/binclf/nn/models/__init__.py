@@ -7,9 +7,12 @@ No model ends in a sigmoid: probabilities are read out (and calibrated) in
 """
 
 from binclf.nn.models.base import build_model, init_output_bias, model_config, model_names
+from binclf.nn.models.cnn import ImageCNN
 from binclf.nn.models.logistic import LogisticModel
 from binclf.nn.models.mlp import MLP
 from binclf.nn.models.ple import PLEMLP
 from binclf.nn.models.tabm import TabM
 
-__all__ = ["LogisticModel", "MLP", "PLEMLP", "TabM", "build_model", "init_output_bias", "model_config", "model_names"]
+__all__ = [
+    "ImageCNN", "LogisticModel", "MLP", "PLEMLP", "TabM", "build_model", "init_output_bias", "model_config", "model_names",
+]

@@ -1,0 +1,194 @@
+"""Images: finding, decoding, augmentation, the CNN, and train -> bundle -> predict -> evaluate end to end.
+
+Every test writes its own tiny image folder (a few dozen 12x12 images: bright
+squares vs dark ones), so the whole file runs in seconds.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from click.testing import CliRunner
+from PIL import Image
+
+from binclf.cli import main
+from binclf.errors import DataError
+from binclf.io.images import choose_layout, decode_images, find_class_folders, scan_images
+from binclf.nn.augment import AugmentConfig, augment_batch
+from binclf.nn.models import build_model, init_output_bias
+
+FAST = ["--max-epochs", "2", "--no-report"]
+
+
+def _image(rng: np.random.Generator, positive: bool, size: int = 12, mode: str = "L") -> Image.Image:
+    a = rng.integers(0, 60, (size, size)).astype(np.uint8)
+    if positive:  # a bright square somewhere
+        r, c = rng.integers(0, size // 2, 2)
+        a[r : r + size // 2, c : c + size // 2] = 230
+    im = Image.fromarray(a)
+    return im.convert(mode)
+
+
+def make_folder(root: Path, n: int = 24, *, classes=("yes", "no"), mode: str = "L", seed: int = 0) -> Path:
+    rng = np.random.default_rng(seed)
+    for k, name in enumerate(classes):
+        (root / name).mkdir(parents=True, exist_ok=True)
+        for i in range(n):
+            _image(rng, k == 0, mode=mode).save(root / name / f"{i:03d}.png")
+    return root
+
+
+def run(*args, ok: bool = True):
+    r = CliRunner().invoke(main, [str(a) for a in args])
+    if ok:
+        assert r.exit_code == 0, r.output + str(r.exception)
+    return r
+
+
+# -- finding and decoding ---------------------------------------------------------------
+def test_folder_layout_gives_paths_labels_and_names(tmp_path):
+    s = find_class_folders(make_folder(tmp_path, 3))
+    assert sorted(set(s.labels)) == ["no", "yes"] and len(s.paths) == 6
+    assert s.names[0] == "no/000.png"
+
+
+def test_decode_gives_uint8_in_the_chosen_layout(tmp_path):
+    make_folder(tmp_path, 2, mode="RGB")
+    s = find_class_folders(tmp_path)
+    size, channels, why = choose_layout(scan_images(s.paths), image_size=None)
+    assert (size, channels) == (16, 3)  # the 12-pixel side is clamped up to 16; colour files -> RGB
+    images, keep, notices = decode_images(s.paths, size=size, channels=channels)
+    assert images.dtype == torch.uint8 and images.shape == (4, 3, 16, 16) and keep.all() and not notices
+
+
+def test_mixed_grey_and_colour_become_rgb(tmp_path):
+    make_folder(tmp_path, 2)
+    Image.new("RGB", (12, 12), (200, 10, 10)).save(tmp_path / "yes" / "red.png")
+    _, channels, why = choose_layout(scan_images(find_class_folders(tmp_path).paths), image_size=None)
+    assert channels == 3 and "converted to RGB" in why
+
+
+# -- augmentation and the network ----------------------------------------------------------------
+def test_augmentation_keeps_shapes_and_changes_pixels():
+    x = torch.randn(8, 3, 20, 20)
+    out = augment_batch(x, AugmentConfig(), generator=torch.Generator().manual_seed(0))
+    assert out.shape == x.shape and out.dtype == x.dtype
+    assert not torch.allclose(out, x)
+
+
+def test_augmentation_with_nothing_to_do_is_the_identity():
+    x = torch.randn(4, 1, 10, 10)
+    none = AugmentConfig(min_scale=1.0, max_ratio=1.0, flip=False, degrees=0.0, brightness=0.0, contrast=0.0)
+    assert torch.allclose(augment_batch(x, none), x, atol=1e-5)
+
+
+def test_cnn_returns_one_logit_per_image_and_augments_only_in_training():
+    m = build_model("cnn", seed=0, channels=1, size=16, widths=[8, 16], augment=AugmentConfig().to_dict())
+    init_output_bias(m, 0.2)
+    assert math.isclose(float(m.output.bias.detach()), math.log(0.2 / 0.8), rel_tol=1e-6)
+    x = torch.randn(5, 256)
+    m.eval()
+    assert m(x).shape == (5,) and torch.equal(m(x), m(x))  # eval: deterministic, no augmentation
+
+
+# -- end to end ------------------------------------------------------------------------------------
+def test_train_predict_evaluate_a_folder(tmp_path):
+    data = make_folder(tmp_path / "data")
+    bundle = tmp_path / "model"
+    r = run("train", data, "-o", bundle, "--positive", "yes", "--max-epochs", "3")
+    assert "channels: 1 (all images are greyscale)" in r.output and "size 16x16" in r.output
+    assert (bundle / "bundle.json").is_file() and (bundle / "report.html").is_file()
+    assert "Most confident false positives" in (bundle / "report.html").read_text()
+    # predict reads the folder recursively (class subfolders allowed, not needed)
+    out = tmp_path / "preds.csv"
+    run("predict", bundle, data, "-o", out)
+    df = pd.read_csv(out)
+    assert list(df.columns) == ["path", "probability", "prediction"] and len(df) == 48
+    assert set(df["prediction"]) <= {"yes", "no"} and df["path"].str.match(r"(yes|no)/\d+\.png").all()
+    r = run("evaluate", bundle, data)
+    assert "metrics on" in r.output and "48 images" in r.output
+    from binclf import Predictor
+
+    p = Predictor.load(bundle)
+    assert type(p).__name__ == "ImagePredictor" and p.target.positive == "yes"
+
+
+def test_train_from_a_labels_csv(tmp_path):
+    make_folder(tmp_path / "imgs")
+    rows = [{"file": f"imgs/{c}/{i:03d}.png", "label": c} for c in ("yes", "no") for i in range(24)]
+    pd.DataFrame(rows).to_csv(tmp_path / "labels.csv", index=False)
+    bundle = tmp_path / "m"
+    run("train", tmp_path / "labels.csv", "--image-column", "file", "--target", "label", "-o", bundle, *FAST)
+    out = tmp_path / "p.csv"
+    run("predict", bundle, tmp_path / "labels.csv", "-o", out)
+    assert pd.read_csv(out)["path"].iloc[0] == "imgs/yes/000.png"
+
+
+# -- bad input: one line, exit 2, nothing written ------------------------------------------------------
+def _fails(tmp_path, data, match: str, *extra):
+    bundle = tmp_path / "never"
+    r = run("train", data, "-o", bundle, *FAST, *extra, ok=False)
+    assert r.exit_code == 2, r.output
+    err = r.output.strip().splitlines()[-1]
+    assert err.startswith("error: ") and match in err, r.output
+    assert not bundle.exists()
+
+
+def test_three_class_folders_is_an_error(tmp_path):
+    make_folder(tmp_path / "d", 2, classes=("a", "b", "c"))
+    _fails(tmp_path, tmp_path / "d", "expected exactly two class subfolders")
+
+
+def test_empty_class_is_an_error(tmp_path):
+    make_folder(tmp_path / "d", 2, classes=("a",))
+    (tmp_path / "d" / "b").mkdir()
+    _fails(tmp_path, tmp_path / "d", "'b' has no images")
+
+
+def test_stray_image_is_an_error(tmp_path):
+    make_folder(tmp_path / "d", 2)
+    Image.new("L", (12, 12)).save(tmp_path / "d" / "stray.png")
+    _fails(tmp_path, tmp_path / "d", "stray.png: 1 file(s) lie directly in")
+
+
+def test_non_image_file_is_an_error_naming_it(tmp_path):
+    make_folder(tmp_path / "d", 2)
+    (tmp_path / "d" / "yes" / "notes.txt").write_text("hello")
+    _fails(tmp_path, tmp_path / "d", "notes.txt: not an image")
+
+
+def test_truncated_image_is_an_error_naming_it(tmp_path):
+    make_folder(tmp_path / "d", 2)
+    Image.fromarray(np.random.default_rng(0).integers(0, 255, (64, 64), dtype=np.uint8)).save(tmp_path / "x.png")
+    data = (tmp_path / "x.png").read_bytes()
+    (tmp_path / "d" / "no" / "cut.png").write_bytes(data[: len(data) // 2])
+    _fails(tmp_path, tmp_path / "d", "cut.png: unreadable or truncated")
+
+
+def test_skip_bad_images_skips_up_to_one_percent(tmp_path):
+    make_folder(tmp_path / "d", 60)
+    (tmp_path / "d" / "yes" / "bad.png").write_bytes(b"not a png")
+    r = run("train", tmp_path / "d", "-o", tmp_path / "m", "--skip-bad-images", *FAST)
+    assert "skipped 1 unreadable file(s) of 121 (--skip-bad-images): yes/bad.png" in r.output
+    (tmp_path / "d" / "no" / "bad2.png").write_bytes(b"nor this")
+    _fails(tmp_path, tmp_path / "d", "more than --skip-bad-images allows", "--skip-bad-images")
+
+
+def test_find_class_folders_error_names_the_folder(tmp_path):
+    with pytest.raises(DataError, match="no such folder"):
+        find_class_folders(tmp_path / "missing")
+
+
+def test_doctor_finds_nothing_wrong_with_the_image_cnn():
+    from binclf.doctor import check
+
+    m = build_model("cnn", seed=0, channels=1, size=16, widths=[8, 16], augment={"flip": False})
+    init_output_bias(m, 0.5)
+    x, y = torch.randn(32, 256), (torch.arange(32) % 2).float()
+    report = check(m, None, x, y)
+    assert not report.has_errors and "output shape (32,)" in str(report)
