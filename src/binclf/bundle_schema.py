@@ -203,14 +203,19 @@ def validate_meta(meta: Any, *, where: str | Path = "bundle.json") -> int:
     pr = _Problems()
     if not isinstance(meta, dict):
         raise BundleError(f"{where}: the file must hold a JSON object, found {_show(meta)}; {_FIX}")
-    required = ("weights", "schema", "target", "preprocessing", "members", "calibration")
+    image = meta.get("kind") == "image"  # images in place of rows: no table schema (binclf.image_predictor)
+    required = ("weights", "target", "preprocessing", "members", "calibration") + (() if image else ("schema",))
     if not pr.keys("bundle.json", meta, required):
         _raise(where, pr)
     _check_weights(pr, meta["weights"])
-    schema_ok = _check_schema(pr, "schema", meta["schema"])
-    names = [c["name"] for c in meta["schema"]["columns"]] if schema_ok else []
-    _check_target(pr, meta["target"], names)
-    width = _check_preprocessing(pr, meta["preprocessing"], meta["schema"] if schema_ok else None)
+    if image:
+        _check_target(pr, meta["target"], [])
+        width = _check_image_preprocessing(pr, meta["preprocessing"])
+    else:
+        schema_ok = _check_schema(pr, "schema", meta["schema"])
+        names = [c["name"] for c in meta["schema"]["columns"]] if schema_ok else []
+        _check_target(pr, meta["target"], names)
+        width = _check_preprocessing(pr, meta["preprocessing"], meta["schema"] if schema_ok else None)
     _check_members(pr, meta["members"], width)
     _check_calibration(pr, meta["calibration"])
     _check_threshold(pr, meta.get("threshold"))
@@ -255,8 +260,8 @@ def _check_schema(pr: _Problems, field: str, s: Any) -> bool:
             ok = False
             continue
         ok &= pr.str(f"{f}.name", c["name"])
-        if c["role"] not in ("numeric", "categorical"):
-            pr.add(f"{f}.role", "'numeric' or 'categorical'", c["role"])
+        if c["role"] not in ("numeric", "categorical", "text"):
+            pr.add(f"{f}.role", "'numeric', 'categorical' or 'text'", c["role"])
             ok = False
         ok &= pr.str(f"{f}.dtype", c["dtype"])
     if ok:
@@ -300,37 +305,80 @@ def _check_target(pr: _Problems, t: Any, names: list[str]) -> None:
             pr.int(f"target.{key}", t[key])
 
 
-def _check_preprocessing(pr: _Problems, p: Any, schema: Any) -> int | None:
+def _check_image_preprocessing(pr: _Problems, p: Any) -> None:
+    """An image bundle's preprocessor (binclf.data.images.ImagePreprocessor): size, channels, mean, std."""
+    if not pr.dict("preprocessing", p) or not pr.keys("preprocessing", p, ("size", "channels", "mean", "std")):
+        return None
+    pr.int("preprocessing.size", p["size"], low=1)
+    if p["channels"] not in (1, 3):
+        pr.add("preprocessing.channels", "1 or 3", p["channels"])
+        return None
+    for key, positive in (("mean", False), ("std", True)):
+        if pr.list(f"preprocessing.{key}", p[key], nonempty=True):
+            if len(p[key]) != p["channels"]:
+                pr.note(f"preprocessing.{key} has {len(p[key])} values for {p['channels']} channel(s)")
+            for i, v in enumerate(p[key]):
+                pr.number(f"preprocessing.{key}[{i}]", v, positive=positive)
+    return None  # a CNN's config holds no input width to compare: its tensors' shapes are checked on load
+
+
+def _check_text_preprocessing(pr: _Problems, p: Any, schema: Any) -> None:
+    """Numbers and categories (the inner table preprocessor) plus the text columns' vocabularies."""
+    if not pr.keys("preprocessing", p, ("table", "max_chars", "text")):
+        return None
+    _check_preprocessing(pr, p["table"], None, field="preprocessing.table")
+    pr.int("preprocessing.max_chars", p["max_chars"], low=1)
+    if pr.list("preprocessing.text", p["text"], nonempty=True):
+        for i, col in enumerate(p["text"]):
+            f = f"preprocessing.text[{i}]"
+            if not pr.dict(f, col) or not pr.keys(f, col, ("name", "terms", "prefix")):
+                continue
+            pr.str(f"{f}.name", col["name"])
+            if pr.dict(f"{f}.terms", col["terms"]):
+                for kind, terms in col["terms"].items():
+                    if pr.list(f"{f}.terms.{kind}", terms) and not all(isinstance(x, str) for x in terms):
+                        pr.add(f"{f}.terms.{kind}", "a list of text n-grams", "other values")
+            if pr.str(f"{f}.prefix", col["prefix"]) and not re.match(r"^text\d+\.$", col["prefix"]):
+                pr.add(f"{f}.prefix", "like 'text0.'", col["prefix"])
+    # Networks read the dense block and the linear member every column: the
+    # members' widths differ, so none is compared here (their tensors are, on load).
+    return None
+
+
+def _check_preprocessing(pr: _Problems, p: Any, schema: Any, *, field: str = "preprocessing") -> int | None:
     """Checks the fitted preprocessor; returns its output width (None when unknown)."""
     from binclf.data.preprocessing import _FORMAT
+    from binclf.data.text import _FORMAT as _TEXT_FORMAT
 
-    if not pr.dict("preprocessing", p):
+    if not pr.dict(field, p):
         return None
+    if field == "preprocessing" and p.get("format") == _TEXT_FORMAT:
+        return _check_text_preprocessing(pr, p, schema)
     if p.get("format") != _FORMAT:
-        pr.add("preprocessing.format", repr(_FORMAT), p.get("format"))
+        pr.add(f"{field}.format", repr(_FORMAT), p.get("format"))
         return None
     required = ("schema", "numeric", "clip", "max_levels", "min_level_count", "n_quantiles", "numeric_", "categorical_")
-    if not pr.keys("preprocessing", p, required):
+    if not pr.keys(field, p, required):
         return None
     mode = p["numeric"]
     if mode not in ("robust", "standard", "quantile"):
-        pr.add("preprocessing.numeric", "'robust', 'standard' or 'quantile'", mode)
+        pr.add(f"{field}.numeric", "'robust', 'standard' or 'quantile'", mode)
     if p["clip"] is not None:
-        pr.number("preprocessing.clip", p["clip"], positive=True)
-    pr.int("preprocessing.max_levels", p["max_levels"], low=1)
-    pr.int("preprocessing.min_level_count", p["min_level_count"], low=1)
-    pr.int("preprocessing.n_quantiles", p["n_quantiles"], low=2)
-    inner_ok = _check_schema(pr, "preprocessing.schema", p["schema"])
+        pr.number(f"{field}.clip", p["clip"], positive=True)
+    pr.int(f"{field}.max_levels", p["max_levels"], low=1)
+    pr.int(f"{field}.min_level_count", p["min_level_count"], low=1)
+    pr.int(f"{field}.n_quantiles", p["n_quantiles"], low=2)
+    inner_ok = _check_schema(pr, f"{field}.schema", p["schema"])
     if inner_ok and schema is not None and p["schema"]["columns"] != schema["columns"]:
-        pr.note("preprocessing.schema differs from schema (the two copies of the input columns disagree)")
+        pr.note(f"{field}.schema differs from schema (the two copies of the input columns disagree)")
     numeric = p["numeric_"]
     categorical = p["categorical_"]
-    if not (pr.list("preprocessing.numeric_", numeric) & pr.list("preprocessing.categorical_", categorical)):
+    if not (pr.list(f"{field}.numeric_", numeric) & pr.list(f"{field}.categorical_", categorical)):
         return None
     width = 0
     ok = True
     for i, st in enumerate(numeric):
-        f = f"preprocessing.numeric_[{i}]"
+        f = f"{field}.numeric_[{i}]"
         if not pr.dict(f, st) or not pr.keys(f, st, ("name", "median", "center", "scale", "fill", "indicator", "na_tokens")):
             ok = False
             continue
@@ -351,7 +399,7 @@ def _check_preprocessing(pr: _Problems, p: Any, schema: Any) -> int | None:
         if mode == "quantile":
             _check_quantiles(pr, f, st)
     for i, st in enumerate(categorical):
-        f = f"preprocessing.categorical_[{i}]"
+        f = f"{field}.categorical_[{i}]"
         if not pr.dict(f, st) or not pr.keys(f, st, ("name", "levels", "missing", "unknown")):
             ok = False
             continue
@@ -377,10 +425,10 @@ def _check_preprocessing(pr: _Problems, p: Any, schema: Any) -> int | None:
         want_num = [c["name"] for c in cols if c["role"] == "numeric"]
         want_cat = [c["name"] for c in cols if c["role"] == "categorical"]
         if [st["name"] for st in numeric] != want_num:
-            pr.note("preprocessing.numeric_ does not list the numeric columns of preprocessing.schema in order")
+            pr.note(f"{field}.numeric_ does not list the numeric columns of preprocessing.schema in order")
             ok = False
         if [st["name"] for st in categorical] != want_cat:
-            pr.note("preprocessing.categorical_ does not list the categorical columns of preprocessing.schema in order")
+            pr.note(f"{field}.categorical_ does not list the categorical columns of preprocessing.schema in order")
             ok = False
     return width if ok else None
 

@@ -285,6 +285,8 @@ def train(data: Path | None, demo: bool, **kw: Any) -> None:
         raise click.UsageError("missing DATA: pass a CSV or Parquet file (or --demo)")
     from binclf.cli_images import train_images_command, wants_images
 
+    # Every option before any data is read: a typo fails in a blink.
+    kw = _checked_train_options(kw)
     if wants_images(data, kw):
         return train_images_command(data, kw, print_training=_print_training)
     if not kw["target"]:
@@ -297,8 +299,7 @@ def _train(data: Path, **kw: Any) -> Any:
     from binclf.io.atomic import check_output_dir
     from binclf.io.tables import read_table
 
-    # Every option, then the output directory, before any data is read: a typo fails in a blink.
-    kw = _checked_train_options(kw)
+    # The output directory before any data is read (the options are checked by the caller).
     out: Path = kw["out"] or Path(f"{_stem(data)}-model")
     check_output_dir(out, layout=BUNDLE_LAYOUT, force=kw["force"], option="--out",
                      inputs=[data, kw["valid_path"], kw["test_path"]], extra=(REPORT_FILE,))

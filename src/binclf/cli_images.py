@@ -44,9 +44,12 @@ def train_images_command(data: Path, kw: dict[str, Any], *, print_training) -> A
     """``binclf train FOLDER`` / ``binclf train labels.csv --image-column path --target label``."""
     from binclf import __version__
 
+    from binclf.bundle import BUNDLE_LAYOUT, REPORT_FILE
+    from binclf.io.atomic import check_output_dir
+
     out: Path = kw.get("out") or Path(f"{Path(data).stem or 'images'}-model")
-    if out.exists() and not kw.get("force"):
-        raise BundleError(f"{out} already exists: choose another --out directory or pass --force to replace it")
+    check_output_dir(out, layout=BUNDLE_LAYOUT, force=kw.get("force", False), option="--out", inputs=[data],
+                     extra=(REPORT_FILE,))
     table_only = [k for k in ("valid_path", "test_path") if kw.get(k)] + [
         k for k in ("drop", "categorical", "numeric") if kw.get(k)
     ]

@@ -31,6 +31,28 @@ IMAGE_KIND = "image"
 _EVAL_IMAGES = 256  # a chunk's conv activations stay within a few hundred MiB even at 128 x 128
 
 
+@torch.inference_mode()
+def image_member_logits(members: list[Member], X: Any) -> np.ndarray:
+    """Prior-corrected, member-averaged logits ``(n,)`` of image models on inputs ``(n, C * S * S)``.
+
+    The image counterpart of :func:`binclf.predictor.member_logits`, in chunks of
+    images (a CNN's activations, not a row's, set the memory); training calls it
+    before the calibrator exists.
+    """
+    from binclf.predictor import _stable_logit
+
+    X = torch.as_tensor(X, dtype=torch.float32)
+    p = torch.zeros(len(X), dtype=torch.float64)
+    for m in members:
+        m.module.eval()
+        chunks = [m.module(X[lo : lo + _EVAL_IMAGES]) for lo in range(0, len(X), _EVAL_IMAGES)]
+        zm = (torch.cat(chunks) if chunks else torch.zeros(0)).double() - m.logit_shift
+        if len(members) == 1:
+            return zm.numpy()
+        p += m.weight * torch.sigmoid(zm)
+    return _stable_logit(p.numpy())
+
+
 class ImagePredictor(Predictor):
     """Applies a trained image model to decoded images, folders or a labels CSV.
 
@@ -93,24 +115,9 @@ class ImagePredictor(Predictor):
         """Decoded images ``uint8 (n, C, S, S)`` -> model inputs ``float32 (n, C * S * S)``."""
         return self.preprocessor.transform(images)
 
-    @torch.inference_mode()
     def uncalibrated_logits(self, X: Any) -> np.ndarray:
         """Prior-corrected, member-averaged logits ``(n,)`` from model inputs ``(n, C * S * S)``."""
-        X = torch.as_tensor(X, dtype=torch.float32)
-        z = torch.zeros(len(X), dtype=torch.float64)
-        p = torch.zeros(len(X), dtype=torch.float64)
-        for m in self.members:
-            m.module.eval()
-            zm = torch.cat([m.module(X[lo:lo + _EVAL_IMAGES]) for lo in range(0, len(X), _EVAL_IMAGES)]) if len(X) else torch.zeros(0)
-            zm = zm.double() - m.logit_shift
-            if len(self.members) == 1:
-                z = zm
-            else:
-                p += m.weight * torch.sigmoid(zm)
-        if len(self.members) == 1:
-            return z.numpy()
-        p = p.clamp(1e-12, 1 - 1e-12)
-        return (torch.log(p) - torch.log1p(-p)).numpy()
+        return image_member_logits(self.members, X)
 
     def predict_proba(self, images: torch.Tensor, *, row_offset: int = 0) -> np.ndarray:  # type: ignore[override]
         """Calibrated probability of the positive class ``(n,)`` for decoded images ``uint8 (n, C, S, S)``."""

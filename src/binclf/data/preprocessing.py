@@ -345,10 +345,11 @@ class Preprocessor:
                 hit = np.flatnonzero(codes == 1)
                 example = df[st["name"]].iloc[int(hit[0])] if hit.size else None
                 unseen.add(st["name"], int(hit.size), int((codes != 0).sum()), example, st["levels"])
-        return self.transform_arrays(num_x, cat_codes, row_offset=row_offset)
+        return self.transform_arrays(num_x, cat_codes, row_offset=row_offset, n_rows=len(df))
 
     def transform_arrays(
-        self, numbers: Sequence[np.ndarray], codes: Sequence[np.ndarray], *, row_offset: int = 0
+        self, numbers: Sequence[np.ndarray], codes: Sequence[np.ndarray], *, row_offset: int = 0,
+        n_rows: int | None = None,
     ) -> np.ndarray:
         """Parsed columns -> float32 array (n, n_features_out_), as :meth:`transform` lays it out.
 
@@ -365,7 +366,8 @@ class Preprocessor:
         """
         self._check_fitted()
         num_x, cat_codes = list(numbers), list(codes)
-        n = len(num_x[0]) if num_x else len(cat_codes[0]) if cat_codes else 0
+        # n_rows: a table of text columns only has neither numbers nor codes to count rows by.
+        n = n_rows if n_rows is not None else len(num_x[0]) if num_x else len(cat_codes[0]) if cat_codes else 0
         d = self.n_features_out_
         out = np.empty((n, d), dtype=np.float32)
         n_num = len(self.numeric_)

@@ -340,9 +340,14 @@ class TextPreprocessor:
         types.update({col.name: "categorical" for col in self.text_})  # read as text
         return types
 
-    def transform(self, df: pd.DataFrame, *, row_offset: int = 0) -> sparse.csr_matrix:
-        """DataFrame (n rows) -> CSR ``(n, n_features_out_)``: dense block, then the TF-IDF blocks."""
-        dense = [sparse.csr_matrix(self.table.transform(df, row_offset=row_offset).astype(np.float64))]
+    def transform(self, df: pd.DataFrame, *, row_offset: int = 0, unseen: Any = None) -> sparse.csr_matrix:
+        """DataFrame (n rows) -> CSR ``(n, n_features_out_)``: dense block, then the TF-IDF blocks.
+
+        ``unseen`` counts the categorical columns' unseen levels, as
+        :meth:`binclf.data.preprocessing.Preprocessor.transform` does.
+        """
+        table = self.table.transform(df, row_offset=row_offset, unseen=unseen)
+        dense = [sparse.csr_matrix(table.astype(np.float64))]
         tfidf = []
         for col in self.text_:
             X = col.transform_sparse(df[col.name])

@@ -29,17 +29,17 @@ import torch
 from binclf.data.images import fit_image_preprocessor
 from binclf.data.split import stratified_split
 from binclf.data.target import encode_target
+from binclf import runtime
 from binclf.decide.calibration import select_calibrator
 from binclf.decide.metrics import binary_metrics, bootstrap_intervals
 from binclf.decide.thresholds import choose_threshold, parse_objective
 from binclf.errors import ConfigError, DataError
-from binclf.image_predictor import ImagePredictor
+from binclf.image_predictor import ImagePredictor, image_member_logits
 from binclf.io.images import ImageSet, check_bad, choose_layout, decode_images, find_class_folders, read_labels_csv, scan_images
 from binclf.nn.augment import AugmentConfig
 from binclf.nn.models import build_model
 from binclf.nn.models.cnn import cnn_macs, cnn_shape
 from binclf.predictor import Member
-from binclf.runtime import with_one_blas_thread
 from binclf.train.pipeline import TrainResult
 from binclf.train.trainer import TrainConfig, Trainer, auto_batch_size
 
@@ -189,8 +189,7 @@ def _probe_threads(module, X, y, batch_size: int) -> int:
     for threads in (1, most):
         probe = copy.deepcopy(module).train()
         opt = torch.optim.SGD(probe.parameters(), lr=0.0)
-        torch.set_num_threads(threads)
-        try:
+        with runtime.torch_threads(threads):
             times = []
             for _ in range(3):
                 t = time.perf_counter()
@@ -198,8 +197,6 @@ def _probe_threads(module, X, y, batch_size: int) -> int:
                 opt.zero_grad()
                 loss.backward()
                 times.append(time.perf_counter() - t)
-        finally:
-            torch.set_num_threads(most)
         if min(times[1:]) < best_t:
             best, best_t = threads, min(times[1:])
     return best
@@ -220,12 +217,12 @@ class _ThreadGuard:
         seconds = log["seconds"]
         if self.threads > 1 and seconds > 1.5 * self.best:
             self.threads = 1
-            torch.set_num_threads(1)
+            torch.set_num_threads(1)  # inside train_images' runtime.session, which restores the count
         self.best = min(self.best, seconds)
         return False
 
 
-@with_one_blas_thread
+@runtime.entry_point("train")  # threads, BLAS and malloc set here and restored (binclf.runtime)
 def train_images(
     data: str | Path,
     options: ImageTrainOptions,
@@ -295,16 +292,13 @@ def train_images(
         f"(validation {len(idx['valid'])}, test {len(idx['test'])})"
     )
     t_fit = time.perf_counter()
-    threads, before = _probe_threads(module, X["train"], Y["train"], train_config.batch_size), torch.get_num_threads()
-    torch.set_num_threads(threads)
-    try:
+    threads = _probe_threads(module, X["train"], Y["train"], train_config.batch_size)
+    with runtime.session(purpose="train", threads=threads):
         guard = _ThreadGuard(threads)
         trainer = Trainer(train_config, callbacks=[guard]).fit(
             module, X["train"], Y["train"], X_valid=X["valid"], y_valid=Y["valid"]
         )
         threads = guard.threads
-    finally:
-        torch.set_num_threads(before)
     fit_seconds = time.perf_counter() - t_fit
     image_epochs = len(idx["train"]) * len(trainer.history_)
     # Training throughput: the epochs' time less their validation passes.
@@ -313,25 +307,17 @@ def train_images(
         f"trained {len(trainer.history_)} epochs (best {trainer.best_epoch_}) in {fit_seconds:.1f} s, "
         f"{image_epochs / max(loop_seconds, 1e-9):,.0f} training images/s, {threads} torch thread(s)"
     )
-    predictor = ImagePredictor(
-        preprocessor=prep,
-        image_column=options.image_column,
-        target=target,
-        members=[Member("cnn", config, module, 1.0, trainer.logit_shift_)],
-    )
-
-    z_valid = predictor.uncalibrated_logits(X["valid"])
+    members = [Member("cnn", config, module.eval(), 1.0, trainer.logit_shift_)]
+    z_valid = image_member_logits(members, X["valid"])
     calibrator, cal_info = select_calibrator(z_valid, Y["valid"], method=options.calibration, seed=options.seed)
-    predictor.calibrator = calibrator
     p_valid = calibrator.predict_proba(z_valid)
     policy = choose_threshold(
         Y["valid"], p_valid, options.objective, n_boot=options.n_boot, seed=options.seed,
         abstain_precision=options.abstain_precision,
     )
-    predictor.threshold = policy
     if policy.fallback:
         notices.append(policy.fallback)
-    z_test = predictor.uncalibrated_logits(X["test"])
+    z_test = image_member_logits(members, X["test"])
     p_test = calibrator.predict_proba(z_test)
     y_test = Y["test"]
     metrics = binary_metrics(y_test, p_test, threshold=policy.threshold)
@@ -350,8 +336,14 @@ def train_images(
         "split_rows": {k: int(len(v)) for k, v in idx.items()},
     }
     seconds = time.perf_counter() - t0
-    predictor.info.update(
-        {
+    predictor = ImagePredictor(
+        preprocessor=prep,
+        image_column=options.image_column,
+        target=target,
+        members=members,
+        calibrator=calibrator,
+        threshold=policy,
+        info={
             "options": options.to_dict(),
             "metrics": {"test": metrics, "valid": valid_metrics},
             "intervals": {k: list(v) for k, v in intervals.items()},
@@ -363,7 +355,7 @@ def train_images(
             "train_seconds": seconds,
             "training_images_per_second": image_epochs / max(loop_seconds, 1e-9),
             "torch_threads": threads,
-        }
+        },
     )
     return ImageTrainResult(
         predictor=predictor,
