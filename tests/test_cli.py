@@ -605,3 +605,15 @@ def test_interrupted_train_leaves_no_bundle(where, messy, tmp_path, monkeypatch)
     assert r.returncode == 130, r
     assert r.stderr.splitlines()[-1] == "error: interrupted; nothing was written"
     assert list(tmp_path.iterdir()) == []
+
+
+def test_debug_names_the_fast_path_and_plain_runs_do_not():
+    """--debug ends with one 'fast path:' note (threads, kernels) on stderr; without it nothing of the kind."""
+    fixture = Path(__file__).parent / "fixtures" / "bundle-v1-titanic-mlp"
+    plain = cli("predict", fixture, DATA / "titanic.csv", "--threshold", "0.5")
+    debug = cli("predict", fixture, DATA / "titanic.csv", "--threshold", "0.5", "--debug")
+    assert plain.returncode == 0 and debug.returncode == 0
+    assert "fast path" not in plain.stderr
+    note = [line for line in debug.stderr.splitlines() if "fast path:" in line]
+    assert len(note) == 1 and "torch thread" in note[0] and "BLAS" in note[0], debug.stderr
+    assert debug.stdout == plain.stdout  # the same predictions

@@ -61,7 +61,12 @@ def handle_errors(fn: Callable) -> Callable:
         debug = debug or bool(os.environ.get("BINCLF_DEBUG"))
         with track() as written:
             try:
-                return fn(*args, **kwargs)
+                result = fn(*args, **kwargs)
+                if debug and "torch" in sys.modules:
+                    from binclf import runtime
+
+                    _note(runtime.describe())  # which fast path ran (threads, kernels, compile), nanoGPT-style
+                return result
             except BinclfError as exc:
                 if debug:
                     raise
@@ -85,7 +90,9 @@ def handle_errors(fn: Callable) -> Callable:
                     raise
                 _fail(f"unexpected {type(exc).__name__}: {_one_line(str(exc))}", debug=debug, code=1)
 
-    return click.option("--debug", is_flag=True, help="Show the full traceback on errors.")(wrapper)
+    return click.option(
+        "--debug", is_flag=True, help="Show the full traceback on errors, and the fast path used (threads, kernels)."
+    )(wrapper)
 
 
 def _one_line(text: str) -> str:
