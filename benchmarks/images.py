@@ -148,6 +148,7 @@ def run_textbook(folder: Path, result, epochs: int, threads: int) -> dict:
     config = dict(result.predictor.members[0].config)
     augment = AugmentConfig(**config["augment"]) if config.get("augment") else None
     config["augment"] = None
+    config["mixed_precision"] = False  # the textbook trains in float32
     t0 = time.perf_counter()
     s, y, (tr, _, te) = splits(folder)
     kw = dict(size=pre.size, mode=pre.mode, mean=pre.mean, std=pre.std)
