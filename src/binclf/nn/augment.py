@@ -1,8 +1,9 @@
 """Image augmentation on whole batches, as tensor ops (no per-image Python).
 
 One random affine map per image (random resized crop, horizontal flip, small
-rotation) is applied to the whole batch by a single ``affine_grid`` +
-``grid_sample``; brightness and contrast jitter are one multiply-add. Labels
+rotation) is applied to the whole batch by a single ``grid_sample`` (its
+sampling grid built by broadcasting, what ``affine_grid`` computes); brightness
+and contrast jitter are one multiply-add. Labels
 are untouched: every transform keeps what the image shows.
 """
 
