@@ -1,6 +1,7 @@
 """Images: binclf's default vs logistic regression on pixels vs the textbook Dataset + DataLoader loop.
 
     PYTHONPATH=src python benchmarks/images.py [--digits DIR] [--n-small 2000] [--n-large 1000] [--large-side 128]
+    PYTHONPATH=src python benchmarks/images.py --step-split 128   # where one training step's time goes
 
 Sets: the digits 3 vs 8 shipped with binclf (1,000 real 28x28 scans, no
 flips), and generated shapes (ring vs square outlines at random positions,
@@ -23,6 +24,12 @@ Columns: test ROC-AUC, log-loss, ECE (15 bins), training images/s (image-
 epochs over the seconds of the training steps; binclf's per-epoch validation
 passes are left out, the textbook loop has none) and seconds (end to end),
 threads (torch intra-op threads). Never run by CI.
+
+``--step-split SIDE`` instead times single training steps (batch 64, one
+torch thread, the generated shapes at SIDE pixels) of binclf's step (batch
+augmentation in the model, float32 and bf16 mixed precision) and of the
+textbook loop (2 DataLoader workers), and splits each step's wall time into
+the convolutions (forward and backward, from the torch profiler) and the rest.
 """
 
 from __future__ import annotations
@@ -148,6 +155,7 @@ def run_textbook(folder: Path, result, epochs: int, threads: int) -> dict:
     config = dict(result.predictor.members[0].config)
     augment = AugmentConfig(**config["augment"]) if config.get("augment") else None
     config["augment"] = None
+    config["mixed_precision"] = False  # the textbook trains in float32
     t0 = time.perf_counter()
     s, y, (tr, _, te) = splits(folder)
     kw = dict(size=pre.size, mode=pre.mode, mean=pre.mean, std=pre.std)
@@ -179,6 +187,82 @@ def run_textbook(folder: Path, result, epochs: int, threads: int) -> dict:
             "threads": threads}
 
 
+def step_split(side: int, *, n: int = 1000, steps: int = 10) -> pd.DataFrame:
+    """Wall milliseconds per training step and their convolution share, binclf's step vs the textbook loop's."""
+    from binclf.io.images import find_class_folders
+    from binclf.nn.models.cnn import cnn_shape
+    from binclf.runtime import tune_malloc
+
+    tune_malloc()  # as binclf's training runs
+    channels = 3 if side >= 64 else 1
+    conv_ops = ("aten::mkldnn_convolution", "aten::convolution_backward")
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+
+    def timed(model, batches) -> dict:
+        opt = torch.optim.AdamW(model.parameters(), lr=1e-3, fused=True)
+        model.train()
+
+        def step():
+            xb, yb = next(batches)
+            loss = torch.nn.functional.binary_cross_entropy_with_logits(model(xb), yb)
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+
+        for _ in range(2):
+            step()
+        t = time.perf_counter()
+        with torch.profiler.profile() as prof:
+            for _ in range(steps):
+                step()
+        wall = (time.perf_counter() - t) / steps * 1000
+        conv = sum(e.self_cpu_time_total for e in prof.key_averages() if e.key in conv_ops) / steps / 1000
+        return {"ms_per_step": wall, "conv_ms": conv, "other_ms": wall - conv, "images_per_s": 64_000 / wall}
+
+    try:
+        with tempfile.TemporaryDirectory() as tmp:
+            s = find_class_folders(make_shapes(Path(tmp) / "shapes", n, side=side, colour=channels == 3))
+            y = torch.tensor([float(label == "square") for label in s.labels])
+            stem, widths = cnn_shape(size=side, n_images=int(0.6 * n))
+            aug = AugmentConfig(flip=True)
+            images, _, _ = decode_images(s.paths, size=side, channels=channels)
+            X = (images.float() / 255 - 0.3).reshape(n, -1)
+
+            def decoded():
+                while True:
+                    idx = torch.randperm(n)
+                    for i in range(0, n - 63, 64):
+                        yield X[idx[i:i + 64]], y[idx[i:i + 64]]
+
+            rows = []
+            for mixed in (False, True):
+                m = build_model("cnn", seed=0, channels=channels, size=side, widths=widths, stem_stride=stem,
+                                augment=aug.to_dict(), mixed_precision=mixed)
+                rows.append({"step": f"binclf ({'bf16 mixed' if mixed else 'float32'})", **timed(m, decoded())})
+            ds = TextbookDataset(s.paths, y.numpy(), size=side, mode="L" if channels == 1 else "RGB",
+                                 mean=[0.3] * channels, std=[1.0] * channels, augment=aug)
+            loader = torch.utils.data.DataLoader(ds, batch_size=64, shuffle=True, num_workers=2, drop_last=True,
+                                                 persistent_workers=True)
+
+            def loaded():
+                while True:
+                    for xb, yb in loader:
+                        yield xb, yb.float()
+
+            m = build_model("cnn", seed=0, channels=channels, size=side, widths=widths, stem_stride=stem, augment=None)
+            rows.append({"step": "textbook loop (float32, 2 workers)", **timed(m, loaded())})
+            t = time.perf_counter()
+            for i in range(64):
+                ds[i]
+            ms = (time.perf_counter() - t) * 1000
+            rows.append({"step": "textbook data alone (64 images, 1 process)", "ms_per_step": ms, "conv_ms": 0.0,
+                         "other_ms": ms, "images_per_s": 64_000 / ms})
+    finally:
+        torch.set_num_threads(before)
+    return pd.DataFrame(rows)
+
+
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--digits", type=Path, default=DIGITS)
@@ -187,7 +271,15 @@ def main(argv=None) -> None:
     ap.add_argument("--large-side", type=int, default=128)
     ap.add_argument("--skip-textbook", action="store_true")
     ap.add_argument("--textbook-epochs", type=int, default=15)
+    ap.add_argument("--step-split", type=int, metavar="SIDE", help="time training steps at SIDE pixels instead")
     args = ap.parse_args(argv)
+    if args.step_split:
+        import os
+
+        df = step_split(args.step_split)
+        print(f"{args.step_split}x{args.step_split}, batch 64, 1 torch thread, load average {os.getloadavg()[0]:.1f}")
+        print(df.to_string(index=False, float_format=lambda v: f"{v:,.1f}"))
+        return
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         sets = [("digits 3v8 28px", args.digits, False)]

@@ -96,6 +96,39 @@ def test_cnn_returns_one_logit_per_image_and_augments_only_in_training():
     assert m(x).shape == (5,) and torch.equal(m(x), m(x))  # eval: deterministic, no augmentation
 
 
+def test_augmentation_grid_is_affine_grids():
+    # Rotation and crop only, no jitter: the result is grid_sample on affine_grid's grid for the same draws.
+    cfg = AugmentConfig(brightness=0.0, contrast=0.0, flip=False)
+    x = torch.randn(6, 2, 12, 9)
+    out = augment_batch(x, cfg, generator=torch.Generator().manual_seed(3))
+    g = torch.Generator().manual_seed(3)
+    area, log_ratio = torch.rand(6, generator=g) * 0.25 + 0.75, (torch.rand(6, generator=g) * 2 - 1) * math.log(4 / 3)
+    sx = torch.sqrt(area * log_ratio.exp()).clamp(max=1.0)
+    sy = torch.sqrt(area / log_ratio.exp()).clamp(max=1.0)
+    tx = (torch.rand(6, generator=g) * 2 - 1) * (1 - sx)
+    ty = (torch.rand(6, generator=g) * 2 - 1) * (1 - sy)
+    a = (torch.rand(6, generator=g) * 20 - 10) * (math.pi / 180)
+    theta = torch.stack([torch.stack([a.cos() * sx, -a.sin() * sy, tx], 1), torch.stack([a.sin() * sx, a.cos() * sy, ty], 1)], 1)
+    grid = torch.nn.functional.affine_grid(theta, list(x.shape), align_corners=False)
+    want = torch.nn.functional.grid_sample(x, grid, mode="bilinear", padding_mode="border", align_corners=False)
+    assert torch.allclose(out, want, atol=1e-5)
+
+
+def test_mixed_precision_changes_training_only():
+    kw = dict(channels=1, size=16, widths=[8, 16], augment=None)
+    fp32 = build_model("cnn", seed=0, **kw)
+    mixed = build_model("cnn", seed=0, mixed_precision=True, **kw)
+    assert mixed.config()["mixed_precision"] is True
+    x = torch.randn(5, 256)
+    fp32.eval(), mixed.eval()
+    assert torch.equal(fp32(x), mixed(x)) and mixed(x).dtype == torch.float32  # eval and prediction: float32
+    mixed.train()
+    z = mixed(x)
+    assert z.dtype == torch.float32 and torch.isfinite(z).all()
+    z.sum().backward()
+    assert all(p.grad is not None and p.grad.dtype == torch.float32 for p in mixed.parameters())
+
+
 # -- end to end ------------------------------------------------------------------------------------
 def test_train_predict_evaluate_a_folder(tmp_path):
     data = make_folder(tmp_path / "data")

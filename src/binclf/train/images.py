@@ -38,7 +38,7 @@ from binclf.image_predictor import ImagePredictor, image_member_logits
 from binclf.io.images import ImageSet, check_bad, choose_layout, decode_images, find_class_folders, read_labels_csv, scan_images
 from binclf.nn.augment import AugmentConfig
 from binclf.nn.models import build_model
-from binclf.nn.models.cnn import cnn_macs, cnn_shape
+from binclf.nn.models.cnn import cnn_macs, cnn_shape, native_bf16
 from binclf.predictor import Member
 from binclf.train.pipeline import TrainResult
 from binclf.train.trainer import TrainConfig, Trainer, auto_batch_size
@@ -280,14 +280,16 @@ def train_images(
 
     stem, widths = cnn_shape(size=size, n_images=len(idx["train"]))
     augment = AugmentConfig(flip=options.flip).to_dict() if options.augment else None
+    # bf16 convolutions in training where the CPU has them natively (eval and prediction stay float32).
     config = {"channels": channels, "size": size, "widths": widths, "stem_stride": stem, "dropout": options.dropout,
-              "augment": augment}
+              "augment": augment, "mixed_precision": native_bf16()}
     module = build_model("cnn", seed=options.seed, **config)
     macs = cnn_macs(channels=channels, size=size, widths=widths, stem_stride=stem)
     train_config = _train_config(options, len(idx["train"]), macs)
     say(
         f"training cnn (widths {widths}, stem stride {stem}, augmentation {'on' if augment else 'off'}"
-        f"{', no flips' if augment and not options.flip else ''}; up to {train_config.max_epochs} epochs, "
+        f"{', no flips' if augment and not options.flip else ''}"
+        f"{', bf16 mixed precision' if config['mixed_precision'] else ''}; up to {train_config.max_epochs} epochs, "
         f"early stopping on validation loss) on {len(idx['train'])} images "
         f"(validation {len(idx['valid'])}, test {len(idx['test'])})"
     )

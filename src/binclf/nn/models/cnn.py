@@ -12,7 +12,7 @@ from torch import Tensor, nn
 from binclf.nn.augment import Augment, AugmentConfig
 from binclf.nn.models.base import register
 
-__all__ = ["ImageCNN", "cnn_macs", "cnn_shape"]
+__all__ = ["ImageCNN", "cnn_macs", "cnn_shape", "native_bf16"]
 
 
 def cnn_shape(*, size: int, n_images: int) -> tuple[int, list[int]]:
@@ -44,6 +44,17 @@ def cnn_macs(*, channels: int, size: int, widths: Sequence[int], stem_stride: in
     return float(macs)
 
 
+def native_bf16() -> bool:
+    """Whether this CPU computes bfloat16 natively (AMX tiles or AVX-512 BF16), where oneDNN's bf16 convolutions pay.
+
+    Elsewhere bf16 is emulated and slower than float32.
+    """
+    try:
+        return bool(torch.cpu._is_amx_tile_supported() or torch.cpu._is_avx512_bf16_supported())
+    except AttributeError:  # a torch without these probes
+        return False
+
+
 def _block(c_in: int, c_out: int, stride: int) -> list[nn.Module]:
     # No conv bias: BatchNorm's shift right after it makes it redundant.
     return [nn.Conv2d(c_in, c_out, 3, stride=stride, padding=1, bias=False), nn.BatchNorm2d(c_out), nn.ReLU(inplace=True)]
@@ -58,6 +69,12 @@ class ImageCNN(nn.Module):
     batch is first augmented (:func:`binclf.nn.augment.augment_batch`); in eval
     mode it is not. The output layer has no activation; its bias starts at
     ``logit(prior)`` (:func:`binclf.nn.models.init_output_bias`).
+
+    ``mixed_precision``: in training mode, the convolution blocks run under
+    bfloat16 autocast (weights, gradients and optimiser state stay float32;
+    pooling, the output layer and the loss too). On a CPU with native bf16
+    (:func:`native_bf16`) that cuts a 128-pixel step by about a third. Eval
+    mode, and so every prediction and export, is float32 either way.
     """
 
     def __init__(
@@ -68,6 +85,7 @@ class ImageCNN(nn.Module):
         stem_stride: int = 1,
         dropout: float = 0.2,
         augment: dict[str, Any] | None = None,
+        mixed_precision: bool = False,
     ) -> None:
         super().__init__()
         if not 0.0 <= dropout < 1.0:
@@ -76,6 +94,7 @@ class ImageCNN(nn.Module):
         self.widths = [int(w) for w in widths]
         self.stem_stride = int(stem_stride)
         self.dropout = float(dropout)
+        self.mixed_precision = bool(mixed_precision)
         self.augment_config = None if augment is None else AugmentConfig(**augment)
         self.augment = Augment(self.augment_config) if augment is not None else nn.Identity()
         layers = _block(self.channels, self.widths[0], self.stem_stride)
@@ -96,11 +115,13 @@ class ImageCNN(nn.Module):
             "stem_stride": self.stem_stride,
             "dropout": self.dropout,
             "augment": None if self.augment_config is None else self.augment_config.to_dict(),
+            "mixed_precision": self.mixed_precision,
         }
 
     def forward(self, x: Tensor) -> Tensor:
         x = x.view(x.shape[0], self.channels, self.size, self.size)
         x = self.augment(x).contiguous(memory_format=torch.channels_last)
-        x = self.body(x)
-        x = x.mean(dim=(2, 3))
+        with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=self.mixed_precision and self.training):
+            x = self.body(x)
+        x = x.float().mean(dim=(2, 3))
         return self.output(self.drop(x)).squeeze(-1)
