@@ -305,6 +305,7 @@ class TextPreprocessor:
         self.notices: list[str] = []
 
     def fit(self, df: pd.DataFrame) -> "TextPreprocessor":
+        self.notices = []
         self.table.fit(df)
         self.text_ = []
         for name in self.schema.text:
