@@ -210,3 +210,29 @@ def test_fit_transform_cached_equals_transform():
     prep = TextPreprocessor(schema=schema)
     cached = prep.fit_transform_cached(df)
     assert abs(cached - prep.transform(df)).max() < 1e-12  # sklearn's fit_transform sums in another order
+
+
+def test_bracketed_linear_path_finds_the_full_paths_winner():
+    """The text path's search from its middle picks the same C, members and OOF logits as fitting every C."""
+    from binclf.data.text import TEXT_LINEAR_PATH
+    from binclf.train.crossfit import fit_logistic_path, fold_indices
+
+    df = _reviews(300, seed=3)
+    X = TextPreprocessor(schema=infer_schema(df, target="label")[0]).fit_transform(df)
+    y = (df["label"] == "yes").to_numpy().astype(float)
+    folds = fold_indices(y, k=3, seed=0)
+    full = fit_logistic_path(X, y, folds, **{**TEXT_LINEAR_PATH, "bracket": False})
+    fast = fit_logistic_path(X, y, folds, **TEXT_LINEAR_PATH)
+    assert fast[0] == full[0]
+    np.testing.assert_allclose(fast[2], full[2])
+    assert len(fast[3]) == len(full[3]) - 1
+    assert all(fast[3][c] == full[3][c] for c in fast[3])
+
+
+def test_train_fits_text_preprocessor_once(monkeypatch):
+    """train_table vectorizes the training rows once (fit + transform in one pass)."""
+    calls = []
+    original = TextColumn.fit
+    monkeypatch.setattr(TextColumn, "fit", lambda self, *a, **k: calls.append(1) or original(self, *a, **k))
+    train_table(_reviews(150), TrainOptions(target="label", positive="yes", n_boot=10, max_epochs=3))
+    assert len(calls) == 1

@@ -384,16 +384,17 @@ def train_table(
         # the one that did not see it; calibration and threshold use all of them.
         train_df = pd.concat([train_df, parts["valid"][0]], ignore_index=True)
         y_train = np.concatenate([y_train, parts["valid"][1]])
-    if schema.text:  # free-text columns: TF-IDF + projection (binclf.data.text)
+    if schema.text:  # free-text columns: TF-IDF + projection (binclf.data.text), one pass over the training rows
         prep = TextPreprocessor(
             schema=schema, numeric=options.numeric_scaling, seed=options.seed, encoder=options.text_encoder
-        ).fit(train_df)
+        )
+        X_train = prep.fit_transform_cached(train_df)
         for n in prep.notices:
             say(n)
         notices += prep.notices
     else:
         prep = Preprocessor(schema=schema, numeric=options.numeric_scaling).fit(train_df)
-    X_train = prep.fit_transform_cached(train_df) if schema.text else prep.transform(train_df)
+        X_train = prep.transform(train_df)
     # Networks read the dense block; the linear member all of it (TF-IDF included).
     X_linear = X_train if schema.text else None
     X_train = dense_part(X_train, prep.n_dense_) if schema.text else X_train
