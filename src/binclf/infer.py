@@ -111,11 +111,6 @@ def _folded_mlp(model: nn.Module) -> list[tuple[Tensor, Tensor, bool]] | None:
 # several members at once
 # --------------------------------------------------------------------------- #
 
-# Up to this many rows, a call runs as it is: the per-chunk thread switch
-# (torch_threads) would cost more than the work (a 1-row request is ~20 us of math).
-_SMALL_ROWS = 256
-
-
 class _Linear:
     """Members that are one ``Linear(d, 1)`` (logistic): all of them in one ``(d, L)`` product."""
 
