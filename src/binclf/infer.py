@@ -125,7 +125,7 @@ class _Linear:
 class _Folded:
     """One MLP (or PLE-MLP: encoding, then MLP) with BatchNorm folded in, built once."""
 
-    def __init__(self, layers: list[tuple[Tensor, Tensor, bool]], encode, width: int) -> None:
+    def __init__(self, layers: list[tuple[Tensor, Tensor, bool]], encode: Any, width: int | None) -> None:
         self.layers, self.encode, self.width = layers, encode, width
 
     def __call__(self, x: Tensor) -> Tensor:
