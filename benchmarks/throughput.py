@@ -231,7 +231,7 @@ def prepare_files(workdir: Path, rows: int) -> dict[str, Path]:
 BUNDLES = {"mlp": ["--model", "mlp"], "default": []}
 
 
-def bench_predict(workdir: Path, rows: int, repeats: int) -> list[dict]:
+def bench_predict(workdir: Path, rows: int, repeats: int, formats: tuple[str, ...] = ("parquet", "csv")) -> list[dict]:
     import pyarrow.csv as pacsv
     import pyarrow.parquet as pq
 
@@ -250,6 +250,8 @@ def bench_predict(workdir: Path, rows: int, repeats: int) -> list[dict]:
     # and again in this process, warm (allocator and thread pools primed).
     read_s, warm_s = {}, {}
     for fmt, read in (("parquet", pq.read_table), ("csv", pacsv.read_csv)):
+        if fmt not in formats:
+            continue
         read(files[fmt])
         times = []
         for _ in range(repeats):
@@ -259,25 +261,32 @@ def bench_predict(workdir: Path, rows: int, repeats: int) -> list[dict]:
         warm_s[fmt] = statistics.median(times)
         read_s[fmt] = statistics.median(_fresh_read_seconds(fmt, files[fmt]) for _ in range(repeats))
     results = []
+    # Interleaved (mlp, default, mlp, default, ...): a burst of machine load hits both bundles alike.
+    runs: dict[tuple[str, str], list] = {(label, fmt): [] for label in bundles for fmt in formats}
+    for _ in range(repeats):
+        for fmt in formats:
+            for label, bundle in bundles.items():
+                out = workdir / f"out.{fmt}"
+                runs[label, fmt].append(
+                    _child([sys.executable, "-m", "binclf", "predict", str(bundle), str(files[fmt]), "-o", str(out)])
+                )
     for label, bundle in bundles.items():
-        for fmt in ("parquet", "csv"):
-            out = workdir / f"out.{fmt}"
-            runs = [_child([sys.executable, "-m", "binclf", "predict", str(bundle), str(files[fmt]), "-o", str(out)])
-                    for _ in range(repeats)]
-            cli_rate = statistics.median(r[2] for r in runs) if all(r[2] for r in runs) else float("nan")
+        for fmt in formats:
+            done = runs[label, fmt]
+            cli_rate = statistics.median(r[2] for r in done) if all(r[2] for r in done) else float("nan")
             results.append({
                 "name": f"{fmt}, {label} bundle",
                 "rows_per_s": cli_rate,
                 "seconds": rows / cli_rate,
-                "process_s": statistics.median(r[0] for r in runs),
-                "peak_mib": max(r[1] for r in runs),
+                "process_s": statistics.median(r[0] for r in done),
+                "peak_mib": max(r[1] for r in done),
                 "read_s": read_s[fmt],
                 "warm_s": warm_s[fmt],
             })
     # Flat memory: the same chunk size on files of 20x and 40x its length.
     chunk = rows // 40
     flat = {}
-    for fmt in ("parquet", "csv"):
+    for fmt in formats if len(formats) > 1 else ():
         for label, src in (("20x", files[f"half_{fmt}"]), ("40x", files[fmt])):
             _, peak, _ = _child([sys.executable, "-m", "binclf", "predict", str(bundles["mlp"]), str(src), "-o",
                               str(workdir / f"out_flat.{fmt}"), "--batch-rows", str(chunk)])
@@ -306,11 +315,16 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=3, help="timed epochs per contender (median reported)")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--no-predict", action="store_true", help="skip the prediction benchmark")
+    ap.add_argument("--predict-only", action="store_true", help="run the prediction benchmark only")
+    ap.add_argument("--no-csv", action="store_true", help="prediction: Parquet only (no CSV, no flat-memory runs)")
     ap.add_argument("--no-others", action="store_true", help="time binclf and the DataLoader loop only")
     ap.add_argument("--predict-rows", type=int, default=1_000_000)
     ap.add_argument("--workdir", type=Path, default=Path("/tmp/binclf-throughput"))
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
+    if args.predict_only:
+        print_predict(args)
+        return
 
     import binclf
     from binclf.train import fused_step as _speed
@@ -374,8 +388,13 @@ def main() -> None:
 
     if args.no_predict:
         return
-    results = bench_predict(args.workdir, args.predict_rows, max(1, min(args.repeats, 3)))
     print()
+    print_predict(args)
+
+
+def print_predict(args: argparse.Namespace) -> None:
+    formats = ("parquet",) if args.no_csv else ("parquet", "csv")
+    results = bench_predict(args.workdir, args.predict_rows, max(1, min(args.repeats, 3)), formats=formats)
     print(f"prediction, {args.predict_rows:,} rows x {N_FEATURES}: python -m binclf predict BUNDLE FILE -o OUT "
           "in a child process; rows/s and seconds as the command reports them (first read to last write),")
     print("process = the whole command with interpreter start and imports; pyarrow read = reading the whole file "
@@ -388,9 +407,14 @@ def main() -> None:
         print(f"{r['name']:<24}{r['rows_per_s']:>12,.0f}{r['seconds']:>10.2f}{r['process_s']:>11.2f}"
               f"{r['peak_mib']:>10.0f}{r['read_s']:>16.2f}{r['seconds'] / r['read_s']:>7.2f}x"
               f"{r['warm_s']:>13.2f}{r['seconds'] / r['warm_s']:>7.2f}x")
+    rates = {r["name"]: r["rows_per_s"] for r in results[:-1]}
+    for fmt in formats:
+        share = rates[f"{fmt}, default bundle"] / rates[f"{fmt}, mlp bundle"]
+        print(f"{fmt}: the default bundle predicts at {share:.0%} of the mlp bundle's rows/s")
     flat = results[-1]
-    print(f"peak memory, mlp bundle, --batch-rows {flat['chunk']:,}: "
-          + ", ".join(f"{k} the chunk: {v:.0f} MiB" for k, v in flat["flat"].items()))
+    if flat["flat"]:
+        print(f"peak memory, mlp bundle, --batch-rows {flat['chunk']:,}: "
+              + ", ".join(f"{k} the chunk: {v:.0f} MiB" for k, v in flat["flat"].items()))
 
 
 if __name__ == "__main__":

@@ -3,6 +3,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from typing import Any
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -102,3 +105,122 @@ def _folded_mlp(model: nn.Module) -> list[tuple[Tensor, Tensor, bool]] | None:
         layers.append((w.contiguous(), b.contiguous(), True))
     layers.append((model.output.weight.detach().contiguous(), model.output.bias.detach().contiguous(), False))
     return layers
+
+
+# --------------------------------------------------------------------------- #
+# several members at once
+# --------------------------------------------------------------------------- #
+
+class _Linear:
+    """Members that are one ``Linear(d, 1)`` (logistic): all of them in one ``(d, L)`` product."""
+
+    def __init__(self, modules: list[nn.Module]) -> None:
+        self.weight = torch.cat([m.output.weight.detach() for m in modules]).float().contiguous()
+        self.bias = torch.cat([m.output.bias.detach() for m in modules]).float().contiguous()
+
+    def __call__(self, x: Tensor) -> Tensor:
+        return F.linear(x[:, : self.weight.shape[1]], self.weight, self.bias)
+
+
+class _Folded:
+    """One MLP (or PLE-MLP: encoding, then MLP) with BatchNorm folded in, built once."""
+
+    def __init__(self, layers: list[tuple[Tensor, Tensor, bool]], encode: Any, width: int | None) -> None:
+        self.layers, self.encode, self.width = layers, encode, width
+
+    def __call__(self, x: Tensor) -> Tensor:
+        x = x[:, : self.width]
+        if self.encode is not None:
+            x = self.encode(x)
+        for weight, bias, relu in self.layers:
+            x = _linear(x, weight, bias, relu)
+        return x
+
+
+class _Module:
+    """Any other single-logit module, called as it is (TabM, user models)."""
+
+    def __init__(self, module: nn.Module) -> None:
+        self.module = module
+
+    def __call__(self, x: Tensor) -> Tensor:
+        return self.module(x).reshape(len(x), 1)
+
+
+class MemberPlan:
+    """Every member's eval-mode logits at once, ``(n, d) -> (n, M)``, from weights prepared once.
+
+    Members of one kind are grouped (the logistic ones become one matrix
+    product); binclf's MLPs and PLE-MLPs keep their BatchNorm folded into
+    their Linear layers. Rows go through in cache-sized chunks, every member
+    inside the chunk loop, so a chunk's inputs are read from cache by all of
+    them. The plan is built from the modules as they are when it is built:
+    :meth:`current` tells whether they have changed since (a parameter or
+    buffer written in place, or a module put in training mode).
+
+    Parameters
+    ----------
+    modules : sequence of nn.Module
+        Single-logit models in eval mode, on the CPU, in float32.
+    """
+
+    def __init__(self, modules: Sequence[nn.Module]) -> None:
+        from binclf.nn.models.base import encoded_network
+        from binclf.nn.models.logistic import LogisticModel
+
+        self.modules = list(modules)
+        self.n_members = len(self.modules)
+        self._tensors = [t for m in self.modules for t in (*m.parameters(), *m.buffers())]
+        self._signature = self._state()
+        self.parts: list[tuple[list[int], Any]] = []
+        linear: list[int] = []
+        for i, m in enumerate(self.modules):
+            if type(m) is LogisticModel and not m.training:
+                linear.append(i)
+                continue
+            network, encode = encoded_network(m), None
+            if network is not None:
+                encode = m.encode
+            layers = _folded_mlp(network if network is not None else m)
+            if layers is not None:
+                self.parts.append(([i], _Folded(layers, encode, int(getattr(m, "n_features", 0)) or None)))
+            else:
+                self.parts.append(([i], _Module(m)))
+        if linear:
+            # Logistic members of different widths (text rows) each read their own columns.
+            widths: dict[int, list[int]] = {}
+            for i in linear:
+                widths.setdefault(self.modules[i].n_features, []).append(i)
+            for cols in widths.values():
+                self.parts.insert(0, (cols, _Linear([self.modules[i] for i in cols])))
+
+    def _state(self) -> tuple:
+        return (tuple(t._version for t in self._tensors), tuple(m.training for m in self.modules))
+
+    def current(self, modules: Sequence[nn.Module]) -> bool:
+        """Whether this plan still computes ``modules`` (the same objects, unchanged since it was built)."""
+        return (
+            len(modules) == self.n_members
+            and all(a is b for a, b in zip(modules, self.modules))
+            and self._state() == self._signature
+        )
+
+    @torch.inference_mode()
+    def __call__(self, X: Tensor, *, chunk_rows: int = _EVAL_ROWS) -> Tensor:
+        """Logits ``(n, M)`` of every member for inputs ``X`` ``(n, d)`` (float32, CPU)."""
+        n = len(X)
+        out = torch.empty((n, self.n_members), dtype=torch.float32)
+        # One thread (see eval_logits); also for a few rows, where oneDNN would still
+        # open a parallel region per layer and wait for the second thread to wake.
+        with torch_threads(1):
+            for lo in range(0, n, chunk_rows):
+                self._chunk(X[lo : lo + chunk_rows], out[lo : lo + chunk_rows])
+        return out
+
+    def _chunk(self, xb: Tensor, out: Tensor) -> None:
+        for cols, part in self.parts:
+            z = part(xb)
+            if len(cols) == 1:
+                out[:, cols[0]] = z[:, 0]
+            else:
+                out[:, cols] = z

@@ -34,7 +34,7 @@ from torch import nn
 
 from binclf import __version__
 from binclf import runtime
-from binclf.infer import eval_logits
+from binclf.infer import MemberPlan, eval_logits
 from binclf.io.prefetch import prefetch
 from binclf.bundle import BUNDLE_LAYOUT, check_columns, load_bundle, save_bundle
 from binclf.io.atomic import atomic_file, check_output_file
@@ -98,7 +98,7 @@ def _stable_logit(p: np.ndarray) -> np.ndarray:
 
 
 @torch.inference_mode()
-def member_logits(members: Sequence[Member], X: Any) -> np.ndarray:
+def member_logits(members: Sequence[Member], X: Any, *, plan: MemberPlan | None = None) -> np.ndarray:
     """Prior-corrected, member-averaged logits ``(n,)`` from model inputs ``X`` ``(n, d)``.
 
     Each member's logit shift is subtracted; several members are averaged as
@@ -107,17 +107,25 @@ def member_logits(members: Sequence[Member], X: Any) -> np.ndarray:
     a CSR matrix (text columns, :mod:`binclf.data.text`): a member as wide as
     ``X`` (the TF-IDF linear member) multiplies the sparse rows; networks read
     the dense block, the first ``n_features`` columns of their config.
+
+    All members are evaluated together (:class:`binclf.infer.MemberPlan`); a
+    ``plan`` built for these members' modules (a :class:`Predictor` keeps one)
+    saves preparing their weights again.
     """
     if sparse.issparse(X):
         return _sparse_member_logits(members, X)
     Xt = torch.from_numpy(np.ascontiguousarray(X, dtype=np.float32))
+    modules = [m.module for m in members]
+    if plan is None or not plan.current(modules):
+        plan = MemberPlan(modules)
+    z = plan(Xt)
+    shifts = torch.tensor([m.logit_shift for m in members], dtype=torch.float32)
+    if bool(shifts.any()):
+        z -= shifts
     if len(members) == 1:
-        m = members[0]
-        z = eval_logits(m.module, Xt) - m.logit_shift
-        return z.double().numpy()
-    p = torch.zeros(len(Xt), dtype=torch.float64)
-    for m in members:
-        p += m.weight * torch.sigmoid((eval_logits(m.module, Xt) - m.logit_shift).double())
+        return z[:, 0].double().numpy()
+    weights = torch.tensor([m.weight for m in members], dtype=torch.float64)
+    p = torch.sigmoid(z.double()) @ weights
     return _stable_logit(p.numpy())
 
 
@@ -173,6 +181,9 @@ class Predictor:
         self.info = dict(info or {})
         for m in self.members:
             m.module.eval()
+        # The members' weights prepared for prediction (BatchNorm folded, logistic members
+        # stacked), built on first use and rebuilt if a module changes (MemberPlan.current).
+        self._plan: MemberPlan | None = None
 
     # -- persistence -------------------------------------------------------------
     def to_meta(self) -> dict[str, Any]:
@@ -275,7 +286,12 @@ class Predictor:
     @runtime.entry_point("predict")  # process knobs set here and restored on return (binclf.runtime)
     def uncalibrated_logits(self, X: np.ndarray) -> np.ndarray:
         """Prior-corrected, member-averaged logits ``(n,)`` from model inputs ``(n, d)``."""
-        return member_logits(self.members, X)
+        if sparse.issparse(X):
+            return member_logits(self.members, X)
+        modules = [m.module for m in self.members]
+        if self._plan is None or not self._plan.current(modules):
+            self._plan = MemberPlan(modules)
+        return member_logits(self.members, X, plan=self._plan)
 
     def member_groups(self) -> list[tuple[str, dict[str, Any], int, float]]:
         """Members grouped by model and config: ``(name, config, count, total weight)``, in order."""
