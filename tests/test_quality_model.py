@@ -4,7 +4,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from binclf.train.crossfit import fold_indices, log_loss, mixture_weights
+from binclf.numeric import log_loss
+from binclf.train.crossfit import fold_indices, mixture_weights
 from binclf.train.pipeline import MODEL_CHOICES, TrainOptions, train_table
 from binclf.predictor import Predictor
 

@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING
 
 from binclf.errors import BundleError, DataError
 from binclf.io.atomic import Layout, OutputError, write_directory
+from binclf.io.messages import check_unique_names
 
 if TYPE_CHECKING:  # torch is imported when weights are read or written: checks stay fast
     import torch
@@ -224,12 +225,7 @@ def check_columns(
     absent from the table are a DataError; columns the model does not use (the
     ``target`` aside, expected in labelled files) add a notice to ``notices``.
     """
-    dups = sorted({n for n in names if list(names).count(n) > 1})
-    if dups:
-        raise DataError(
-            f"{source}: duplicate column names {', '.join(map(repr, dups))}; "
-            "give every column a different name in the header"
-        )
+    check_unique_names(source, names)
     present = set(names)
     missing = [n for n in schema.names if n not in present]
     if missing:

@@ -45,6 +45,7 @@ from binclf.data.schema import Schema
 from binclf.data.target import TargetInfo
 from binclf.errors import BundleError, DataError
 from binclf.nn.models import build_model
+from binclf.numeric import logit, sigmoid
 from scipy import sparse
 
 from binclf.data.preprocessing import Preprocessor, UnseenCounts
@@ -92,11 +93,6 @@ class Member:
         }
 
 
-def _stable_logit(p: np.ndarray) -> np.ndarray:
-    p = np.clip(p, 1e-12, 1 - 1e-12)
-    return np.log(p) - np.log1p(-p)
-
-
 @torch.inference_mode()
 def member_logits(members: Sequence[Member], X: Any) -> np.ndarray:
     """Prior-corrected, member-averaged logits ``(n,)`` from model inputs ``X`` ``(n, d)``.
@@ -118,7 +114,7 @@ def member_logits(members: Sequence[Member], X: Any) -> np.ndarray:
     p = torch.zeros(len(Xt), dtype=torch.float64)
     for m in members:
         p += m.weight * torch.sigmoid((eval_logits(m.module, Xt) - m.logit_shift).double())
-    return _stable_logit(p.numpy())
+    return logit(p.numpy())
 
 
 def _sparse_member_logits(members: Sequence[Member], X: Any) -> np.ndarray:
@@ -136,8 +132,8 @@ def _sparse_member_logits(members: Sequence[Member], X: Any) -> np.ndarray:
         z = z - m.logit_shift
         if len(members) == 1:
             return z
-        p += m.weight * (0.5 * (1.0 + np.tanh(0.5 * z)))
-    return _stable_logit(p)
+        p += m.weight * sigmoid(z)
+    return logit(p)
 
 
 class Predictor:

@@ -44,7 +44,7 @@ import pandas as pd
 
 from binclf.data.schema import _NUMBER_RE, Schema
 from binclf.errors import BundleError, ConfigError, DataError, NotFittedError
-from binclf.io.tables import FIRST_DATA_LINE, safe_excerpt
+from binclf.io.messages import FIRST_DATA_LINE, safe_excerpt
 
 __all__ = ["Preprocessor", "UnseenCategoryWarning", "UnseenCounts", "canonical_labels", "check_finite"]
 
@@ -83,7 +83,7 @@ class UnseenCounts:
 
     def warn(self, *, stacklevel: int = 2) -> None:
         """One :class:`UnseenCategoryWarning` per column with more than half its values unseen."""
-        from binclf.io.tables import safe_excerpt
+        from binclf.io.messages import safe_excerpt
 
         for name, (unseen, present, example, levels) in self.counts.items():
             if present and unseen / present > UNSEEN_WARN_FRACTION:

@@ -12,7 +12,7 @@ import pandas as pd
 
 from binclf.errors import DataError
 from binclf.data.schema import _NUMBER_RE, json_scalar
-from binclf.io.tables import FIRST_DATA_LINE, safe_excerpt
+from binclf.io.messages import FIRST_DATA_LINE, safe_excerpt
 
 
 # --------------------------------------------------------------------------- #

@@ -34,7 +34,8 @@ import numpy as np
 
 from binclf.runtime import with_one_blas_thread
 from binclf.errors import ConfigError, DataError, NotFittedError
-from binclf.decide.metrics import _check_scores, _check_target
+from binclf.decide.metrics import check_scores, check_target
+from binclf.numeric import log_loss, row_log_loss, sigmoid
 
 __all__ = [
     "CALIBRATION_METHODS",
@@ -70,12 +71,6 @@ _RIDGE = 1e-6
 # costs about a second per process.
 
 
-def expit(z: np.ndarray) -> np.ndarray:
-    """Stable sigmoid in NumPy: ``exp`` only ever sees non-positive arguments."""
-    z = np.asarray(z, dtype=np.float64)
-    e = np.exp(-np.abs(z))
-    return np.where(z >= 0, 1.0 / (1.0 + e), e / (1.0 + e))
-
 
 
 def _log_sigmoid(z: np.ndarray) -> np.ndarray:
@@ -84,18 +79,18 @@ def _log_sigmoid(z: np.ndarray) -> np.ndarray:
 
 
 def _proba(s: np.ndarray) -> np.ndarray:
-    return np.clip(expit(s), _EPS, 1.0 - _EPS)
+    return np.clip(sigmoid(s), _EPS, 1.0 - _EPS)
 
 
 def _check_inputs(logits, y, sample_weight) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    y = _check_target(y)
+    y = check_target(y)
     if y.shape[0] == 0:
         raise DataError("calibration needs at least one row, got an empty y")
-    z = _check_scores(logits, y.shape[0], name="logits", probabilities=False)
+    z = check_scores(logits, y.shape[0], name="logits", probabilities=False)
     if sample_weight is None:
         w = np.ones(y.shape[0])
     else:
-        w = _check_scores(sample_weight, y.shape[0], name="sample_weight", probabilities=False)
+        w = check_scores(sample_weight, y.shape[0], name="sample_weight", probabilities=False)
         if (w < 0).any() or w.sum() <= 0:
             raise DataError("sample_weight must be >= 0 with a positive sum")
     return z, y.astype(np.float64), w
@@ -150,7 +145,7 @@ def _fit_logistic(
         s = xs @ coef + (theta[k] if has_b else 0.0)
         # softplus(s) - y s is the log-loss of sigmoid(s), stable for any s.
         loss = float(w @ (np.logaddexp(0.0, s) - y * s) + _RIDGE * coef @ coef)
-        r = w * (expit(s) - y)
+        r = w * (sigmoid(s) - y)
         grad = xs.T @ r + 2.0 * _RIDGE * coef
         if has_b:
             grad = np.r_[grad, r.sum()]
@@ -259,7 +254,7 @@ def fit_isotonic(logits, y, *, sample_weight=None) -> dict[str, list[float]]:
     iso = IsotonicRegression(
         y_min=_ISOTONIC_EPS, y_max=1.0 - _ISOTONIC_EPS, increasing=True, out_of_bounds="clip"
     )
-    iso.fit(expit(z), y, sample_weight=w)
+    iso.fit(sigmoid(z), y, sample_weight=w)
     return {
         "X_thresholds_": [float(v) for v in iso.X_thresholds_],
         "y_thresholds_": [float(v) for v in iso.y_thresholds_],
@@ -292,7 +287,7 @@ class _Calibrator:
                 f"this {type(self).__name__} is not fitted yet; call fit(logits, y) first"
             )
         z = np.asarray(logits, dtype=np.float64)
-        z = _check_scores(z, z.shape[0] if z.ndim else -1, name="logits", probabilities=False)
+        z = check_scores(z, z.shape[0] if z.ndim else -1, name="logits", probabilities=False)
         return self._apply(z)
 
     def to_dict(self) -> dict[str, Any]:
@@ -372,7 +367,7 @@ class IsotonicCalibrator(_Calibrator):
     def _apply(self, z):
         knots_x = np.asarray(self.params_["X_thresholds_"], dtype=np.float64)
         knots_y = np.asarray(self.params_["y_thresholds_"], dtype=np.float64)
-        out = np.interp(expit(z), knots_x, knots_y)
+        out = np.interp(sigmoid(z), knots_x, knots_y)
         return np.clip(out, _ISOTONIC_EPS, 1.0 - _ISOTONIC_EPS)
 
 
@@ -426,15 +421,6 @@ def calibrator_from_dict(d: dict[str, Any]) -> _Calibrator:
 # --------------------------------------------------------------------------- selection
 
 
-def _row_log_loss(y: np.ndarray, p: np.ndarray) -> np.ndarray:
-    p = np.clip(p, _EPS, 1.0 - _EPS)
-    return -(y * np.log(p) + (1.0 - y) * np.log1p(-p))
-
-
-def _log_loss(y: np.ndarray, p: np.ndarray) -> float:
-    return float(_row_log_loss(y, p).mean())
-
-
 @with_one_blas_thread
 def select_calibrator(
     logits,
@@ -482,7 +468,7 @@ def select_calibrator(
         "cv_folds": 0,
         "candidates": [],
         "n": n,
-        "log_loss_before": _log_loss(yf, _proba(z)),
+        "log_loss_before": log_loss(yf, _proba(z)),
     }
     if method == "auto":
         n_minority = int(min(yf.sum(), n - yf.sum()))
@@ -507,7 +493,7 @@ def select_calibrator(
             for train, test in splitter.split(z, yf):
                 for m in candidates:
                     oof[m][test] = _CLASSES[m]().fit(z[train], yf[train]).predict_proba(z[test])
-            row_losses = {m: _row_log_loss(yf, oof[m]) for m in candidates}
+            row_losses = {m: row_log_loss(yf, oof[m]) for m in candidates}
             losses = {m: float(row_losses[m].mean()) for m in candidates}
             simple = [m for m in candidates if m != "isotonic"]
             best_name = min(simple, key=lambda m: losses[m])
@@ -539,7 +525,7 @@ def select_calibrator(
         info["reason"] = "method given explicitly"
     calibrator = _CLASSES[method]().fit(z, yf)
     info["method"] = method
-    info["log_loss_after"] = _log_loss(yf, calibrator.predict_proba(z))
+    info["log_loss_after"] = log_loss(yf, calibrator.predict_proba(z))
     return calibrator, info
 
 

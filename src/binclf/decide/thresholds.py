@@ -42,7 +42,7 @@ from typing import Any
 import numpy as np
 
 from binclf.errors import ConfigError
-from binclf.decide.metrics import _check_pair, _check_scores, _resample_counts
+from binclf.decide.metrics import check_pair, check_scores, _resample_counts
 
 __all__ = [
     "OBJECTIVE_FORMS",
@@ -325,7 +325,7 @@ def threshold_scores(y, proba, objective: str | Objective) -> tuple[np.ndarray, 
     the constraint holds (all True for unconstrained objectives).
     """
     obj = parse_objective(objective)
-    y, proba = _check_pair(y, proba)
+    y, proba = check_pair(y, proba)
     order, starts, thresholds = _candidates(proba)
     tp, fp, pos, neg = _cumulative_counts(y, order, starts)
     ev = _evaluate(obj, tp, fp, pos, neg)
@@ -352,7 +352,7 @@ def choose_abstain_band(y, proba, *, precision: float = 0.9) -> dict[str, float 
     """
     if not 0.0 < precision <= 1.0:
         raise ConfigError(f"abstain precision must be in (0, 1], got {precision!r}")
-    y, proba = _check_pair(y, proba)
+    y, proba = check_pair(y, proba)
     order, starts, desc = _candidates(proba)
     tp, fp, pos, neg = _cumulative_counts(y, order, starts)
     tp, fp, pos, neg = tp[0], fp[0], float(pos[0, 0]), float(neg[0, 0])
@@ -444,7 +444,7 @@ class ThresholdPolicy:
         ``proba < abstain["low"]``, ``-1`` in between.
         """
         arr = np.asarray(proba, dtype=np.float64)
-        p = _check_scores(arr, arr.shape[0] if arr.ndim else -1, name="proba")
+        p = check_scores(arr, arr.shape[0] if arr.ndim else -1, name="proba")
         if self.abstain is None:
             return (p >= self.threshold).astype(np.int64)
         out = np.full(p.shape, -1, dtype=np.int64)
@@ -534,7 +534,7 @@ def choose_threshold(
     ``abstain_precision`` adds :func:`choose_abstain_band` with that target.
     """
     obj = parse_objective(objective)
-    y, proba = _check_pair(y, proba)
+    y, proba = check_pair(y, proba)
     if not isinstance(n_boot, (int, np.integer)) or n_boot < 0:
         raise ConfigError(f"n_boot must be an integer >= 0, got {n_boot!r}")
     if not 0.0 < confidence < 1.0:

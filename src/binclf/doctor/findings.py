@@ -9,8 +9,6 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-import torch
-
 __all__ = ["FINDING_CODES", "Diagnosis", "Finding", "Report", "Severity"]
 
 Severity = Literal["error", "warning", "hint"]
@@ -244,7 +242,4 @@ def _fmt_p(p: float) -> str:
         return f"{p:.2g}"
     return f"{p:.4f}"
 
-
-def _sigmoid(v: float) -> float:
-    return float(torch.sigmoid(torch.tensor(v, dtype=torch.float64)))
 

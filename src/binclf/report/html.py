@@ -19,7 +19,8 @@ from typing import TYPE_CHECKING, Any
 
 from binclf.decide.metrics import BINARY_METRIC_KEYS
 from binclf.errors import DataError
-from binclf.report.data import _data_summary, _sigmoid, _uncorrected, report_data
+from binclf.numeric import sigmoid
+from binclf.report.data import _data_summary, _uncorrected, report_data
 from binclf.report.figures import (
     _RC,
     _num,
@@ -165,7 +166,7 @@ def render_bundle_report(predictor: "Predictor", df: "pd.DataFrame", *, source: 
     X = predictor.transform(df)
     z = predictor.uncalibrated_logits(X)
     p = predictor.calibrator.predict_proba(z)
-    p_raw = _sigmoid(z)
+    p_raw = sigmoid(z)
     summary = _data_summary(predictor, df, y, source)
     info = predictor.info
     data = report_data(

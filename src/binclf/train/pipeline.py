@@ -28,6 +28,7 @@ from binclf.data.split import stratified_split
 from binclf.errors import ConfigError, DataError
 from binclf.decide.metrics import binary_metrics, bootstrap_intervals
 from binclf.nn.models import build_model, model_config
+from binclf.numeric import sigmoid
 from binclf.predictor import Member, Predictor, member_logits
 from binclf.data.preprocessing import Preprocessor, check_finite
 from binclf.data.text import TEXT_ENCODERS, TEXT_LINEAR_PATH, TextPreprocessor, dense_part
@@ -477,10 +478,10 @@ def train_table(
         calibration_info=cal_info,
         curves={
             "y_valid": y_valid,
-            "p_valid_raw": 1 / (1 + np.exp(-z_valid)),
+            "p_valid_raw": sigmoid(z_valid),
             "p_valid": p_valid,
             "y_test": y_test,
-            "p_test_raw": 1 / (1 + np.exp(-z_test)),
+            "p_test_raw": sigmoid(z_test),
             "p_test": p_test,
         },
         seconds=seconds,
