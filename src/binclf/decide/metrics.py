@@ -27,6 +27,7 @@ __all__ = [
     "BOOTSTRAP_METRICS",
     "HEADLINE_METRICS",
     "METRIC_LABELS",
+    "METRIC_NAMES",
     "format_number",
     "check_target",
     "check_scores",
@@ -78,6 +79,30 @@ METRIC_LABELS: dict[str, str] = {
     "precision": "precision",
     "recall": "recall",
     "f1": "F1",
+}
+
+
+#: Full names of every key of :func:`binary_metrics` (the HTML report's metric table).
+METRIC_NAMES: dict[str, str] = {
+    "n": "rows",
+    "positives": "positives",
+    "roc_auc": "ROC-AUC",
+    "pr_auc": "PR-AUC (average precision)",
+    "log_loss": "log-loss",
+    "brier": "Brier score",
+    "ece": "ECE (15 equal-width bins)",
+    "ece_mass": "ECE (15 equal-mass bins)",
+    "accuracy": "accuracy",
+    "precision": "precision",
+    "recall": "recall",
+    "f1": "F1",
+    "mcc": "MCC",
+    "balanced_accuracy": "balanced accuracy",
+    "tn": "true negatives",
+    "fp": "false positives",
+    "fn": "false negatives",
+    "tp": "true positives",
+    "threshold": "threshold",
 }
 
 
