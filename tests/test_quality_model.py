@@ -70,7 +70,7 @@ def test_members_are_fold_models_whose_weights_match_the_blend(auto_bananas):
     members = auto_bananas.predictor.members
     w = info["linear_weight"]
     assert sum(m.weight for m in members) == pytest.approx(1.0)
-    linear = [m for m in members if m.name == "logistic"]
+    linear = [m for m in members if m.kind == "logistic"]
     assert sum(m.weight for m in linear) == pytest.approx(w)
     assert len(members) == info["folds"] * ((w > 0) + (w < 1))
 
@@ -113,12 +113,12 @@ def test_mixture_weights_find_the_better_source_and_the_best_blend():
 
 
 def test_the_default_network_encodes_the_numbers_and_a_table_without_numbers_gets_the_mlp(auto_bananas, data_dir):
-    nets = [m for m in auto_bananas.predictor.members if m.name != "logistic"]
-    assert nets and all(m.name == "ple_mlp" for m in nets)
+    nets = [m for m in auto_bananas.predictor.members if m.kind != "logistic"]
+    assert nets and all(m.kind == "ple_mlp" for m in nets)
     assert nets[0].config["n_numeric"] == 2 and nets[0].config["bins"] == 16
     titanic = pd.read_csv(data_dir / "titanic.csv").head(400)  # three categorical columns
     res = train_table(titanic, TrainOptions(target="survived", n_boot=0, max_epochs=3))
-    assert {m.name for m in res.predictor.members} <= {"mlp", "logistic"}
+    assert {m.kind for m in res.predictor.members} <= {"mlp", "logistic"}
 
 
 def test_wide_tables_get_fewer_bins():

@@ -45,7 +45,6 @@ __all__ = [
     "load_bundle",
     "read_meta",
     "check_columns",
-    "is_bundle",
 ]
 
 FORMAT = "binclf-bundle"
@@ -60,11 +59,6 @@ BUNDLE_LAYOUT = Layout("binclf bundle", META_FILE, frozenset({META_FILE, WEIGHTS
 def _dumps(meta: dict[str, Any]) -> str:
     # Sorted keys and a fixed layout: the same bundle always serialises to the same bytes.
     return json.dumps(meta, indent=2, sort_keys=True, allow_nan=True) + "\n"
-
-
-def is_bundle(path: str | Path) -> bool:
-    """Whether ``path`` is a directory holding a ``bundle.json``."""
-    return BUNDLE_LAYOUT.marks(Path(path))
 
 
 def save_bundle(

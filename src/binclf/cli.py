@@ -314,22 +314,14 @@ def _train(data: Path, **kw: Any) -> Any:
     print_training(result)
     extra = {}
     if not kw["no_report"]:
-        report = _render_report(result)
-        if report is not None:
-            extra[REPORT_FILE] = report
+        from binclf.report import render_training_report
+
+        extra[REPORT_FILE] = render_training_report(result).encode("utf-8")
     result.predictor.save(out, force=kw["force"], extra_files=extra)
     click.echo(f"bundle written to {out}/ (model.safetensors + bundle.json)")
     if extra:
         click.echo(f"report written to {out / REPORT_FILE}")
     return result, out
-
-
-def _render_report(result: Any) -> bytes | None:
-    try:
-        from binclf.report import render_training_report
-    except ImportError:  # the report module is optional until it lands
-        return None
-    return render_training_report(result).encode("utf-8")
 
 
 def _stem(path: Path) -> str:

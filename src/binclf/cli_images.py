@@ -198,7 +198,7 @@ def info_images_command(bundle: Path) -> None:
     click.echo(f"input      {pre.channels} x {pre.size} x {pre.size} ({pre.mode}), normalised with mean "
                f"{[round(v, 4) for v in pre.mean]}, std {[round(v, 4) for v in pre.std]}"
                + (f"; CSV column {p.image_column!r}" if p.image_column else ""))
-    click.echo(f"model      {m.name}(widths={m.config['widths']}, stem_stride={m.config['stem_stride']}, "
+    click.echo(f"model      {m.kind}(widths={m.config['widths']}, stem_stride={m.config['stem_stride']}, "
                f"dropout={m.config['dropout']})")
     click.echo(f"calibration {p.calibrator.to_dict().get('method')}")
     if p.threshold is not None:

@@ -75,9 +75,12 @@ def _output_format(path: Path) -> str:
 
 @dataclass
 class Member:
-    """One model of the predictor: built from ``name`` and ``config``, averaged with ``weight``."""
+    """One model of the predictor: built from its ``kind`` (a registered model name) and ``config``, averaged with ``weight``.
 
-    name: str
+    The bundle stores ``kind`` under the key ``"name"``.
+    """
+
+    kind: str
     config: dict[str, Any]
     module: nn.Module
     weight: float = 1.0
@@ -85,7 +88,7 @@ class Member:
 
     def to_dict(self, prefix: str) -> dict[str, Any]:
         return {
-            "name": self.name,
+            "name": self.kind,
             "config": self.config,
             "weight": self.weight,
             "logit_shift": self.logit_shift,
@@ -277,8 +280,8 @@ class Predictor:
         """Members grouped by model and config: ``(name, config, count, total weight)``, in order."""
         groups: dict[str, list[Any]] = {}
         for m in self.members:
-            key = f"{m.name}:{json.dumps(m.config, sort_keys=True)}"
-            g = groups.setdefault(key, [m.name, m.config, 0, 0.0])
+            key = f"{m.kind}:{json.dumps(m.config, sort_keys=True)}"
+            g = groups.setdefault(key, [m.kind, m.config, 0, 0.0])
             g[2] += 1
             g[3] += m.weight
         return [tuple(g) for g in groups.values()]

@@ -33,7 +33,6 @@ batch of a larger file.
 
 from __future__ import annotations
 
-import json
 import math
 import warnings
 from collections.abc import Sequence
@@ -521,9 +520,6 @@ class Preprocessor:
             raise BundleError("preprocessor state is damaged: fitted columns differ from its schema; re-train the model")
         p._finish()
         return p
-
-    def to_json(self) -> str:
-        return json.dumps(self.to_dict(), sort_keys=True)
 
     def __repr__(self) -> str:
         fitted = f", n_features_out_={self.n_features_out_}" if hasattr(self, "feature_names_") else ""

@@ -63,10 +63,6 @@ class Schema:
     def text(self) -> list[str]:
         return [c.name for c in self.columns if c.role == "text"]
 
-    def column_types(self) -> dict[str, str]:
-        """``{name: role}``, the ``column_types`` argument of :func:`iter_batches`."""
-        return {c.name: ("categorical" if c.role == "text" else c.role) for c in self.columns}
-
     def to_dict(self) -> dict[str, Any]:
         return {
             "columns": [c.to_dict() for c in self.columns],

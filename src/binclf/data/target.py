@@ -50,13 +50,6 @@ class TargetInfo:
     n_positive: int
     n_negative: int
 
-    def decode(self, is_positive: np.ndarray) -> np.ndarray:
-        """Boolean array (n,) -> object array (n,) of the original labels."""
-        out = np.empty(len(is_positive), dtype=object)
-        out[:] = self.negative
-        out[np.asarray(is_positive, dtype=bool)] = self.positive
-        return out
-
     def encode(self, values: pd.Series, *, source: str = "data") -> np.ndarray:
         """Labels ``(n,)`` -> 0/1 float32, matched as at training (case-insensitive, 1 == 1.0).
 

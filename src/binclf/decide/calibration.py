@@ -14,9 +14,9 @@ strictly inside ``(0, 1)``.
 - ``beta``: ``sigmoid(a log p - b log(1 - p) + c)`` with ``p = sigmoid(z)``, ``a, b >= 0``;
 - ``isotonic``: a monotone piecewise-linear map of ``p = sigmoid(z)``, stored as knots.
 
-:func:`select_calibrator` picks one by cross-validated log-loss;
-:func:`prior_shift` gives the logit correction that undoes class weighting or
-resampling before calibration.
+:func:`select_calibrator` picks one by cross-validated log-loss. The logit
+correction that undoes class weighting or resampling is the trainer's
+(:attr:`binclf.train.trainer.Trainer.logit_shift_`), applied before calibration.
 
 The parametric fits are logistic regressions minimised with L-BFGS-B on
 standardised features, with a ridge of ``1e-6`` on the standardised slopes: it
@@ -50,7 +50,6 @@ __all__ = [
     "BetaCalibrator",
     "calibrator_from_dict",
     "select_calibrator",
-    "prior_shift",
 ]
 
 #: Method names, simplest first: :func:`select_calibrator` breaks ties in this order.
@@ -527,53 +526,3 @@ def select_calibrator(
     info["method"] = method
     info["log_loss_after"] = log_loss(yf, calibrator.predict_proba(z))
     return calibrator, info
-
-
-# --------------------------------------------------------------------------- prior shift
-
-
-def _logit(p: float) -> float:
-    return math.log(p) - math.log1p(-p)
-
-
-def prior_shift(
-    *,
-    pos_weight: float | None = None,
-    train_prior: float | None = None,
-    true_prior: float | None = None,
-) -> float:
-    """The additive logit correction that undoes imbalance handling in training.
-
-    Add it to a model's logits before calibration (or before the sigmoid, when
-    not calibrating) to get log-odds for the true class prior:
-
-    - **pos_weight** ``w``: the loss multiplies the positive class's likelihood
-      by ``w``, so the loss-minimising logit is the true log-odds ``+ log w``;
-      the correction is ``-log w``.
-    - **resampling**: trained on data whose positive rate was ``train_prior``
-      (``pi'``; a class-balanced sampler gives 0.5) instead of ``true_prior``
-      (``pi``), the logit is the true one ``+ logit(pi') - logit(pi)`` (Bayes'
-      rule: the posterior odds scale with the prior odds); the correction is
-      ``logit(pi) - logit(pi')``.
-
-    Both together add up. No argument (or ``w = 1``, ``pi = pi'``) gives 0. The
-    correction is exact for a model that fits the weighted likelihood; a
-    calibrator fitted afterwards on unweighted validation data mops up the rest.
-    """
-    shift = 0.0
-    if pos_weight is not None:
-        if not (math.isfinite(pos_weight) and pos_weight > 0):
-            raise ConfigError(f"pos_weight must be a finite number > 0, got {pos_weight!r}")
-        shift -= math.log(pos_weight)
-    if (train_prior is None) != (true_prior is None):
-        raise ConfigError(
-            "prior_shift needs both train_prior and true_prior (the positive rates the model "
-            f"was trained on and that it will meet), got train_prior={train_prior!r}, "
-            f"true_prior={true_prior!r}"
-        )
-    if train_prior is not None and true_prior is not None:
-        for label, value in (("train_prior", train_prior), ("true_prior", true_prior)):
-            if not 0.0 < value < 1.0:
-                raise ConfigError(f"{label} must be a rate in (0, 1), got {value!r}")
-        shift += _logit(true_prior) - _logit(train_prior)
-    return shift

@@ -12,7 +12,7 @@ The search sorts once and takes cumulative sums: every objective is evaluated
 at every candidate in ``O(n log n)``, and a bootstrap of ``n_boot`` resamples is
 the same computation on a ``(n_boot, n)`` matrix of row multiplicities.
 
-Objectives (the text is what ``--threshold`` takes and what ``str()`` gives back):
+Objectives (the text is what ``--objective`` takes and what ``str()`` gives back):
 
 ==========================  ==========================================================
 ``f1``                      maximise F1

@@ -133,10 +133,6 @@ class Diagnosis:
         """The first finding with ``code``, or ``None``."""
         return next((f for f in self.findings if f.code == code), None)
 
-    def with_findings(self, *extra: Finding) -> Diagnosis:
-        """A copy with ``extra`` findings added."""
-        return Diagnosis(findings=self.findings + tuple(extra), summary=self.summary)
-
     def format(self, *, width: int = 96) -> str:
         """Plain text: summary, then each finding (observed / why / fix), then a count."""
         lines: list[str] = []

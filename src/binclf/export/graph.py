@@ -324,7 +324,7 @@ def _member_logits(g: _Graph, member: Any, x: str, part: str) -> str:
 
         return g.op("Sub", lse_logsigmoid(z), lse_logsigmoid(g.op("Neg", z)))
     raise ExportError(
-        f"{part}: model kind {member.name!r} ({type(module).__name__}) has no ONNX export; "
+        f"{part}: model kind {member.kind!r} ({type(module).__name__}) has no ONNX export; "
         "binclf exports logistic, mlp, ple_mlp and tabm members"
     )
 
@@ -333,7 +333,7 @@ def _blend(g: _Graph, members: list[Any], x: str) -> str:
     """Prior-corrected, member-averaged logit ``[N]`` float64 (as ``Predictor.uncalibrated_logits``)."""
     zs = []
     for i, m in enumerate(members):
-        z = _member_logits(g, m, x, f"member {i} ({m.name})")
+        z = _member_logits(g, m, x, f"member {i} ({m.kind})")
         z = g.op("Sub", z, g.const(np.float32(m.logit_shift), "logit_shift"))
         zs.append(g.cast(z, "DOUBLE"))
     if len(zs) == 1:
@@ -442,7 +442,7 @@ def signature(predictor: Any) -> dict[str, Any]:
         "threshold": predictor.effective_threshold(),
         "abstain": None if policy is None or policy.abstain is None else dict(policy.abstain),
         "calibration": predictor.calibrator.to_dict()["method"],
-        "members": [m.name for m in predictor.members],
+        "members": [m.kind for m in predictor.members],
         "target": predictor.target.column,
     }
 

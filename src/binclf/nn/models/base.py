@@ -27,7 +27,7 @@ def register(name: str):
 
 
 def model_names() -> list[str]:
-    """Names accepted by :func:`build_model` (and ``--model``)."""
+    """Names accepted by :func:`build_model`: the model kinds a bundle may hold (``--model`` offers fewer)."""
     return sorted(_REGISTRY)
 
 
