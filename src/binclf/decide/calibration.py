@@ -55,12 +55,12 @@ __all__ = [
 #: Method names, simplest first: :func:`select_calibrator` breaks ties in this order.
 CALIBRATION_METHODS: tuple[str, ...] = ("none", "temperature", "platt", "beta", "isotonic")
 
-# Outputs are clipped to [_EPS, 1 - _EPS] so that log-loss and logit of a
+#: Calibrated probabilities are clipped to [PROBA_EPS, 1 - PROBA_EPS] so that log-loss and logit of a
 # calibrated probability stay finite; float64 sigmoid rounds to exactly 1.0 from z ~ 37.
-_EPS = float(np.finfo(np.float64).eps)
-# Isotonic steps are kept this far inside (0, 1): a bin with only positives
+PROBA_EPS = float(np.finfo(np.float64).eps)
+#: Isotonic steps are kept this far inside (0, 1): a bin with only positives
 # would otherwise predict exactly 1 and give an infinite loss to the next negative.
-_ISOTONIC_EPS = 1e-6
+ISOTONIC_EPS = 1e-6
 _RIDGE = 1e-6
 
 
@@ -78,7 +78,7 @@ def _log_sigmoid(z: np.ndarray) -> np.ndarray:
 
 
 def _proba(s: np.ndarray) -> np.ndarray:
-    return np.clip(sigmoid(s), _EPS, 1.0 - _EPS)
+    return np.clip(sigmoid(s), PROBA_EPS, 1.0 - PROBA_EPS)
 
 
 def _check_inputs(logits, y, sample_weight) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -247,11 +247,11 @@ def fit_isotonic(logits, y, *, sample_weight=None) -> dict[str, list[float]]:
     """
     z, y, w = _check_inputs(logits, y, sample_weight)
     if _single_class(y, w, "isotonic"):
-        return {"X_thresholds_": [0.0, 1.0], "y_thresholds_": [_ISOTONIC_EPS, 1.0 - _ISOTONIC_EPS]}
+        return {"X_thresholds_": [0.0, 1.0], "y_thresholds_": [ISOTONIC_EPS, 1.0 - ISOTONIC_EPS]}
     from sklearn.isotonic import IsotonicRegression
 
     iso = IsotonicRegression(
-        y_min=_ISOTONIC_EPS, y_max=1.0 - _ISOTONIC_EPS, increasing=True, out_of_bounds="clip"
+        y_min=ISOTONIC_EPS, y_max=1.0 - ISOTONIC_EPS, increasing=True, out_of_bounds="clip"
     )
     iso.fit(sigmoid(z), y, sample_weight=w)
     return {
@@ -367,7 +367,7 @@ class IsotonicCalibrator(_Calibrator):
         knots_x = np.asarray(self.params_["X_thresholds_"], dtype=np.float64)
         knots_y = np.asarray(self.params_["y_thresholds_"], dtype=np.float64)
         out = np.interp(sigmoid(z), knots_x, knots_y)
-        return np.clip(out, _ISOTONIC_EPS, 1.0 - _ISOTONIC_EPS)
+        return np.clip(out, ISOTONIC_EPS, 1.0 - ISOTONIC_EPS)
 
 
 _CLASSES: dict[str, type[_Calibrator]] = {

@@ -46,6 +46,7 @@ import numpy as np
 import torch
 
 from binclf import __version__
+from binclf.decide.calibration import ISOTONIC_EPS, PROBA_EPS
 from binclf.errors import BinclfError
 
 __all__ = ["NULL_SPELLINGS", "OPSET", "THRESHOLD_SLACK", "ExportError", "build_onnx", "export_onnx", "signature"]
@@ -65,8 +66,6 @@ _NUMBER_RE = re.compile(r"^" + _NUMBER_PATTERN + r"$")
 # from torch's by ~1e-7, so it compares against the threshold minus this slack to put
 # them on the Predictor's side (``>=``).
 THRESHOLD_SLACK = 1e-6
-_EPS = float(np.finfo(np.float64).eps)
-_ISOTONIC_EPS = 1e-6
 
 
 class ExportError(BinclfError, ValueError):
@@ -136,7 +135,7 @@ class _Graph:
         return self.op("Add", self.op("Relu", x), tail)
 
     def sigmoid(self, x: str, dtype: Any) -> str:
-        """Stable sigmoid (as ``binclf.decide.calibration.expit``): ``exp`` of non-positive values only."""
+        """Stable sigmoid (as ``binclf.numeric.sigmoid``): ``exp`` of non-positive values only."""
         e = self.op("Exp", self.op("Neg", self.op("Abs", x)))
         one = self.const(np.array(1.0, dtype), "one")
         inv = self.op("Div", one, self.op("Add", one, e))
@@ -354,7 +353,7 @@ def _calibrate(g: _Graph, calibrator: Any, z: str) -> str:
     f64 = np.float64
 
     def proba(s: str) -> str:
-        return g.op("Clip", g.sigmoid(s, f64), g.const(f64(_EPS), "lo"), g.const(f64(1.0 - _EPS), "hi"))
+        return g.op("Clip", g.sigmoid(s, f64), g.const(f64(PROBA_EPS), "lo"), g.const(f64(1.0 - PROBA_EPS), "hi"))
 
     if method == "none":
         return proba(z)
@@ -370,7 +369,7 @@ def _calibrate(g: _Graph, calibrator: Any, z: str) -> str:
         return proba(g.op("Add", s, g.const(f64(params["c"]), "c")))
     if method == "isotonic":
         out = g.interp(g.sigmoid(z, f64), params["X_thresholds_"], params["y_thresholds_"], f64)
-        return g.op("Clip", out, g.const(f64(_ISOTONIC_EPS), "lo"), g.const(f64(1 - _ISOTONIC_EPS), "hi"))
+        return g.op("Clip", out, g.const(f64(ISOTONIC_EPS), "lo"), g.const(f64(1 - ISOTONIC_EPS), "hi"))
     raise ExportError(f"calibrator: method {method!r} has no ONNX export (binclf exports none, platt, "
                       "temperature, beta and isotonic)")
 
