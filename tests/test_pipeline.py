@@ -56,7 +56,7 @@ def test_train_options_keep_their_fields_and_validate_the_shared_settings_at_onc
         "abstain_precision", "batch_size", "calibration", "categorical", "drop", "drop_missing_target", "dropout",
         "folds", "hidden", "linear_member", "loss", "lr", "max_epochs", "model", "n_boot", "neural_member",
         "numeric", "numeric_scaling", "objective", "patience", "ple_bins", "pos_weight", "positive", "sampler",
-        "seed", "target", "test_fraction", "valid_fraction", "weight_decay",
+        "seed", "target", "test_fraction", "text", "text_encoder", "valid_fraction", "weight_decay",
     ]
     config = TrainConfig.from_settings(options, n_train=10_000)
     assert (config.lr, config.patience, config.sampler, config.seed, config.batch_size) == (0.01, 3, "balanced", 7, 512)
