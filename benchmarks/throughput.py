@@ -327,7 +327,7 @@ def main() -> None:
         return
 
     import binclf
-    from binclf.train import fused_step as _speed
+    from binclf.train import fused_step
     from binclf.nn.models import MLP
     from binclf.train.trainer import TrainConfig, Trainer
 
@@ -344,7 +344,7 @@ def main() -> None:
     t0 = time.perf_counter()
     Trainer(TrainConfig(batch_size=BATCH, max_epochs=1, verbose=False, compile=True)).fit(MLP(N_FEATURES), X, y)
     first_fit = time.perf_counter() - t0
-    compiled = _speed.compiled_step_ready()
+    compiled = fused_step.compiled_step_ready()
     run_dataloader(X[:20_000], y[:20_000])
 
     timings: dict[str, list[float]] = {"binclf": [], "torch DataLoader loop": []}

@@ -3,13 +3,11 @@
 from __future__ import annotations
 
 import json
-import math
 import warnings
 
 import numpy as np
 import pytest
 from scipy.special import expit
-from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import log_loss
 
 from binclf.decide.calibration import (
@@ -23,11 +21,9 @@ from binclf.decide.calibration import (
     fit_beta,
     fit_platt,
     fit_temperature,
-    prior_shift,
     select_calibrator,
 )
 from binclf.errors import ConfigError, DataError, NotFittedError
-from binclf.decide.metrics import expected_calibration_error
 
 CLASSES = [IdentityCalibrator, TemperatureCalibrator, PlattCalibrator, BetaCalibrator, IsotonicCalibrator]
 
@@ -194,50 +190,3 @@ def test_select_explicit_method_and_errors():
     assert info["method"] == "none"
 
 
-def test_prior_shift_formulas():
-    """-log(w) for pos_weight; logit(pi) - logit(pi') for resampling; the two add."""
-    assert prior_shift() == 0.0
-    assert prior_shift(pos_weight=4.0) == pytest.approx(-math.log(4.0))
-    logit = lambda p: math.log(p / (1 - p))  # noqa: E731
-    assert prior_shift(train_prior=0.5, true_prior=0.1) == pytest.approx(logit(0.1))
-    assert prior_shift(pos_weight=2.0, train_prior=0.3, true_prior=0.1) == pytest.approx(
-        -math.log(2.0) + logit(0.1) - logit(0.3)
-    )
-    with pytest.raises(ConfigError, match="needs both train_prior and true_prior"):
-        prior_shift(train_prior=0.5)
-    with pytest.raises(ConfigError, match="pos_weight must be a finite number > 0"):
-        prior_shift(pos_weight=0.0)
-
-
-def _imbalanced(n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    rng = np.random.default_rng(seed)
-    x = rng.normal(size=(n, 2))
-    y = (rng.uniform(size=n) < expit(x @ np.array([1.5, -1.0]) - 2.5)).astype(int)
-    return x, y
-
-
-def test_prior_shift_undoes_pos_weight():
-    """A class-weighted logistic regression, shifted by -log(w), matches the unweighted one."""
-    x, y = _imbalanced(20000, seed=9)
-    w = 8.0
-    plain = LogisticRegression(C=1e6).fit(x, y).decision_function(x)
-    weighted = LogisticRegression(C=1e6, class_weight={0: 1.0, 1: w}).fit(x, y).decision_function(x)
-    corrected = weighted + prior_shift(pos_weight=w)
-    assert np.abs(corrected - plain).mean() < 0.1 < np.abs(weighted - plain).mean()
-    assert expected_calibration_error(y, expit(corrected)) < 0.02 < expected_calibration_error(
-        y, expit(weighted)
-    )
-
-
-def test_prior_shift_undoes_balanced_resampling():
-    """Trained on a 50/50 undersample, logits shifted by logit(pi) - logit(0.5) are calibrated."""
-    x, y = _imbalanced(20000, seed=10)
-    rng = np.random.default_rng(0)
-    pos = np.flatnonzero(y == 1)
-    neg = rng.choice(np.flatnonzero(y == 0), size=pos.size, replace=False)
-    rows = np.r_[pos, neg]
-    balanced = LogisticRegression(C=1e6).fit(x[rows], y[rows]).decision_function(x)
-    corrected = balanced + prior_shift(train_prior=0.5, true_prior=y.mean())
-    assert expected_calibration_error(y, expit(corrected)) < 0.02 < expected_calibration_error(
-        y, expit(balanced)
-    )

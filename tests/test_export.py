@@ -152,7 +152,7 @@ def trained(table) -> dict[str, Predictor]:
         )
         out[model] = train_table(table, options).predictor
         if model != "auto":
-            assert {m.name for m in out[model].members} == {model}
+            assert {m.kind for m in out[model].members} == {model}
     # Every kind in one blend (the same table and options give the same preprocessing).
     base = out["mlp"]
     members = [replace(out[k].members[0], weight=w) for k, w in

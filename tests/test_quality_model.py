@@ -4,8 +4,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from binclf.train.crossfit import fold_indices, log_loss, mixture_weights
-from binclf.train.pipeline import MODEL_CHOICES, TrainOptions, train_table
+from binclf.errors import ConfigError
+from binclf.numeric import log_loss
+from binclf.train.crossfit import fold_indices, mixture_weights
+from binclf.train.pipeline import TrainOptions, train_table
 from binclf.predictor import Predictor
 
 
@@ -31,9 +33,9 @@ def auto_bananas(bananas_small):
     return train_table(bananas_small, TrainOptions(target="label", n_boot=20))
 
 
-def test_auto_is_the_default_and_the_old_models_stay():
-    assert TrainOptions(target="y").model == "auto"
-    assert {"auto", "mlp", "logistic"} <= set(MODEL_CHOICES)
+def test_unknown_model_is_refused_naming_the_choices():
+    with pytest.raises(ConfigError, match=r"--model must be one of auto, mlp, logistic, got 'tree'"):
+        TrainOptions(target="y", model="tree")
 
 
 def test_auto_beats_the_linear_model_on_a_curved_boundary(bananas_small, auto_bananas):
@@ -69,7 +71,7 @@ def test_members_are_fold_models_whose_weights_match_the_blend(auto_bananas):
     members = auto_bananas.predictor.members
     w = info["linear_weight"]
     assert sum(m.weight for m in members) == pytest.approx(1.0)
-    linear = [m for m in members if m.name == "logistic"]
+    linear = [m for m in members if m.kind == "logistic"]
     assert sum(m.weight for m in linear) == pytest.approx(w)
     assert len(members) == info["folds"] * ((w > 0) + (w < 1))
 
@@ -112,32 +114,35 @@ def test_mixture_weights_find_the_better_source_and_the_best_blend():
 
 
 def test_the_default_network_encodes_the_numbers_and_a_table_without_numbers_gets_the_mlp(auto_bananas, data_dir):
-    nets = [m for m in auto_bananas.predictor.members if m.name != "logistic"]
-    assert nets and all(m.name == "ple_mlp" for m in nets)
+    nets = [m for m in auto_bananas.predictor.members if m.kind != "logistic"]
+    assert nets and all(m.kind == "ple_mlp" for m in nets)
     assert nets[0].config["n_numeric"] == 2 and nets[0].config["bins"] == 16
     titanic = pd.read_csv(data_dir / "titanic.csv").head(400)  # three categorical columns
     res = train_table(titanic, TrainOptions(target="survived", n_boot=0, max_epochs=3))
-    assert {m.name for m in res.predictor.members} <= {"mlp", "logistic"}
+    assert {m.kind for m in res.predictor.members} <= {"mlp", "logistic"}
 
 
-def test_wide_tables_get_fewer_bins():
-    from binclf.train.pipeline import _ple_bins
+def test_a_wide_numeric_table_gets_fewer_bins_per_column():
+    """80 numbers x 16 bins would make a 1,280-wide first layer: the default network encodes them with 6."""
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(300, 80))
+    df = pd.DataFrame(X, columns=[f"x{i}" for i in range(80)]).assign(y=(X[:, 0] + rng.normal(size=300) > 0).astype(int))
+    res = train_table(df, TrainOptions(target="y", n_boot=0, max_epochs=2, folds=2))
+    # The bundle records the network's config (its members may all lose to the linear one here).
+    config = res.predictor.info["crossfit"]["neural_configs"]["ple_mlp"]
+    assert config["n_numeric"] == 80 and config["bins"] == 6
 
-    assert _ple_bins(16, 10) == 16
-    assert _ple_bins(16, 80) == 6  # 80 x 6 = 480 <= 512 encoded inputs
-    assert _ple_bins(16, 1000) == 4  # never fewer than 4
 
-
-def test_epoch_budget_shrinks_for_wide_inputs_only():
+def test_epoch_budget_shrinks_for_wide_inputs_only(auto_bananas):
     from binclf.train.pipeline import _epoch_cap, _flops_per_row
 
-    mlp = {"n_features": 50, "hidden": [128, 64]}
-    assert _flops_per_row("mlp", mlp) == 6 * (50 * 128 + 128 * 64 + 64)
-    ple = {"n_features": 50, "n_numeric": 20, "bins": 16, "hidden": [128, 64]}
-    assert _flops_per_row("ple_mlp", ple) == 6 * ((50 + 320) * 128 + 128 * 64 + 64)
-    # Small and medium tables keep their epochs; wide one-hot inputs on 15k rows get few, never under 3.
-    assert _epoch_cap(5, 800, 64, _flops_per_row("mlp", mlp), 200) >= 10
-    assert _epoch_cap(3, 14_800, 512, _flops_per_row("ple_mlp", ple), 200) >= 10
-    wide = {"n_features": 3208, "hidden": [128, 64]}
-    assert _epoch_cap(3, 14_800, 512, _flops_per_row("mlp", wide), 200) == 3
-    assert _epoch_cap(3, 1_000_000, 512, _flops_per_row("mlp", wide), 200) == 3
+    # A small table keeps its epochs (the cap a trained bundle records) ...
+    assert auto_bananas.predictor.info["crossfit"]["train_config"]["max_epochs"] >= 10
+    # ... as does a medium one; 15k rows of wide one-hot inputs get few, and never fewer than 3
+    # (computed, not trained: training that table takes minutes).
+    def cap(n_rows, n_features, **extra):
+        config = {"n_features": n_features, "hidden": [128, 64], **extra}
+        return _epoch_cap(3, n_rows, 512, _flops_per_row("ple_mlp" if extra else "mlp", config), 200)
+
+    assert cap(14_800, 50, n_numeric=20, bins=16) >= 10
+    assert cap(14_800, 3208) == cap(1_000_000, 3208) == 3

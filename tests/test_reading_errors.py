@@ -19,7 +19,8 @@ import pandas as pd
 import pytest
 
 from binclf.errors import DataError
-from binclf.io.tables import escape_controls, iter_batches, read_columns, read_table, safe_excerpt
+from binclf.io.messages import escape_controls, safe_excerpt
+from binclf.io.tables import iter_batches, read_columns, read_table
 
 CSV = "a,b,y\n" + "".join(f"{i % 7},{'xyz'[i % 3]},{i % 2}\n" for i in range(40))
 

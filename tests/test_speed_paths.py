@@ -239,7 +239,7 @@ def _inductor_works() -> bool:
 
 
 def test_compiled_and_eager_steps_train_the_same_model(monkeypatch):
-    from binclf.train import fused_step as _speed
+    from binclf.train import fused_step
 
     if not _inductor_works():
         pytest.skip("torch.compile cannot build CPU code on this machine; training stays eager")
@@ -262,7 +262,7 @@ def test_compiled_and_eager_steps_train_the_same_model(monkeypatch):
     # The compiled graph really ran (it was checked against the eager step on
     # the first batch), and the two models agree to float32 rounding.
     assert not built[0].compiled_in_use and built[1].compiled_in_use
-    assert _speed.compiled_step_ready()
+    assert fused_step.compiled_step_ready()
     assert torch.allclose(outs[0], outs[1], atol=1e-5)
     # A later fit of the same shapes uses the built graph without being asked to.
     Trainer(TrainConfig(max_epochs=1, seed=4, verbose=False)).fit(MLP(8, hidden=(16,)), X, y)
@@ -270,13 +270,13 @@ def test_compiled_and_eager_steps_train_the_same_model(monkeypatch):
 
 
 def test_a_step_whose_compiled_graph_disagrees_falls_back_to_eager(monkeypatch):
-    from binclf.train import fused_step as _speed
+    from binclf.train import fused_step
 
     def wrong(*args):
-        loss, grads, stats = _speed._mlp_step(*args)
+        loss, grads, stats = fused_step._mlp_step(*args)
         return loss + 1.0, grads, stats
 
-    monkeypatch.setattr(_speed, "_compiled_mlp_step", lambda: wrong)
+    monkeypatch.setattr(fused_step, "_compiled_mlp_step", lambda: wrong)
     monkeypatch.setattr(runtime, "COMPILE_CACHE", runtime.CompileCache())
     torch.manual_seed(0)
     model = MLP(4, hidden=(8,))
@@ -293,11 +293,11 @@ def test_a_step_whose_compiled_graph_disagrees_falls_back_to_eager(monkeypatch):
 
 
 def test_shapes_past_torch_compiles_graph_limit_train_eagerly(monkeypatch):
-    from binclf.train import fused_step as _speed
+    from binclf.train import fused_step
 
     # As if this process had already filled torch.compile's graphs for the function.
-    monkeypatch.setattr(_speed, "_recompile_limit", lambda: 0)
-    monkeypatch.setattr(_speed, "_compiled_mlp_step", lambda: pytest.fail("must not compile"))
+    monkeypatch.setattr(fused_step, "_recompile_limit", lambda: 0)
+    monkeypatch.setattr(fused_step, "_compiled_mlp_step", lambda: pytest.fail("must not compile"))
     step = FusedMLPStep(MLP(4, hidden=(8,)), build_loss("bce"), compiled=True)
     step(torch.randn(16, 4), (torch.rand(16) < 0.5).float(), None)
     assert step.compiled is False and not step.compiled_in_use
@@ -305,18 +305,18 @@ def test_shapes_past_torch_compiles_graph_limit_train_eagerly(monkeypatch):
 
 def test_an_early_stopped_fit_compiles_its_step_once_it_has_proved_long(monkeypatch):
     import binclf.train.trainer as trainer_module
-    from binclf.train import fused_step as _speed
+    from binclf.train import fused_step
 
     compiled_rows = []
 
     def fake_compiled():  # stands in for torch.compile: counts the steps it runs
         def run(*args):
             compiled_rows.append(len(args[0]))
-            return _speed._mlp_step(*args)
+            return fused_step._mlp_step(*args)
 
         return run
 
-    monkeypatch.setattr(_speed, "_compiled_mlp_step", fake_compiled)
+    monkeypatch.setattr(fused_step, "_compiled_mlp_step", fake_compiled)
     monkeypatch.setattr(runtime, "COMPILE_CACHE", runtime.CompileCache())
     monkeypatch.setattr(trainer_module, "_COMPILE_MIN_ROW_EPOCHS", 4000)
     X, y = _two_moons(1000, 0)

@@ -31,7 +31,6 @@ def test_config_rebuilds_the_same_model():
     clone.load_state_dict(model.state_dict(), strict=True)
     x = torch.randn(3, 4)
     torch.testing.assert_close(model.eval()(x), clone.eval()(x))
-    assert all(isinstance(v, torch.Tensor) for v in model.state_dict().values())
 
 
 def test_trains_with_the_trainer(bananas_splits):

@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING
 
 from binclf.errors import BundleError, DataError
 from binclf.io.atomic import Layout, OutputError, write_directory
+from binclf.io.messages import check_unique_names
 
 if TYPE_CHECKING:  # torch is imported when weights are read or written: checks stay fast
     import torch
@@ -44,7 +45,6 @@ __all__ = [
     "load_bundle",
     "read_meta",
     "check_columns",
-    "is_bundle",
 ]
 
 FORMAT = "binclf-bundle"
@@ -59,11 +59,6 @@ BUNDLE_LAYOUT = Layout("binclf bundle", META_FILE, frozenset({META_FILE, WEIGHTS
 def _dumps(meta: dict[str, Any]) -> str:
     # Sorted keys and a fixed layout: the same bundle always serialises to the same bytes.
     return json.dumps(meta, indent=2, sort_keys=True, allow_nan=True) + "\n"
-
-
-def is_bundle(path: str | Path) -> bool:
-    """Whether ``path`` is a directory holding a ``bundle.json``."""
-    return BUNDLE_LAYOUT.marks(Path(path))
 
 
 def save_bundle(
@@ -224,12 +219,7 @@ def check_columns(
     absent from the table are a DataError; columns the model does not use (the
     ``target`` aside, expected in labelled files) add a notice to ``notices``.
     """
-    dups = sorted({n for n in names if list(names).count(n) > 1})
-    if dups:
-        raise DataError(
-            f"{source}: duplicate column names {', '.join(map(repr, dups))}; "
-            "give every column a different name in the header"
-        )
+    check_unique_names(source, names)
     present = set(names)
     missing = [n for n in schema.names if n not in present]
     if missing:

@@ -107,37 +107,6 @@ def _split_names(values: Sequence[str]) -> tuple[str, ...]:
     return tuple(out)
 
 
-def _fmt(x: Any, digits: int = 3) -> str:
-    from binclf.decide.metrics import format_number
-
-    return format_number(x, digits)
-
-
-def metrics_table(metrics: dict[str, float], intervals: dict | None = None, *, title: str) -> str:
-    """A compact plain-text table of the headline metrics (with 95% intervals when given)."""
-    from binclf.decide.metrics import METRIC_LABELS
-
-    intervals = intervals or {}
-    rows = []
-    for key, label in METRIC_LABELS.items():
-        if key not in metrics:
-            continue
-        ci = intervals.get(key)
-        ci_text = f"[{_fmt(ci[0])}, {_fmt(ci[1])}]" if ci else ""
-        rows.append((label, _fmt(metrics[key]), ci_text))
-    w0 = max(len(r[0]) for r in rows)
-    w1 = max(len(r[1]) for r in rows)
-    lines = [title, f"  {'metric':<{w0}}  {'value':>{w1}}  95% CI" if intervals else f"  {'metric':<{w0}}  value"]
-    lines += [f"  {a:<{w0}}  {b:>{w1}}  {c}".rstrip() for a, b, c in rows]
-    t = metrics.get("threshold")
-    if t is not None and "tp" in metrics:
-        lines.append(
-            f"  at threshold {_fmt(t)}: TP {int(metrics['tp'])}  FP {int(metrics['fp'])}  "
-            f"FN {int(metrics['fn'])}  TN {int(metrics['tn'])}"
-        )
-    return "\n".join(lines)
-
-
 class LibraryChoice(click.Choice):
     """A click choice whose values are a library constant, imported on first use (``"module:NAME"``).
 
@@ -295,7 +264,7 @@ def train(data: Path | None, demo: bool, **kw: Any) -> None:
     # Every option before any data is read: a typo fails in a blink.
     kw = _checked_train_options(kw)
     if wants_images(data, kw):
-        return train_images_command(data, kw, print_training=_print_training)
+        return train_images_command(data, kw)
     if not kw["target"]:
         raise click.UsageError("missing --target: name the yes/no column to predict")
     return _train(data, **kw)
@@ -303,6 +272,7 @@ def train(data: Path | None, demo: bool, **kw: Any) -> None:
 
 def _train(data: Path, **kw: Any) -> Any:
     from binclf.bundle import BUNDLE_LAYOUT, REPORT_FILE
+    from binclf.cli_format import print_training
     from binclf.io.atomic import check_output_dir
     from binclf.io.tables import read_table
 
@@ -348,25 +318,17 @@ def _train(data: Path, **kw: Any) -> Any:
 
     # train_table validates the table (target, column roles, finite numbers) before training.
     result = train_table(df, options, valid_df=valid_df, test_df=test_df, source=str(data), log=log)
-    _print_training(result)
+    print_training(result)
     extra = {}
     if not kw["no_report"]:
-        report = _render_report(result)
-        if report is not None:
-            extra[REPORT_FILE] = report
+        from binclf.report import render_training_report
+
+        extra[REPORT_FILE] = render_training_report(result).encode("utf-8")
     result.predictor.save(out, force=kw["force"], extra_files=extra)
     click.echo(f"bundle written to {out}/ (model.safetensors + bundle.json)")
     if extra:
         click.echo(f"report written to {out / REPORT_FILE}")
     return result, out
-
-
-def _render_report(result: Any) -> bytes | None:
-    try:
-        from binclf.report import render_training_report
-    except ImportError:  # the report module is optional until it lands
-        return None
-    return render_training_report(result).encode("utf-8")
 
 
 def _stem(path: Path) -> str:
@@ -375,28 +337,6 @@ def _stem(path: Path) -> str:
         if name.lower().endswith(ext):
             name = name[: -len(ext)]
     return name or "model"
-
-
-def _print_training(result: Any) -> None:
-    cal = result.calibration_info
-    before, after = cal.get("log_loss_before"), cal.get("log_loss_after")
-    # The default model calibrates on out-of-fold predictions, `--model mlp` on the validation split.
-    held_out = "out-of-fold" if result.predictor.info.get("crossfit") else "validation"
-    loss_text = f" ({held_out} log-loss {_fmt(before, 4)} -> {_fmt(after, 4)})" if before is not None else ""
-    _say(f"calibration: {cal.get('method')}{loss_text}")
-    p = result.predictor.threshold
-    ci = f" [{_fmt(p.value_ci[0])}, {_fmt(p.value_ci[1])}]" if p.value_ci else ""
-    tci = f", 95% CI of threshold [{_fmt(p.threshold_ci[0])}, {_fmt(p.threshold_ci[1])}]" if p.threshold_ci else ""
-    _say(f"threshold: {_fmt(p.threshold)} chosen for {p.objective} = {_fmt(p.value)}{ci} on {held_out} predictions{tci}")
-    if p.analytic_threshold is not None:
-        _say(f"  (for calibrated probabilities the cost-optimal threshold is c_fp/(c_fp+c_fn) = {_fmt(p.analytic_threshold)})")
-    if p.abstain:
-        _say(
-            f"abstain band: [{_fmt(p.abstain['low'])}, {_fmt(p.abstain['high'])}), "
-            f"coverage {_fmt(p.abstain['coverage'])} on validation"
-        )
-    n = int(result.metrics.get("n", 0))
-    click.echo(metrics_table(result.metrics, result.intervals, title=f"test metrics ({n} rows, never seen in training)"))
 
 
 # -- predict / evaluate / info -------------------------------------------------------------------
@@ -463,13 +403,14 @@ def evaluate(bundle: Path, data: Path, threshold: str | None, sep: str | None, e
     """Metrics of the bundle's model on labelled DATA (or a labelled folder of images)."""
     from binclf import validate as v
     from binclf.cli_images import evaluate_images_command, is_image_bundle
+    from binclf.cli_format import metrics_table
     from binclf.io.tables import read_table
 
     threshold_value = v.check_threshold(threshold)
     sep, encoding = v.check_sep(sep), v.check_encoding(encoding)
     if is_image_bundle(bundle):
         return evaluate_images_command(bundle, data, threshold=threshold_value, as_json=as_json,
-                                       skip_bad=skip_bad_images, metrics_table=metrics_table)
+                                       skip_bad=skip_bad_images)
     predictor = _load(bundle)
     df = read_table(data, sep=sep, encoding=encoding)
     notices: list[str] = []
@@ -493,41 +434,15 @@ def info(bundle: Path, as_json: bool) -> None:
     from binclf.cli_images import info_images_command, is_image_bundle
 
     if is_image_bundle(bundle) and not as_json:
-        return info_images_command(bundle, metrics_table=metrics_table)
+        return info_images_command(bundle)
     predictor = _load(bundle)
     meta = predictor.to_meta()
     if as_json:
         click.echo(json.dumps(meta, indent=2, sort_keys=True))
         return
-    t = predictor.target
-    click.echo(f"bundle     {bundle}")
-    click.echo(f"target     {t.column!r}: positive {t.positive!r}, negative {t.negative!r}")
-    click.echo(f"model      {_members_text(predictor)}")
-    click.echo(f"features   {predictor.preprocessor.n_features_out_} model inputs from {len(predictor.schema.columns)} columns")
-    for spec in predictor.schema.columns:
-        click.echo(f"  {spec.name:<24} {spec.role}")
-    for name, reason in predictor.schema.dropped:
-        click.echo(f"  {name:<24} dropped: {reason}")
-    click.echo(f"calibration {predictor.calibrator.to_dict().get('method')}")
-    if predictor.threshold is not None:
-        click.echo(f"threshold  {_fmt(predictor.threshold.threshold)} ({predictor.threshold.objective})")
-    test = predictor.info.get("metrics", {}).get("test")
-    if test:
-        click.echo(metrics_table(test, None, title="test metrics at training time"))
-    versions = predictor.info.get("versions") or {}
-    click.echo("versions   " + ", ".join(f"{k} {v}" for k, v in versions.items()))
+    from binclf.cli_format import print_bundle_info
 
-
-def _members_text(predictor: Any) -> str:
-    """'5 x mlp(...) weight 0.7 + 5 x logistic() weight 0.3': fold members grouped by model."""
-    groups = predictor.member_groups()
-    if len(predictor.members) == 1:
-        return f"{groups[0][0]}({_config_text(groups[0][1])})"
-    return " + ".join(f"{n} x {name}({_config_text(config)}) weight {_fmt(w)}" for name, config, n, w in groups)
-
-
-def _config_text(config: dict[str, Any]) -> str:
-    return ", ".join(f"{k}={v}" for k, v in config.items() if k != "n_features")
+    print_bundle_info(bundle, predictor)
 
 
 # -- report -----------------------------------------------------------------------------------------

@@ -14,6 +14,7 @@ from typing import Any
 
 import click
 
+from binclf.cli_format import metrics_table, print_training
 from binclf.errors import BundleError, ConfigError, DataError
 
 __all__ = ["is_image_bundle", "wants_images", "train_images_command", "predict_images_command", "evaluate_images_command"]
@@ -40,7 +41,7 @@ def _say(message: str) -> None:
     click.echo(message, err=True)
 
 
-def train_images_command(data: Path, kw: dict[str, Any], *, print_training) -> Any:
+def train_images_command(data: Path, kw: dict[str, Any]) -> Any:
     """``binclf train FOLDER`` / ``binclf train labels.csv --image-column path --target label``."""
     from binclf import __version__
 
@@ -165,8 +166,7 @@ def predict_images_command(bundle: Path, data: Path, output: Path | None, *, thr
     _say(f"wrote {len(frame)} predictions to {output} ({seconds:.2f} s, {len(frame) / max(seconds, 1e-9):,.0f} images/s)")
 
 
-def evaluate_images_command(bundle: Path, data: Path, *, threshold: float | None, as_json: bool, skip_bad: bool,
-                            metrics_table) -> None:
+def evaluate_images_command(bundle: Path, data: Path, *, threshold: float | None, as_json: bool, skip_bad: bool) -> None:
     """``binclf evaluate IMAGE_BUNDLE LABELLED_FOLDER_OR_CSV``."""
     import json
 
@@ -186,7 +186,7 @@ def evaluate_images_command(bundle: Path, data: Path, *, threshold: float | None
     click.echo(metrics_table(metrics, intervals, title=f"metrics on {data} ({int(metrics['n'])} images)"))
 
 
-def info_images_command(bundle: Path, *, metrics_table) -> None:
+def info_images_command(bundle: Path) -> None:
     """``binclf info IMAGE_BUNDLE``: labels, input layout, network, calibration, threshold, test metrics."""
     from binclf.image_predictor import ImagePredictor
 
@@ -198,7 +198,7 @@ def info_images_command(bundle: Path, *, metrics_table) -> None:
     click.echo(f"input      {pre.channels} x {pre.size} x {pre.size} ({pre.mode}), normalised with mean "
                f"{[round(v, 4) for v in pre.mean]}, std {[round(v, 4) for v in pre.std]}"
                + (f"; CSV column {p.image_column!r}" if p.image_column else ""))
-    click.echo(f"model      {m.name}(widths={m.config['widths']}, stem_stride={m.config['stem_stride']}, "
+    click.echo(f"model      {m.kind}(widths={m.config['widths']}, stem_stride={m.config['stem_stride']}, "
                f"dropout={m.config['dropout']})")
     click.echo(f"calibration {p.calibrator.to_dict().get('method')}")
     if p.threshold is not None:

@@ -23,6 +23,7 @@ from binclf.decide.calibration import calibrator_from_dict
 from binclf.decide.thresholds import ThresholdPolicy
 from binclf.errors import BundleError, DataError
 from binclf.nn.models import build_model
+from binclf.numeric import logit
 from binclf.predictor import Member, Predictor, _versions
 
 __all__ = ["ImagePredictor", "IMAGE_KIND"]
@@ -39,8 +40,6 @@ def image_member_logits(members: list[Member], X: Any) -> np.ndarray:
     images (a CNN's activations, not a row's, set the memory); training calls it
     before the calibrator exists.
     """
-    from binclf.predictor import _stable_logit
-
     X = torch.as_tensor(X, dtype=torch.float32)
     p = torch.zeros(len(X), dtype=torch.float64)
     for m in members:
@@ -50,7 +49,7 @@ def image_member_logits(members: list[Member], X: Any) -> np.ndarray:
         if len(members) == 1:
             return zm.numpy()
         p += m.weight * torch.sigmoid(zm)
-    return _stable_logit(p.numpy())
+    return logit(p.numpy())
 
 
 class ImagePredictor(Predictor):

@@ -45,6 +45,7 @@ from binclf.data.schema import Schema
 from binclf.data.target import TargetInfo
 from binclf.errors import BundleError, DataError
 from binclf.nn.models import build_model
+from binclf.numeric import logit, sigmoid
 from scipy import sparse
 
 from binclf.data.preprocessing import Preprocessor, UnseenCounts
@@ -74,9 +75,12 @@ def _output_format(path: Path) -> str:
 
 @dataclass
 class Member:
-    """One model of the predictor: built from ``name`` and ``config``, averaged with ``weight``."""
+    """One model of the predictor: built from its ``kind`` (a registered model name) and ``config``, averaged with ``weight``.
 
-    name: str
+    The bundle stores ``kind`` under the key ``"name"``.
+    """
+
+    kind: str
     config: dict[str, Any]
     module: nn.Module
     weight: float = 1.0
@@ -84,17 +88,12 @@ class Member:
 
     def to_dict(self, prefix: str) -> dict[str, Any]:
         return {
-            "name": self.name,
+            "name": self.kind,
             "config": self.config,
             "weight": self.weight,
             "logit_shift": self.logit_shift,
             "prefix": prefix,
         }
-
-
-def _stable_logit(p: np.ndarray) -> np.ndarray:
-    p = np.clip(p, 1e-12, 1 - 1e-12)
-    return np.log(p) - np.log1p(-p)
 
 
 @torch.inference_mode()
@@ -126,7 +125,7 @@ def member_logits(members: Sequence[Member], X: Any, *, plan: MemberPlan | None 
         return z[:, 0].double().numpy()
     weights = torch.tensor([m.weight for m in members], dtype=torch.float64)
     p = torch.sigmoid(z.double()) @ weights
-    return _stable_logit(p.numpy())
+    return logit(p.numpy())
 
 
 def _sparse_member_logits(members: Sequence[Member], X: Any) -> np.ndarray:
@@ -144,8 +143,8 @@ def _sparse_member_logits(members: Sequence[Member], X: Any) -> np.ndarray:
         z = z - m.logit_shift
         if len(members) == 1:
             return z
-        p += m.weight * (0.5 * (1.0 + np.tanh(0.5 * z)))
-    return _stable_logit(p)
+        p += m.weight * sigmoid(z)
+    return logit(p)
 
 
 class Predictor:
@@ -297,8 +296,8 @@ class Predictor:
         """Members grouped by model and config: ``(name, config, count, total weight)``, in order."""
         groups: dict[str, list[Any]] = {}
         for m in self.members:
-            key = f"{m.name}:{json.dumps(m.config, sort_keys=True)}"
-            g = groups.setdefault(key, [m.name, m.config, 0, 0.0])
+            key = f"{m.kind}:{json.dumps(m.config, sort_keys=True)}"
+            g = groups.setdefault(key, [m.kind, m.config, 0, 0.0])
             g[2] += 1
             g[3] += m.weight
         return [tuple(g) for g in groups.values()]

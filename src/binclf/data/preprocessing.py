@@ -33,7 +33,6 @@ batch of a larger file.
 
 from __future__ import annotations
 
-import json
 import math
 import warnings
 from collections.abc import Sequence
@@ -44,7 +43,7 @@ import pandas as pd
 
 from binclf.data.schema import _NUMBER_RE, Schema
 from binclf.errors import BundleError, ConfigError, DataError, NotFittedError
-from binclf.io.tables import FIRST_DATA_LINE, safe_excerpt
+from binclf.io.messages import FIRST_DATA_LINE, safe_excerpt
 
 __all__ = ["Preprocessor", "UnseenCategoryWarning", "UnseenCounts", "canonical_labels", "check_finite"]
 
@@ -83,7 +82,7 @@ class UnseenCounts:
 
     def warn(self, *, stacklevel: int = 2) -> None:
         """One :class:`UnseenCategoryWarning` per column with more than half its values unseen."""
-        from binclf.io.tables import safe_excerpt
+        from binclf.io.messages import safe_excerpt
 
         for name, (unseen, present, example, levels) in self.counts.items():
             if present and unseen / present > UNSEEN_WARN_FRACTION:
@@ -521,9 +520,6 @@ class Preprocessor:
             raise BundleError("preprocessor state is damaged: fitted columns differ from its schema; re-train the model")
         p._finish()
         return p
-
-    def to_json(self) -> str:
-        return json.dumps(self.to_dict(), sort_keys=True)
 
     def __repr__(self) -> str:
         fitted = f", n_features_out_={self.n_features_out_}" if hasattr(self, "feature_names_") else ""

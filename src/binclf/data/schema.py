@@ -12,7 +12,7 @@ import numpy as np
 import pandas as pd
 
 from binclf.errors import ConfigError, DataError
-from binclf.io.tables import _list_names, _names_with_hints, safe_excerpt
+from binclf.io.messages import list_names, names_with_hints, safe_excerpt
 
 
 # --------------------------------------------------------------------------- #
@@ -62,10 +62,6 @@ class Schema:
     @property
     def text(self) -> list[str]:
         return [c.name for c in self.columns if c.role == "text"]
-
-    def column_types(self) -> dict[str, str]:
-        """``{name: role}``, the ``column_types`` argument of :func:`iter_batches`."""
-        return {c.name: ("categorical" if c.role == "text" else c.role) for c in self.columns}
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -160,14 +156,14 @@ def infer_schema(
     drop, categorical, numeric, text = list(drop), list(categorical), list(numeric), list(text)
     if target not in names:
         raise DataError(
-            f"target column {_names_with_hints([target], names)} is not in the table; "
-            f"the columns are {_list_names(names)}; pass one of them as --target"
+            f"target column {names_with_hints([target], names)} is not in the table; "
+            f"the columns are {list_names(names)}; pass one of them as --target"
         )
     problems = []
     for option, given in (("drop", drop), ("categorical", categorical), ("numeric", numeric), ("text", text)):
         unknown = [c for c in given if c not in names]
         if unknown:
-            problems.append(f"--{option} names unknown column(s) {_names_with_hints(unknown, names)}")
+            problems.append(f"--{option} names unknown column(s) {names_with_hints(unknown, names)}")
     for (a, ga), (b, gb) in (
         (("categorical", categorical), ("numeric", numeric)),
         (("text", text), ("categorical", categorical)),
@@ -179,7 +175,7 @@ def infer_schema(
     if target in drop or target in categorical or target in numeric or target in text:
         problems.append(f"the target {target!r} cannot also be in --drop/--categorical/--numeric/--text")
     if problems:
-        raise DataError("; ".join(problems) + f"; the columns are {_list_names(names)}")
+        raise DataError("; ".join(problems) + f"; the columns are {list_names(names)}")
 
     specs: list[ColumnSpec] = []
     dropped: list[tuple[str, str]] = [(c, "dropped on request") for c in drop]

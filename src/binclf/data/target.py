@@ -12,7 +12,7 @@ import pandas as pd
 
 from binclf.errors import DataError
 from binclf.data.schema import _NUMBER_RE, json_scalar
-from binclf.io.tables import FIRST_DATA_LINE, safe_excerpt
+from binclf.io.messages import FIRST_DATA_LINE, safe_excerpt
 
 
 # --------------------------------------------------------------------------- #
@@ -49,13 +49,6 @@ class TargetInfo:
     negative: Label
     n_positive: int
     n_negative: int
-
-    def decode(self, is_positive: np.ndarray) -> np.ndarray:
-        """Boolean array (n,) -> object array (n,) of the original labels."""
-        out = np.empty(len(is_positive), dtype=object)
-        out[:] = self.negative
-        out[np.asarray(is_positive, dtype=bool)] = self.positive
-        return out
 
     def encode(self, values: pd.Series, *, source: str = "data") -> np.ndarray:
         """Labels ``(n,)`` -> 0/1 float32, matched as at training (case-insensitive, 1 == 1.0).

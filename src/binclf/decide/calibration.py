@@ -14,9 +14,9 @@ strictly inside ``(0, 1)``.
 - ``beta``: ``sigmoid(a log p - b log(1 - p) + c)`` with ``p = sigmoid(z)``, ``a, b >= 0``;
 - ``isotonic``: a monotone piecewise-linear map of ``p = sigmoid(z)``, stored as knots.
 
-:func:`select_calibrator` picks one by cross-validated log-loss;
-:func:`prior_shift` gives the logit correction that undoes class weighting or
-resampling before calibration.
+:func:`select_calibrator` picks one by cross-validated log-loss. The logit
+correction that undoes class weighting or resampling is the trainer's
+(:attr:`binclf.train.trainer.Trainer.logit_shift_`), applied before calibration.
 
 The parametric fits are logistic regressions minimised with L-BFGS-B on
 standardised features, with a ridge of ``1e-6`` on the standardised slopes: it
@@ -34,7 +34,8 @@ import numpy as np
 
 from binclf.runtime import with_one_blas_thread
 from binclf.errors import ConfigError, DataError, NotFittedError
-from binclf.decide.metrics import _check_scores, _check_target
+from binclf.decide.metrics import check_scores, check_target
+from binclf.numeric import log_loss, row_log_loss, sigmoid
 
 __all__ = [
     "CALIBRATION_METHODS",
@@ -49,18 +50,17 @@ __all__ = [
     "BetaCalibrator",
     "calibrator_from_dict",
     "select_calibrator",
-    "prior_shift",
 ]
 
 #: Method names, simplest first: :func:`select_calibrator` breaks ties in this order.
 CALIBRATION_METHODS: tuple[str, ...] = ("none", "temperature", "platt", "beta", "isotonic")
 
-# Outputs are clipped to [_EPS, 1 - _EPS] so that log-loss and logit of a
+#: Calibrated probabilities are clipped to [PROBA_EPS, 1 - PROBA_EPS] so that log-loss and logit of a
 # calibrated probability stay finite; float64 sigmoid rounds to exactly 1.0 from z ~ 37.
-_EPS = float(np.finfo(np.float64).eps)
-# Isotonic steps are kept this far inside (0, 1): a bin with only positives
+PROBA_EPS = float(np.finfo(np.float64).eps)
+#: Isotonic steps are kept this far inside (0, 1): a bin with only positives
 # would otherwise predict exactly 1 and give an infinite loss to the next negative.
-_ISOTONIC_EPS = 1e-6
+ISOTONIC_EPS = 1e-6
 _RIDGE = 1e-6
 
 
@@ -70,12 +70,6 @@ _RIDGE = 1e-6
 # costs about a second per process.
 
 
-def expit(z: np.ndarray) -> np.ndarray:
-    """Stable sigmoid in NumPy: ``exp`` only ever sees non-positive arguments."""
-    z = np.asarray(z, dtype=np.float64)
-    e = np.exp(-np.abs(z))
-    return np.where(z >= 0, 1.0 / (1.0 + e), e / (1.0 + e))
-
 
 
 def _log_sigmoid(z: np.ndarray) -> np.ndarray:
@@ -84,18 +78,18 @@ def _log_sigmoid(z: np.ndarray) -> np.ndarray:
 
 
 def _proba(s: np.ndarray) -> np.ndarray:
-    return np.clip(expit(s), _EPS, 1.0 - _EPS)
+    return np.clip(sigmoid(s), PROBA_EPS, 1.0 - PROBA_EPS)
 
 
 def _check_inputs(logits, y, sample_weight) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    y = _check_target(y)
+    y = check_target(y)
     if y.shape[0] == 0:
         raise DataError("calibration needs at least one row, got an empty y")
-    z = _check_scores(logits, y.shape[0], name="logits", probabilities=False)
+    z = check_scores(logits, y.shape[0], name="logits", probabilities=False)
     if sample_weight is None:
         w = np.ones(y.shape[0])
     else:
-        w = _check_scores(sample_weight, y.shape[0], name="sample_weight", probabilities=False)
+        w = check_scores(sample_weight, y.shape[0], name="sample_weight", probabilities=False)
         if (w < 0).any() or w.sum() <= 0:
             raise DataError("sample_weight must be >= 0 with a positive sum")
     return z, y.astype(np.float64), w
@@ -150,7 +144,7 @@ def _fit_logistic(
         s = xs @ coef + (theta[k] if has_b else 0.0)
         # softplus(s) - y s is the log-loss of sigmoid(s), stable for any s.
         loss = float(w @ (np.logaddexp(0.0, s) - y * s) + _RIDGE * coef @ coef)
-        r = w * (expit(s) - y)
+        r = w * (sigmoid(s) - y)
         grad = xs.T @ r + 2.0 * _RIDGE * coef
         if has_b:
             grad = np.r_[grad, r.sum()]
@@ -253,13 +247,13 @@ def fit_isotonic(logits, y, *, sample_weight=None) -> dict[str, list[float]]:
     """
     z, y, w = _check_inputs(logits, y, sample_weight)
     if _single_class(y, w, "isotonic"):
-        return {"X_thresholds_": [0.0, 1.0], "y_thresholds_": [_ISOTONIC_EPS, 1.0 - _ISOTONIC_EPS]}
+        return {"X_thresholds_": [0.0, 1.0], "y_thresholds_": [ISOTONIC_EPS, 1.0 - ISOTONIC_EPS]}
     from sklearn.isotonic import IsotonicRegression
 
     iso = IsotonicRegression(
-        y_min=_ISOTONIC_EPS, y_max=1.0 - _ISOTONIC_EPS, increasing=True, out_of_bounds="clip"
+        y_min=ISOTONIC_EPS, y_max=1.0 - ISOTONIC_EPS, increasing=True, out_of_bounds="clip"
     )
-    iso.fit(expit(z), y, sample_weight=w)
+    iso.fit(sigmoid(z), y, sample_weight=w)
     return {
         "X_thresholds_": [float(v) for v in iso.X_thresholds_],
         "y_thresholds_": [float(v) for v in iso.y_thresholds_],
@@ -292,7 +286,7 @@ class _Calibrator:
                 f"this {type(self).__name__} is not fitted yet; call fit(logits, y) first"
             )
         z = np.asarray(logits, dtype=np.float64)
-        z = _check_scores(z, z.shape[0] if z.ndim else -1, name="logits", probabilities=False)
+        z = check_scores(z, z.shape[0] if z.ndim else -1, name="logits", probabilities=False)
         return self._apply(z)
 
     def to_dict(self) -> dict[str, Any]:
@@ -372,8 +366,8 @@ class IsotonicCalibrator(_Calibrator):
     def _apply(self, z):
         knots_x = np.asarray(self.params_["X_thresholds_"], dtype=np.float64)
         knots_y = np.asarray(self.params_["y_thresholds_"], dtype=np.float64)
-        out = np.interp(expit(z), knots_x, knots_y)
-        return np.clip(out, _ISOTONIC_EPS, 1.0 - _ISOTONIC_EPS)
+        out = np.interp(sigmoid(z), knots_x, knots_y)
+        return np.clip(out, ISOTONIC_EPS, 1.0 - ISOTONIC_EPS)
 
 
 _CLASSES: dict[str, type[_Calibrator]] = {
@@ -426,15 +420,6 @@ def calibrator_from_dict(d: dict[str, Any]) -> _Calibrator:
 # --------------------------------------------------------------------------- selection
 
 
-def _row_log_loss(y: np.ndarray, p: np.ndarray) -> np.ndarray:
-    p = np.clip(p, _EPS, 1.0 - _EPS)
-    return -(y * np.log(p) + (1.0 - y) * np.log1p(-p))
-
-
-def _log_loss(y: np.ndarray, p: np.ndarray) -> float:
-    return float(_row_log_loss(y, p).mean())
-
-
 @with_one_blas_thread
 def select_calibrator(
     logits,
@@ -482,7 +467,7 @@ def select_calibrator(
         "cv_folds": 0,
         "candidates": [],
         "n": n,
-        "log_loss_before": _log_loss(yf, _proba(z)),
+        "log_loss_before": log_loss(yf, _proba(z)),
     }
     if method == "auto":
         n_minority = int(min(yf.sum(), n - yf.sum()))
@@ -507,7 +492,7 @@ def select_calibrator(
             for train, test in splitter.split(z, yf):
                 for m in candidates:
                     oof[m][test] = _CLASSES[m]().fit(z[train], yf[train]).predict_proba(z[test])
-            row_losses = {m: _row_log_loss(yf, oof[m]) for m in candidates}
+            row_losses = {m: row_log_loss(yf, oof[m]) for m in candidates}
             losses = {m: float(row_losses[m].mean()) for m in candidates}
             simple = [m for m in candidates if m != "isotonic"]
             best_name = min(simple, key=lambda m: losses[m])
@@ -539,55 +524,5 @@ def select_calibrator(
         info["reason"] = "method given explicitly"
     calibrator = _CLASSES[method]().fit(z, yf)
     info["method"] = method
-    info["log_loss_after"] = _log_loss(yf, calibrator.predict_proba(z))
+    info["log_loss_after"] = log_loss(yf, calibrator.predict_proba(z))
     return calibrator, info
-
-
-# --------------------------------------------------------------------------- prior shift
-
-
-def _logit(p: float) -> float:
-    return math.log(p) - math.log1p(-p)
-
-
-def prior_shift(
-    *,
-    pos_weight: float | None = None,
-    train_prior: float | None = None,
-    true_prior: float | None = None,
-) -> float:
-    """The additive logit correction that undoes imbalance handling in training.
-
-    Add it to a model's logits before calibration (or before the sigmoid, when
-    not calibrating) to get log-odds for the true class prior:
-
-    - **pos_weight** ``w``: the loss multiplies the positive class's likelihood
-      by ``w``, so the loss-minimising logit is the true log-odds ``+ log w``;
-      the correction is ``-log w``.
-    - **resampling**: trained on data whose positive rate was ``train_prior``
-      (``pi'``; a class-balanced sampler gives 0.5) instead of ``true_prior``
-      (``pi``), the logit is the true one ``+ logit(pi') - logit(pi)`` (Bayes'
-      rule: the posterior odds scale with the prior odds); the correction is
-      ``logit(pi) - logit(pi')``.
-
-    Both together add up. No argument (or ``w = 1``, ``pi = pi'``) gives 0. The
-    correction is exact for a model that fits the weighted likelihood; a
-    calibrator fitted afterwards on unweighted validation data mops up the rest.
-    """
-    shift = 0.0
-    if pos_weight is not None:
-        if not (math.isfinite(pos_weight) and pos_weight > 0):
-            raise ConfigError(f"pos_weight must be a finite number > 0, got {pos_weight!r}")
-        shift -= math.log(pos_weight)
-    if (train_prior is None) != (true_prior is None):
-        raise ConfigError(
-            "prior_shift needs both train_prior and true_prior (the positive rates the model "
-            f"was trained on and that it will meet), got train_prior={train_prior!r}, "
-            f"true_prior={true_prior!r}"
-        )
-    if train_prior is not None and true_prior is not None:
-        for label, value in (("train_prior", train_prior), ("true_prior", true_prior)):
-            if not 0.0 < value < 1.0:
-                raise ConfigError(f"{label} must be a rate in (0, 1), got {value!r}")
-        shift += _logit(true_prior) - _logit(train_prior)
-    return shift

@@ -20,13 +20,18 @@ from collections.abc import Sequence
 import numpy as np
 
 from binclf.errors import ConfigError, DataError
+from binclf.numeric import row_log_loss
 
 __all__ = [
     "BINARY_METRIC_KEYS",
     "BOOTSTRAP_METRICS",
     "HEADLINE_METRICS",
     "METRIC_LABELS",
+    "METRIC_NAMES",
     "format_number",
+    "check_target",
+    "check_scores",
+    "check_pair",
     "expected_calibration_error",
     "reliability_curve",
     "binary_metrics",
@@ -77,6 +82,30 @@ METRIC_LABELS: dict[str, str] = {
 }
 
 
+#: Full names of every key of :func:`binary_metrics` (the HTML report's metric table).
+METRIC_NAMES: dict[str, str] = {
+    "n": "rows",
+    "positives": "positives",
+    "roc_auc": "ROC-AUC",
+    "pr_auc": "PR-AUC (average precision)",
+    "log_loss": "log-loss",
+    "brier": "Brier score",
+    "ece": "ECE (15 equal-width bins)",
+    "ece_mass": "ECE (15 equal-mass bins)",
+    "accuracy": "accuracy",
+    "precision": "precision",
+    "recall": "recall",
+    "f1": "F1",
+    "mcc": "MCC",
+    "balanced_accuracy": "balanced accuracy",
+    "tn": "true negatives",
+    "fp": "false positives",
+    "fn": "false negatives",
+    "tp": "true positives",
+    "threshold": "threshold",
+}
+
+
 def format_number(x: object, digits: int = 3) -> str:
     """A metric or setting as text: ``n/a`` for None/NaN, whole numbers without decimals, else ``digits``."""
     if x is None or (isinstance(x, float) and math.isnan(x)):
@@ -108,9 +137,6 @@ BOOTSTRAP_METRICS: tuple[str, ...] = (
 )
 
 _STRATEGIES = ("uniform", "quantile")
-# scikit-learn's log_loss clips probabilities to the dtype's epsilon; the
-# bootstrap does the same so that both give the same number on the same rows.
-_EPS = float(np.finfo(np.float64).eps)
 # Upper bound on the entries of one (resamples, rows) block, to bound memory.
 _BLOCK = 4_000_000
 
@@ -118,7 +144,7 @@ _BLOCK = 4_000_000
 # --------------------------------------------------------------------------- validation
 
 
-def _check_target(y, *, name: str = "y") -> np.ndarray:
+def check_target(y, *, name: str = "y") -> np.ndarray:
     """``y`` as a 1-D int64 array of 0/1, or a :class:`DataError` saying what is wrong."""
     arr = np.asarray(y)
     if arr.ndim == 2 and arr.shape[1] == 1:
@@ -144,7 +170,7 @@ def _check_target(y, *, name: str = "y") -> np.ndarray:
     return arr.astype(np.int64)
 
 
-def _check_scores(x, n: int, *, name: str = "proba", probabilities: bool = True) -> np.ndarray:
+def check_scores(x, n: int, *, name: str = "proba", probabilities: bool = True) -> np.ndarray:
     """``x`` as a finite 1-D float64 array of length ``n`` (in ``[0, 1]`` if ``probabilities``)."""
     arr = np.asarray(x, dtype=np.float64)
     if arr.ndim == 2 and arr.shape[1] == 1:
@@ -174,11 +200,12 @@ def _check_scores(x, n: int, *, name: str = "proba", probabilities: bool = True)
     return arr
 
 
-def _check_pair(y, proba) -> tuple[np.ndarray, np.ndarray]:
-    y = _check_target(y)
+def check_pair(y, proba) -> tuple[np.ndarray, np.ndarray]:
+    """``(y, proba)`` checked as by :func:`check_target` and :func:`check_scores`; ``y`` not empty."""
+    y = check_target(y)
     if y.shape[0] == 0:
         raise DataError("y is empty; metrics need at least one row")
-    return y, _check_scores(proba, y.shape[0])
+    return y, check_scores(proba, y.shape[0])
 
 
 # --------------------------------------------------------------------------- calibration
@@ -209,7 +236,7 @@ def reliability_curve(
     Returns ``(mean_pred, frac_pos, counts)``, each of shape ``(k,)`` with
     ``k <= n_bins`` the number of non-empty bins, in increasing order of bin.
     """
-    y, proba = _check_pair(y, proba)
+    y, proba = check_pair(y, proba)
     ids = _bin_ids(proba, n_bins=n_bins, strategy=strategy)
     counts = np.bincount(ids, minlength=n_bins)
     sum_p = np.bincount(ids, weights=proba, minlength=n_bins)
@@ -227,7 +254,7 @@ def expected_calibration_error(
     equal-mass bins, less noisy when the probabilities crowd near 0 or 1.
     ``y``, ``proba``: shape ``(n,)``. Returns a float in ``[0, 1]``.
     """
-    y, proba = _check_pair(y, proba)
+    y, proba = check_pair(y, proba)
     ids = _bin_ids(proba, n_bins=n_bins, strategy=strategy)
     sum_p = np.bincount(ids, weights=proba, minlength=n_bins)
     sum_y = np.bincount(ids, weights=y.astype(np.float64), minlength=n_bins)
@@ -251,7 +278,7 @@ def binary_metrics(y, proba, *, threshold: float = 0.5) -> dict[str, float]:
     """
     from sklearn import metrics as skm  # imported here: `binclf predict` needs no scikit-learn
 
-    y, proba = _check_pair(y, proba)
+    y, proba = check_pair(y, proba)
     threshold = float(threshold)
     n = int(y.shape[0])
     positives = int(y.sum())
@@ -360,9 +387,7 @@ def _weighted_metrics(
             out["pr_auc"] = np.where(undefined, np.nan, ap)
 
     if "log_loss" in names:
-        clipped = np.clip(proba, _EPS, 1.0 - _EPS)
-        row_loss = -(yf * np.log(clipped) + (1.0 - yf) * np.log1p(-clipped))
-        out["log_loss"] = counts @ row_loss / total
+        out["log_loss"] = counts @ row_log_loss(yf, proba) / total
     if "brier" in names:
         out["brier"] = counts @ (proba - yf) ** 2 / total
     if "ece" in names:
@@ -415,7 +440,7 @@ def bootstrap_intervals(
 
     ``y``, ``proba``: shape ``(n,)``.
     """
-    y, proba = _check_pair(y, proba)
+    y, proba = check_pair(y, proba)
     names = tuple(metrics)
     unknown = [m for m in names if m not in BOOTSTRAP_METRICS]
     if unknown:

@@ -17,7 +17,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from binclf.doctor.findings import _Ctx, _first_line, _fmt, _fmt_p, _sigmoid
+from binclf.doctor.findings import _Ctx, _first_line, _fmt, _fmt_p
+from binclf.numeric import logit, sigmoid
 from binclf.doctor.probes import (
     _SATURATION,
     _Evidence,
@@ -355,7 +356,7 @@ def _check_output_vs_loss(
             "warning",
             f"the model {ev.structural}: outputs stayed in [{_fmt(mn)}, {_fmt(mx)}] on the batch "
             f"and in [{_fmt(ev.lo)}, {_fmt(ev.hi)}] on {probes_text}, so sigmoid(output) is "
-            f"confined to about [{_sigmoid(ev.lo):.3f}, {_sigmoid(ev.hi):.3f}]",
+            f"confined to about [{float(sigmoid(ev.lo)):.3f}, {float(sigmoid(ev.hi)):.3f}]",
             "An activation after the last layer limits the logit, so the model cannot express "
             "confident probabilities (or, for some, low ones).",
             f"Return the last layer's output unchanged:\n    return self.{last}(h).squeeze(-1)",
@@ -392,7 +393,7 @@ def _check_output_vs_loss(
                 f"the model's {n} outputs lie in [{_fmt_p(mn)}, {_fmt_p(mx)}]{where} and stayed "
                 f"inside [0, 1] on {probes_text}: they are already probabilities, and {loss.name} "
                 f"applies a second sigmoid, so the probabilities it trains are sigmoid(output) in "
-                f"[{_sigmoid(mn):.4f}, {_sigmoid(mx):.4f}], never outside [0.5, 0.7311]",
+                f"[{float(sigmoid(mn)):.4f}, {float(sigmoid(mx)):.4f}], never outside [0.5, 0.7311]",
                 f"{loss.name} takes logits. Fed probabilities, its probability cannot leave "
                 "[0.5, 0.731]: a negative row's loss never drops below log 2 = 0.693, gradients "
                 "shrink by the sigmoid's slope (<= 0.25) and training stalls near the prior.",
@@ -583,7 +584,7 @@ def _check_bias(
             if math.isfinite(v) and v < best:
                 best_s, best = s, v
     entropy = -(prior * math.log(prior) + (1 - prior) * math.log1p(-prior))
-    logit_prior = math.log(prior) - math.log1p(-prior)
+    logit_prior = float(logit(prior, eps=0.0))
     median = float(z.median())
     gap = l0 - best
     # A bias already at logit(prior) is what binclf does, even when a pos_weight

@@ -9,8 +9,6 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-import torch
-
 __all__ = ["FINDING_CODES", "Diagnosis", "Finding", "Report", "Severity"]
 
 Severity = Literal["error", "warning", "hint"]
@@ -135,10 +133,6 @@ class Diagnosis:
         """The first finding with ``code``, or ``None``."""
         return next((f for f in self.findings if f.code == code), None)
 
-    def with_findings(self, *extra: Finding) -> Diagnosis:
-        """A copy with ``extra`` findings added."""
-        return Diagnosis(findings=self.findings + tuple(extra), summary=self.summary)
-
     def format(self, *, width: int = 96) -> str:
         """Plain text: summary, then each finding (observed / why / fix), then a count."""
         lines: list[str] = []
@@ -244,7 +238,4 @@ def _fmt_p(p: float) -> str:
         return f"{p:.2g}"
     return f"{p:.4f}"
 
-
-def _sigmoid(v: float) -> float:
-    return float(torch.sigmoid(torch.tensor(v, dtype=torch.float64)))
 

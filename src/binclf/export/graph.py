@@ -46,6 +46,7 @@ import numpy as np
 import torch
 
 from binclf import __version__
+from binclf.decide.calibration import ISOTONIC_EPS, PROBA_EPS
 from binclf.errors import BinclfError
 
 __all__ = ["NULL_SPELLINGS", "OPSET", "THRESHOLD_SLACK", "ExportError", "build_onnx", "export_onnx", "signature"]
@@ -65,8 +66,6 @@ _NUMBER_RE = re.compile(r"^" + _NUMBER_PATTERN + r"$")
 # from torch's by ~1e-7, so it compares against the threshold minus this slack to put
 # them on the Predictor's side (``>=``).
 THRESHOLD_SLACK = 1e-6
-_EPS = float(np.finfo(np.float64).eps)
-_ISOTONIC_EPS = 1e-6
 
 
 class ExportError(BinclfError, ValueError):
@@ -136,7 +135,7 @@ class _Graph:
         return self.op("Add", self.op("Relu", x), tail)
 
     def sigmoid(self, x: str, dtype: Any) -> str:
-        """Stable sigmoid (as ``binclf.decide.calibration.expit``): ``exp`` of non-positive values only."""
+        """Stable sigmoid (as ``binclf.numeric.sigmoid``): ``exp`` of non-positive values only."""
         e = self.op("Exp", self.op("Neg", self.op("Abs", x)))
         one = self.const(np.array(1.0, dtype), "one")
         inv = self.op("Div", one, self.op("Add", one, e))
@@ -324,7 +323,7 @@ def _member_logits(g: _Graph, member: Any, x: str, part: str) -> str:
 
         return g.op("Sub", lse_logsigmoid(z), lse_logsigmoid(g.op("Neg", z)))
     raise ExportError(
-        f"{part}: model kind {member.name!r} ({type(module).__name__}) has no ONNX export; "
+        f"{part}: model kind {member.kind!r} ({type(module).__name__}) has no ONNX export; "
         "binclf exports logistic, mlp, ple_mlp and tabm members"
     )
 
@@ -333,7 +332,7 @@ def _blend(g: _Graph, members: list[Any], x: str) -> str:
     """Prior-corrected, member-averaged logit ``[N]`` float64 (as ``Predictor.uncalibrated_logits``)."""
     zs = []
     for i, m in enumerate(members):
-        z = _member_logits(g, m, x, f"member {i} ({m.name})")
+        z = _member_logits(g, m, x, f"member {i} ({m.kind})")
         z = g.op("Sub", z, g.const(np.float32(m.logit_shift), "logit_shift"))
         zs.append(g.cast(z, "DOUBLE"))
     if len(zs) == 1:
@@ -354,7 +353,7 @@ def _calibrate(g: _Graph, calibrator: Any, z: str) -> str:
     f64 = np.float64
 
     def proba(s: str) -> str:
-        return g.op("Clip", g.sigmoid(s, f64), g.const(f64(_EPS), "lo"), g.const(f64(1.0 - _EPS), "hi"))
+        return g.op("Clip", g.sigmoid(s, f64), g.const(f64(PROBA_EPS), "lo"), g.const(f64(1.0 - PROBA_EPS), "hi"))
 
     if method == "none":
         return proba(z)
@@ -370,7 +369,7 @@ def _calibrate(g: _Graph, calibrator: Any, z: str) -> str:
         return proba(g.op("Add", s, g.const(f64(params["c"]), "c")))
     if method == "isotonic":
         out = g.interp(g.sigmoid(z, f64), params["X_thresholds_"], params["y_thresholds_"], f64)
-        return g.op("Clip", out, g.const(f64(_ISOTONIC_EPS), "lo"), g.const(f64(1 - _ISOTONIC_EPS), "hi"))
+        return g.op("Clip", out, g.const(f64(ISOTONIC_EPS), "lo"), g.const(f64(1 - ISOTONIC_EPS), "hi"))
     raise ExportError(f"calibrator: method {method!r} has no ONNX export (binclf exports none, platt, "
                       "temperature, beta and isotonic)")
 
@@ -442,7 +441,7 @@ def signature(predictor: Any) -> dict[str, Any]:
         "threshold": predictor.effective_threshold(),
         "abstain": None if policy is None or policy.abstain is None else dict(policy.abstain),
         "calibration": predictor.calibrator.to_dict()["method"],
-        "members": [m.name for m in predictor.members],
+        "members": [m.kind for m in predictor.members],
         "target": predictor.target.column,
     }
 

@@ -19,6 +19,7 @@ import numpy as np
 
 from binclf.decide.metrics import binary_metrics, bootstrap_intervals, reliability_curve
 from binclf.decide.thresholds import ThresholdPolicy, parse_objective, threshold_scores
+from binclf.numeric import logit, sigmoid
 
 if TYPE_CHECKING:  # pragma: no cover
     import pandas as pd
@@ -30,15 +31,6 @@ __all__ = ["report_data"]
 # Most points a curve keeps for plotting; the metrics are computed on all rows.
 _MAX_CURVE_POINTS = 1500
 _N_BINS = 15
-
-
-def _sigmoid(z: np.ndarray) -> np.ndarray:
-    return 0.5 * (1.0 + np.tanh(0.5 * np.asarray(z, dtype=np.float64)))
-
-
-def _logit(p: np.ndarray) -> np.ndarray:
-    p = np.clip(np.asarray(p, dtype=np.float64), 1e-15, 1 - 1e-15)
-    return np.log(p) - np.log1p(-p)
 
 
 def _thin(n: int, limit: int = _MAX_CURVE_POINTS) -> np.ndarray:
@@ -244,9 +236,9 @@ def report_data(
         Plain values and numpy arrays, the input of
         :func:`~binclf.report.html.render_html`; ``"generated"`` holds the time.
     """
-    from binclf.decide.metrics import _check_pair
+    from binclf.decide.metrics import check_pair
 
-    y_arr, p = _check_pair(y, proba)
+    y_arr, p = check_pair(y, proba)
     y_arr = y_arr.astype(np.float64)
     threshold = 0.5
     if policy is not None:
@@ -258,9 +250,9 @@ def report_data(
     pol = _policy_dict(policy, threshold)
     curves = {}
     if proba_uncorrected is not None:
-        curves["before prior correction"] = _check_pair(y_arr, proba_uncorrected)[1]
+        curves["before prior correction"] = check_pair(y_arr, proba_uncorrected)[1]
     if proba_uncalibrated is not None:
-        curves["before calibration"] = _check_pair(y_arr, proba_uncalibrated)[1]
+        curves["before calibration"] = check_pair(y_arr, proba_uncalibrated)[1]
     curves["after calibration" if proba_uncalibrated is not None else "reported"] = p
     roc, pr = _roc_pr(y_arr, p, metrics)
     return {
@@ -300,7 +292,7 @@ def _uncorrected(predictor: "Predictor", p_raw: np.ndarray | None) -> np.ndarray
     shift = float(predictor.members[0].logit_shift)
     if shift == 0.0:
         return None
-    return _sigmoid(_logit(p_raw) + shift)
+    return sigmoid(logit(p_raw, eps=1e-15) + shift)
 
 
 def _data_summary(predictor: "Predictor", df: "pd.DataFrame", y: np.ndarray, source: str) -> dict[str, Any]:

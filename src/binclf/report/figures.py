@@ -64,10 +64,10 @@ def _plot_roc(d: dict) -> str:
     ax = fig.add_subplot()
     ax.plot([0, 1], [0, 1], ls=":", color=_MUTED, label="chance")
     if roc["available"]:
-        ax.plot(roc["fpr"], roc["tpr"], color=_CAL, lw=2, label=f"model (AUC {_num(roc['auc'])})")
+        ax.plot(roc["fpr"], roc["tpr"], color=_CAL, lw=2, label=f"model (AUC {report_number(roc['auc'])})")
     fpr, tpr = roc["point"]
     ax.plot([fpr], [tpr], "o", ms=9, color=_OP, mec="white", mew=1.5, zorder=5,
-            label=f"threshold {_num(d['threshold'])}: FPR {_num(fpr)}, TPR {_num(tpr)}")
+            label=f"threshold {report_number(d['threshold'])}: FPR {report_number(fpr)}, TPR {report_number(tpr)}")
     ax.set(xlim=(-0.01, 1.01), ylim=(-0.01, 1.01), xlabel="false-positive rate (1 - specificity)",
            ylabel="true-positive rate (recall)", title="ROC curve")
     ax.set_aspect("equal")
@@ -79,13 +79,13 @@ def _plot_pr(d: dict) -> str:
     pr = d["pr"]
     fig = _figure()
     ax = fig.add_subplot()
-    ax.axhline(pr["prevalence"], ls=":", color=_MUTED, label=f"chance (prevalence {_num(pr['prevalence'])})")
+    ax.axhline(pr["prevalence"], ls=":", color=_MUTED, label=f"chance (prevalence {report_number(pr['prevalence'])})")
     if pr["available"]:
         ax.step(pr["recall"], pr["precision"], where="post", color=_CAL, lw=2,
-                label=f"model (AP {_num(pr['ap'])})")
+                label=f"model (AP {report_number(pr['ap'])})")
     rec, prec = pr["point"]
     ax.plot([rec], [prec], "o", ms=9, color=_OP, mec="white", mew=1.5, zorder=5,
-            label=f"threshold {_num(d['threshold'])}: recall {_num(rec)}, precision {_num(prec)}")
+            label=f"threshold {report_number(d['threshold'])}: recall {report_number(rec)}, precision {report_number(prec)}")
     ax.set(xlim=(-0.01, 1.01), ylim=(-0.01, 1.02), xlabel="recall (true-positive rate)", ylabel="precision",
            title="Precision-recall curve")
     ax.legend(loc="best")
@@ -106,7 +106,7 @@ def _plot_reliability(d: dict) -> str:
             pts = s[strategy]
             style = styles.get(s["label"], dict(color=_CAL, ls="-", marker="o"))
             ax.plot(pts["mean_pred"], pts["frac_pos"], lw=1.8, ms=5, **style,
-                    label=f"{s['label']} (ECE {_num(s['ece_' + strategy])})")
+                    label=f"{s['label']} (ECE {report_number(s['ece_' + strategy])})")
         pts = rel["series"][-1][strategy]
         top = max(float(np.max(pts["mean_pred"], initial=0)), float(np.max(pts["frac_pos"], initial=0)))
         positive = pts["mean_pred"][pts["mean_pred"] > 0]
@@ -143,7 +143,7 @@ def _plot_histogram(d: dict) -> str:
     _threshold_marks(ax, d, upper=h["upper"])
     xlabel = "calibrated probability of " + _mpl_text(pos_label)
     if h["upper"] < 1:
-        xlabel += f"\n(zoomed to [0, {_num(h['upper'])}]; the last bin also holds the {h['n_above']} rows above)"
+        xlabel += f"\n(zoomed to [0, {report_number(h['upper'])}]; the last bin also holds the {h['n_above']} rows above)"
     ax.set(xlim=(0, h["upper"]), xlabel=xlabel, ylabel="fraction of the class's rows",
            title="Scores by actual class")
     fig.legend(loc="outside lower center", ncols=2)
@@ -159,13 +159,13 @@ def _threshold_marks(ax, d: dict, *, upper: float = 1.0) -> None:
     band = pol.get("abstain")
     if band and band["high"] > band["low"]:
         ax.axvspan(band["low"], band["high"], color="#7f7f7f", alpha=0.15, lw=0, hatch="//",
-                   label=f"abstain band [{_num(band['low'])}, {_num(band['high'])})")
+                   label=f"abstain band [{report_number(band['low'])}, {report_number(band['high'])})")
     if t <= upper:
-        ax.axvline(t, color=_OP, lw=1.8, label=f"threshold {_num(t)}")
+        ax.axvline(t, color=_OP, lw=1.8, label=f"threshold {report_number(t)}")
     analytic = pol.get("analytic_threshold")
     if analytic is not None and analytic <= upper:
         ax.axvline(analytic, color="black", lw=1.2, ls=":",
-                   label=f"cost-optimal c_fp/(c_fp+c_fn) = {_num(analytic)}")
+                   label=f"cost-optimal c_fp/(c_fp+c_fn) = {report_number(analytic)}")
 
 
 def _plot_threshold_metrics(d: dict) -> str:
@@ -223,7 +223,7 @@ def _plot_confusion(d: dict) -> str:
     ax.set_xticks([0, 1], [f"predicted {neg_label}", f"predicted {pos_label}"])
     ax.set_yticks([0, 1], [f"actual {neg_label}", f"actual {pos_label}"])
     ax.grid(False)
-    ax.set_title(f"Confusion matrix at threshold {_num(d['threshold'])}")
+    ax.set_title(f"Confusion matrix at threshold {report_number(d['threshold'])}")
     return _png(fig)
 
 
@@ -252,7 +252,13 @@ def _plot_training(d: dict) -> str | None:
     return _png(fig)
 
 
-def _num(x: Any, digits: int = 3) -> str:
+def report_number(x: Any, digits: int = 3) -> str:
+    """A number as the report shows it: thousands grouped, tiny values with the digits they need, ``n/a`` for None/NaN.
+
+    Unlike :func:`binclf.decide.metrics.format_number` (the command line's plain
+    text), whole numbers are grouped (``12,345``) and values below ``10**-digits``
+    keep a significant digit.
+    """
     if x is None:
         return "n/a"
     if isinstance(x, (bool, np.bool_)):

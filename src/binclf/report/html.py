@@ -17,12 +17,13 @@ import html
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
-from binclf.decide.metrics import BINARY_METRIC_KEYS
+from binclf.decide.metrics import BINARY_METRIC_KEYS, METRIC_NAMES
 from binclf.errors import DataError
-from binclf.report.data import _data_summary, _sigmoid, _uncorrected, report_data
+from binclf.numeric import sigmoid
+from binclf.report.data import _data_summary, _uncorrected, report_data
 from binclf.report.figures import (
     _RC,
-    _num,
+    report_number,
     _plot_confusion,
     _plot_histogram,
     _plot_pr,
@@ -50,29 +51,6 @@ FIGURE_IDS: tuple[str, ...] = (
     "confusion",
     "training-curve",
 )
-
-_METRIC_LABELS = {
-    "n": "rows",
-    "positives": "positives",
-    "roc_auc": "ROC-AUC",
-    "pr_auc": "PR-AUC (average precision)",
-    "log_loss": "log-loss",
-    "brier": "Brier score",
-    "ece": "ECE (15 equal-width bins)",
-    "ece_mass": "ECE (15 equal-mass bins)",
-    "accuracy": "accuracy",
-    "precision": "precision",
-    "recall": "recall",
-    "f1": "F1",
-    "mcc": "MCC",
-    "balanced_accuracy": "balanced accuracy",
-    "tn": "true negatives",
-    "fp": "false positives",
-    "fn": "false negatives",
-    "tp": "true positives",
-    "threshold": "threshold",
-}
-
 
 # =========================================================================== public
 
@@ -165,7 +143,7 @@ def render_bundle_report(predictor: "Predictor", df: "pd.DataFrame", *, source: 
     X = predictor.transform(df)
     z = predictor.uncalibrated_logits(X)
     p = predictor.calibrator.predict_proba(z)
-    p_raw = _sigmoid(z)
+    p_raw = sigmoid(z)
     summary = _data_summary(predictor, df, y, source)
     info = predictor.info
     data = report_data(
@@ -245,7 +223,7 @@ def _e(s: Any) -> str:
 
 
 def _ci(pair: Sequence[float] | None) -> str:
-    return f"[{_num(pair[0])}, {_num(pair[1])}]" if pair else ""
+    return f"[{report_number(pair[0])}, {report_number(pair[1])}]" if pair else ""
 
 
 def _figure_html(fid: str, png: str | None, caption: str, *, wide: bool = False, alt: str = "") -> str:
@@ -265,10 +243,10 @@ def _metrics_table(d: dict) -> str:
     for key in BINARY_METRIC_KEYS:
         if key not in m:
             continue
-        cells = f"<td>{_e(_METRIC_LABELS.get(key, key))}</td><td class=\"num\">{_num(m[key])}</td>"
+        cells = f"<td>{_e(METRIC_NAMES.get(key, key))}</td><td class=\"num\">{report_number(m[key])}</td>"
         cells += f"<td class=\"num\">{_ci(ci.get(key))}</td>"
         if valid:
-            cells += f"<td class=\"num\">{_num(valid.get(key))}</td>"
+            cells += f"<td class=\"num\">{report_number(valid.get(key))}</td>"
         rows.append(f"<tr>{cells}</tr>")
     return f'<table id="metrics-table"><thead>{head}</thead><tbody>{"".join(rows)}</tbody></table>'
 
@@ -279,19 +257,19 @@ def _policy_html(d: dict) -> str:
         return "<p>No threshold policy in this model: the threshold is 0.5.</p>"
     rows = [
         ("objective", f"<code>{_e(pol['objective'])}</code>"),
-        ("threshold", _num(pol["threshold"], 4)),
+        ("threshold", report_number(pol["threshold"], 4)),
         ("95% CI of the threshold (bootstrap)", _ci(pol.get("threshold_ci"))),
-        ("objective value on validation", _num(pol.get("value"))),
+        ("objective value on validation", report_number(pol.get("value"))),
         ("95% CI of the value (bootstrap)", _ci(pol.get("value_ci"))),
     ]
     if pol.get("analytic_threshold") is not None:
         rows.append(("cost-optimal threshold for calibrated probabilities, c_fp / (c_fp + c_fn)",
-                     _num(pol["analytic_threshold"], 4)))
+                     report_number(pol["analytic_threshold"], 4)))
     band = pol.get("abstain")
     if band:
         rows.append(("abstain band (no decision for low &le; p &lt; high)",
-                     f"[{_num(band['low'], 4)}, {_num(band['high'], 4)}), coverage {_num(band.get('coverage'))} "
-                     f"on validation, target precision {_num(band.get('target'))}"))
+                     f"[{report_number(band['low'], 4)}, {report_number(band['high'], 4)}), coverage {report_number(band.get('coverage'))} "
+                     f"on validation, target precision {report_number(band.get('target'))}"))
     if pol.get("fallback"):
         rows.append(("fallback", _e(pol["fallback"])))
     body = "".join(f"<tr><th>{k}</th><td>{v}</td></tr>" for k, v in rows)
@@ -307,9 +285,9 @@ def _calibration_html(d: dict) -> str:
         rows.append(("why", _e(cal["reason"])))
     if cal.get("log_loss_before") is not None:
         rows.append(("validation log-loss before &rarr; after",
-                     f"{_num(cal['log_loss_before'], 4)} &rarr; {_num(cal.get('log_loss_after'), 4)}"))
+                     f"{report_number(cal['log_loss_before'], 4)} &rarr; {report_number(cal.get('log_loss_after'), 4)}"))
     if cal.get("n") is not None:
-        rows.append(("validation rows", _num(int(cal["n"]))))
+        rows.append(("validation rows", report_number(int(cal["n"]))))
     body = "".join(f"<tr><th>{k}</th><td>{v}</td></tr>" for k, v in rows)
     out = f'<table id="calibration"><tbody>{body}</tbody></table>'
     cv = cal.get("cv_log_loss") or {}
@@ -317,10 +295,10 @@ def _calibration_html(d: dict) -> str:
         best = min(cv.values())
         cv_rows = "".join(
             f"<tr><td>{'<b>' if name == cal.get('method') else ''}{_e(name)}{'</b>' if name == cal.get('method') else ''}"
-            f"</td><td class=\"num\">{_num(v, 4)}</td><td class=\"num\">{_num(v - best, 4)}</td></tr>"
+            f"</td><td class=\"num\">{report_number(v, 4)}</td><td class=\"num\">{report_number(v - best, 4)}</td></tr>"
             for name, v in cv.items()
         )
-        out += (f'<table id="calibration-cv"><thead><tr><th>candidate</th><th>{_num(int(cal.get("cv_folds", 0)))}'
+        out += (f'<table id="calibration-cv"><thead><tr><th>candidate</th><th>{report_number(int(cal.get("cv_folds", 0)))}'
                 f"-fold log-loss</th><th>vs best</th></tr></thead><tbody>{cv_rows}</tbody></table>")
     return out
 
@@ -333,18 +311,18 @@ def _summary_html(d: dict) -> str:
     pos = s.get("positives", 0)
     facts = [
         ("source", _e(s.get("source", ""))),
-        ("rows", _num(int(rows))),
-        ("positives", f"{_num(int(pos))} ({_e(s.get('positive_label'))}, {100 * pos / max(rows, 1):.2f}%)"),
-        ("negatives", f"{_num(int(s.get('negatives', rows - pos)))} ({_e(s.get('negative_label'))})"),
-        ("feature columns", _num(len(s.get("columns", [])))),
+        ("rows", report_number(int(rows))),
+        ("positives", f"{report_number(int(pos))} ({_e(s.get('positive_label'))}, {100 * pos / max(rows, 1):.2f}%)"),
+        ("negatives", f"{report_number(int(s.get('negatives', rows - pos)))} ({_e(s.get('negative_label'))})"),
+        ("feature columns", report_number(len(s.get("columns", [])))),
     ]
     split = s.get("split_rows")
     if split:
-        facts.append(("split rows", ", ".join(f"{_e(k)} {_num(int(v))}" for k, v in split.items())))
+        facts.append(("split rows", ", ".join(f"{_e(k)} {report_number(int(v))}" for k, v in split.items())))
     facts_html = "".join(f"<tr><th>{k}</th><td>{v}</td></tr>" for k, v in facts)
     col_rows = "".join(
         f"<tr><td>{_e(c['name'])}</td><td>{_e(c.get('role', ''))}</td><td>{_e(c.get('dtype', ''))}</td>"
-        f"<td class=\"num\">{_num(int(c.get('missing', 0)))}</td><td class=\"num\">{_num(int(c.get('distinct', 0)))}</td></tr>"
+        f"<td class=\"num\">{report_number(int(c.get('missing', 0)))}</td><td class=\"num\">{report_number(int(c.get('distinct', 0)))}</td></tr>"
         for c in s.get("columns", [])
     )
     out = (f'<div class="tables"><table id="data-facts"><tbody>{facts_html}</tbody></table>'
@@ -361,14 +339,14 @@ def _summary_html(d: dict) -> str:
 def _cards(d: dict) -> str:
     m = d["metrics"]
     items = [
-        (_num(m.get("roc_auc")), "ROC-AUC"),
-        (_num(m.get("pr_auc")), "PR-AUC"),
-        (_num(m.get("log_loss")), "log-loss"),
-        (_num(m.get("ece")), "ECE (15 bins)"),
-        (_num(d["threshold"]), f"threshold ({_e(d['policy'].get('objective') or 'default')})"),
-        (_num(m.get("precision")), "precision"),
-        (_num(m.get("recall")), "recall"),
-        (_num(int(m.get("n", 0))), f"{_e(d['split_name'])} rows"),
+        (report_number(m.get("roc_auc")), "ROC-AUC"),
+        (report_number(m.get("pr_auc")), "PR-AUC"),
+        (report_number(m.get("log_loss")), "log-loss"),
+        (report_number(m.get("ece")), "ECE (15 bins)"),
+        (report_number(d["threshold"]), f"threshold ({_e(d['policy'].get('objective') or 'default')})"),
+        (report_number(m.get("precision")), "precision"),
+        (report_number(m.get("recall")), "recall"),
+        (report_number(int(m.get("n", 0))), f"{_e(d['split_name'])} rows"),
     ]
     return '<div class="cards">' + "".join(f"<div class=\"card\"><b>{v}</b><span>{k}</span></div>" for v, k in items) + "</div>"
 
@@ -393,21 +371,21 @@ def render_html(data: dict[str, Any]) -> str:
     d = data
     split = _e(d["split_name"])
     neg_label, pos_label = (_e(x) for x in d["labels"])
-    t = _num(d["threshold"])
+    t = report_number(d["threshold"])
     with rc_context(_RC):
         roc, pr = _plot_roc(d), _plot_pr(d)
         reliability, hist = _plot_reliability(d), _plot_histogram(d)
         tmetrics, confusion, training = _plot_threshold_metrics(d), _plot_confusion(d), _plot_training(d)
 
     eces = "; ".join(
-        f"{_e(s['label'])}: ECE {_num(s['ece_uniform'])} (equal-width), {_num(s['ece_quantile'])} (equal-mass)"
+        f"{_e(s['label'])}: ECE {report_number(s['ece_uniform'])} (equal-width), {report_number(s['ece_quantile'])} (equal-mass)"
         for s in d["reliability"]["series"]
     )
     band = d["policy"].get("abstain")
     band_note = ""
     if band:
-        band_note = (f" The model also has an abstain band: it predicts {pos_label} at p &ge; {_num(band['high'])}, "
-                     f"{neg_label} below {_num(band['low'])}, and abstains in between; this matrix ignores it.")
+        band_note = (f" The model also has an abstain band: it predicts {pos_label} at p &ge; {report_number(band['high'])}, "
+                     f"{neg_label} below {report_number(band['low'])}, and abstains in between; this matrix ignores it.")
     method = (d["calibration"] or {}).get("method")
     same = (" The calibrator is <code>none</code>, so the before and after calibration curves coincide."
             if method == "none" else "")
@@ -440,6 +418,9 @@ def render_html(data: dict[str, Any]) -> str:
     if d["notices"]:
         notices = "<h2>Notices</h2><ul class=\"notices\">" + "".join(
             f"<li class=\"notice\">{_e(n)}</li>" for n in d["notices"]) + "</ul>"
+    # Tables without text columns get no text section and the page stays as it was before text.
+    text_html = text_section_html(d.get("text_terms"), d["labels"])
+    text_html = f"{text_html}\n" if text_html else ""
     return f"""<!DOCTYPE html>
 <html lang="en">
 <head>
@@ -470,7 +451,7 @@ def render_html(data: dict[str, Any]) -> str:
 </div>
 <h2>Data</h2>
 {_summary_html(d)}
-{text_section_html(d.get("text_terms"), d["labels"])}<footer>Generated by binclf on {_e(d['generated'])}. Self-contained: plots are embedded images; no network access needed.</footer>
+{text_html}<footer>Generated by binclf on {_e(d['generated'])}. Self-contained: plots are embedded images; no network access needed.</footer>
 </main>
 </body>
 </html>

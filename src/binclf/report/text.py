@@ -26,7 +26,7 @@ def text_terms(predictor: "Predictor", *, k: int = 15) -> dict[str, Any] | None:
     names = getattr(prep, "feature_names_", None)
     if not getattr(prep, "text_", None) or names is None:
         return None
-    linear = [m for m in predictor.members if m.name == "logistic" and m.config.get("n_features") == len(names)]
+    linear = [m for m in predictor.members if m.kind == "logistic" and m.config.get("n_features") == len(names)]
     if not linear:
         return None
     w = np.mean([m.module.output.weight.detach().double().numpy().ravel() for m in linear], axis=0)

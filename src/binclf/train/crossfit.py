@@ -33,32 +33,11 @@ from torch import nn
 
 from binclf.runtime import one_blas_thread
 from binclf.nn.models import LogisticModel
+from binclf.numeric import log_loss, logit, sigmoid
 
-__all__ = ["Bag", "CrossFit", "cross_fit", "fit_logistic_path", "fold_indices", "log_loss", "mixture_weights"]
+__all__ = ["Bag", "CrossFit", "cross_fit", "fit_logistic_path", "fold_indices", "mixture_weights"]
 
 _EPS = 1e-12
-
-
-def log_loss(y: np.ndarray, p: np.ndarray) -> float:
-    """Mean binary log-loss of probabilities ``p`` ``(n,)`` for labels ``y`` ``(n,)``.
-
-    Parameters
-    ----------
-    y : ndarray of shape (n,)
-        Labels in {0, 1}.
-    p : ndarray of shape (n,)
-        Probabilities of the positive class (clipped away from 0 and 1).
-
-    Returns
-    -------
-    float
-    """
-    p = np.clip(p, _EPS, 1 - _EPS)
-    return float(-(y * np.log(p) + (1 - y) * np.log1p(-p)).mean())
-
-
-def _sigmoid(z: np.ndarray) -> np.ndarray:
-    return 0.5 * (1.0 + np.tanh(0.5 * z))
 
 
 def fold_indices(y: np.ndarray, *, k: int, seed: int) -> list[tuple[np.ndarray, np.ndarray]]:
@@ -155,7 +134,7 @@ def fit_logistic_path(
                 lr.fit(X[fit_rows], y[fit_rows])
             oof[c][held] = lr.decision_function(X[held])
             coefs[c].append((lr.coef_.ravel().copy(), float(lr.intercept_[0])))
-        losses[c] = log_loss(y, _sigmoid(oof[c]))
+        losses[c] = log_loss(y, sigmoid(oof[c]), eps=_EPS)
         return losses[c]
 
     if not bracket or len(Cs) < 3:
@@ -318,7 +297,7 @@ def cross_fit(
             bag.shifts.append(shift)
             bag.histories.append(history)
         bags.append(bag)
-        info[f"{name}_oof_log_loss"] = log_loss(y, _sigmoid(bag.oof))
+        info[f"{name}_oof_log_loss"] = log_loss(y, sigmoid(bag.oof), eps=_EPS)
     if bags:
         info["neural_oof_log_loss"] = min(info[f"{b.name}_oof_log_loss"] for b in bags)
         info["neural_best_epochs"] = [_best_epoch(h) for b in bags for h in b.histories]
@@ -332,7 +311,7 @@ def cross_fit(
         )
         info.update(linear_C=C, linear_oof_log_loss=losses[str(C)], linear_path=losses,
                     linear_seconds=time.perf_counter() - t1)
-    sources = [_sigmoid(b.oof) for b in bags] + ([_sigmoid(oof_l)] if linear else [])
+    sources = [sigmoid(b.oof) for b in bags] + ([sigmoid(oof_l)] if linear else [])
     P = np.stack(sources, axis=1)
     w = mixture_weights(P, y)  # a single source gets all the weight
     # Shares below 1% add members that hardly move a prediction: drop them.
@@ -343,13 +322,13 @@ def cross_fit(
     w_lin = float(w[-1]) if linear else 0.0
     p = np.clip(P @ w, _EPS, 1 - _EPS)
     info.update(linear_weight=w_lin, bag_weights={b.name: b.weight for b in bags},
-                blend_oof_log_loss=log_loss(y, p), seconds=time.perf_counter() - t0)
+                blend_oof_log_loss=log_loss(y, p, eps=_EPS), seconds=time.perf_counter() - t0)
     return CrossFit(
         bags=bags,
         linear=lin_members,
         oof_linear=oof_l,
         weight=w_lin,
-        oof_logits=np.log(p) - np.log1p(-p),
+        oof_logits=logit(p, eps=0.0),
         info=info,
     )
 

@@ -39,6 +39,7 @@ from binclf.io.images import ImageSet, check_bad, choose_layout, decode_images, 
 from binclf.nn.augment import AugmentConfig
 from binclf.nn.models import build_model
 from binclf.nn.models.cnn import cnn_macs, cnn_shape, native_bf16
+from binclf.numeric import sigmoid
 from binclf.predictor import Member
 from binclf.train.pipeline import TrainResult
 from binclf.train.trainer import TrainConfig, Trainer, auto_batch_size
@@ -370,10 +371,10 @@ def train_images(
         calibration_info=cal_info,
         curves={
             "y_valid": Y["valid"],
-            "p_valid_raw": 1 / (1 + np.exp(-z_valid)),
+            "p_valid_raw": sigmoid(z_valid),
             "p_valid": p_valid,
             "y_test": y_test,
-            "p_test_raw": 1 / (1 + np.exp(-z_test)),
+            "p_test_raw": sigmoid(z_test),
             "p_test": p_test,
         },
         seconds=seconds,

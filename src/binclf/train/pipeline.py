@@ -28,6 +28,7 @@ from binclf.data.split import stratified_split
 from binclf.errors import ConfigError, DataError
 from binclf.decide.metrics import binary_metrics, bootstrap_intervals
 from binclf.nn.models import build_model, model_config
+from binclf.numeric import sigmoid
 from binclf.predictor import Member, Predictor, member_logits
 from binclf.data.preprocessing import Preprocessor, check_finite
 from binclf.data.text import TEXT_ENCODERS, TEXT_LINEAR_PATH, TextPreprocessor, dense_part
@@ -401,35 +402,37 @@ def train_table(
     X_test = prep.transform(parts["test"][0])
     y_test = parts["test"][1]
     extra_info: dict[str, Any] = {}
+    # z_held, y_held: the held-out logits and labels that calibration and the threshold are
+    # chosen on: the validation split, or with cross-fitting the out-of-fold logits of train + validation.
     if crossfit:
         say(
             f"training {options.model} ({_auto_folds(options, len(y_train))}-fold cross-fit) on {len(y_train)} rows x "
             f"{prep.n_features_out_} features (test {len(y_test)})"
         )
-        members, history, z_valid, extra_info = _fit_crossfit(
+        members, history, z_held, extra_info = _fit_crossfit(
             options, X_train, y_train, len(prep.numeric_), X_linear=X_linear
         )
-        y_valid = y_train
+        y_held = y_train
     else:
         X_valid = prep.transform(parts["valid"][0])
-        y_valid = parts["valid"][1]
+        y_held = parts["valid"][1]
         X_valid_dense = dense_part(X_valid, prep.n_dense_) if schema.text else X_valid
         say(
             f"training {options.model} on {len(y_train)} rows x {X_train.shape[1]} features "
-            f"(validation {len(y_valid)}, test {len(y_test)})"
+            f"(validation {len(y_held)}, test {len(y_test)})"
         )
-        members, history = _fit_members(options, X_train, y_train, X_valid_dense, y_valid)
+        members, history = _fit_members(options, X_train, y_train, X_valid_dense, y_held)
         for m in members:
             m.module.eval()
-        z_valid = member_logits(members, X_valid)
+        z_held = member_logits(members, X_valid)
 
-    calibrator, cal_info = select_calibrator(z_valid, y_valid, method=options.calibration, seed=options.seed)
+    calibrator, cal_info = select_calibrator(z_held, y_held, method=options.calibration, seed=options.seed)
     if crossfit:
         cal_info["fitted_on"] = "out-of-fold predictions of train + validation"
-    p_valid = calibrator.predict_proba(z_valid)
+    p_held = calibrator.predict_proba(z_held)
     policy = choose_threshold(
-        y_valid,
-        p_valid,
+        y_held,
+        p_held,
         options.objective,
         n_boot=options.n_boot,
         seed=options.seed,
@@ -444,7 +447,7 @@ def train_table(
     p_test = calibrator.predict_proba(z_test)
     metrics = binary_metrics(y_test, p_test, threshold=policy.threshold)
     intervals = bootstrap_intervals(y_test, p_test, threshold=policy.threshold, n_boot=options.n_boot, seed=options.seed)
-    valid_metrics = binary_metrics(y_valid, p_valid, threshold=policy.threshold)
+    valid_metrics = binary_metrics(y_held, p_held, threshold=policy.threshold)
     summary = _summary(df, schema, target, {k: len(v[1]) for k, v in parts.items()}, source)
     seconds = time.perf_counter() - t0
     # Built whole, once everything it holds is fitted (no placeholder calibrator mutated later).
@@ -477,11 +480,11 @@ def train_table(
         summary=summary,
         calibration_info=cal_info,
         curves={
-            "y_valid": y_valid,
-            "p_valid_raw": 1 / (1 + np.exp(-z_valid)),
-            "p_valid": p_valid,
+            "y_valid": y_held,
+            "p_valid_raw": sigmoid(z_held),
+            "p_valid": p_held,
             "y_test": y_test,
-            "p_test_raw": 1 / (1 + np.exp(-z_test)),
+            "p_test_raw": sigmoid(z_test),
             "p_test": p_test,
         },
         seconds=seconds,

@@ -30,6 +30,7 @@ from binclf.train.adamw import FastAdamWStep, FusedAdamW
 from binclf.train.fused_step import FusedMLPStep
 from binclf.nn.losses import LOSS_NAMES, build_loss, resolve_pos_weight
 from binclf.nn.models.base import encoded_network, init_output_bias
+from binclf.numeric import logit, sigmoid
 
 __all__ = ["FitSettings", "TrainConfig", "Trainer", "auto_batch_size", "predict_logits", "resolve_device"]
 
@@ -361,7 +362,7 @@ class Trainer:
             model.to(device)
             if init_bias and cfg.loss != "hinge" and 0.0 < self.train_prior_ < 1.0:
                 # The loss-minimising constant logit under the training objective.
-                init_output_bias(model, _sigmoid(_logit(self.train_prior_) + self.logit_shift_))
+                init_output_bias(model, float(sigmoid(logit(self.train_prior_, eps=0.0) + self.logit_shift_)))
             opt = self._optimizer(model)
             n = len(X)
             opt_step = FastAdamWStep(opt) if FastAdamWStep.supports(opt) else opt.step
@@ -475,7 +476,7 @@ class Trainer:
         if self.pos_weight_ is not None:
             shift += math.log(self.pos_weight_)
         if self.config.sampler == "balanced" and 0.0 < prior < 1.0:
-            shift += -_logit(prior)  # the sampler trains at prior 0.5
+            shift += -float(logit(prior, eps=0.0))  # the sampler trains at prior 0.5
         return shift
 
     def _compile_pays(self, n_rows: int, has_valid: bool) -> bool | None:
@@ -563,10 +564,3 @@ class Trainer:
 def _has_batchnorm(model: nn.Module) -> bool:
     return any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.modules())
 
-
-def _logit(p: float) -> float:
-    return math.log(p) - math.log1p(-p)
-
-
-def _sigmoid(z: float) -> float:
-    return 1.0 / (1.0 + math.exp(-z)) if z >= 0 else math.exp(z) / (1.0 + math.exp(z))

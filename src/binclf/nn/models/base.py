@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 from typing import Any
 
 import torch
 from torch import nn
+
+from binclf.numeric import logit
 
 __all__ = ["encoded_network", "init_output_bias", "build_model", "model_config", "model_names", "register"]
 
@@ -26,7 +27,7 @@ def register(name: str):
 
 
 def model_names() -> list[str]:
-    """Names accepted by :func:`build_model` (and ``--model``)."""
+    """Names accepted by :func:`build_model`: the model kinds a bundle may hold (``--model`` offers fewer)."""
     return sorted(_REGISTRY)
 
 
@@ -111,7 +112,7 @@ def init_output_bias(model: nn.Module, prior: float) -> None:
     output = getattr(model, "output", None)
     if not isinstance(output, nn.Linear) or output.bias is None:
         raise TypeError(f"{type(model).__name__} has no `output` nn.Linear with a bias")
-    output.bias.fill_(math.log(prior) - math.log1p(-prior))
+    output.bias.fill_(float(logit(prior, eps=0.0)))
 
 
 def encoded_network(model: nn.Module) -> nn.Module | None:
