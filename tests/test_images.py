@@ -149,6 +149,10 @@ def test_train_predict_evaluate_a_folder(tmp_path):
 
     p = Predictor.load(bundle)
     assert type(p).__name__ == "ImagePredictor" and p.target.positive == "yes"
+    # ONNX export of an image bundle: one line, exit 2, nothing written
+    r = run("export", bundle, "-o", tmp_path / "m.onnx", ok=False)
+    assert r.exit_code == 2 and "image bundle, which cannot be exported to ONNX yet" in r.output, r.output
+    assert not (tmp_path / "m.onnx").exists()
 
 
 def test_train_from_a_labels_csv(tmp_path):

@@ -189,6 +189,15 @@ def test_report_lists_ngrams_and_export_refuses(tmp_path):
     assert any(w in pos for w in _GOOD)
     with pytest.raises(BundleError, match="free-text column\\(s\\) 'review', which cannot be exported to ONNX yet"):
         res.predictor.preprocessor.check_exportable()
+    # binclf export says so in one line, exit 2, and writes nothing
+    from click.testing import CliRunner
+
+    from binclf.cli import main
+
+    res.predictor.save(tmp_path / "m")
+    r = CliRunner().invoke(main, ["export", str(tmp_path / "m"), "-o", str(tmp_path / "m.onnx")])
+    assert r.exit_code == 2 and "cannot be exported to ONNX yet" in r.output, r.output
+    assert not (tmp_path / "m.onnx").exists()
 
 
 def test_wordllama_encoder_offline():

@@ -423,7 +423,7 @@ class TextPreprocessor:
         names = ", ".join(repr(c.name) for c in self.text_)
         raise BundleError(
             f"this bundle has free-text column(s) {names}, which cannot be exported to ONNX yet; "
-            "serve it with `binclf serve` or load it with binclf.Predictor.load"
+            "predict with `binclf predict` or binclf.Predictor.load"
         )
 
     def __repr__(self) -> str:

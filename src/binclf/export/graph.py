@@ -446,6 +446,26 @@ def signature(predictor: Any) -> dict[str, Any]:
     }
 
 
+def _check_exportable(predictor: Any) -> None:
+    """Bundle kinds with no ONNX form yet (free text, images) are refused in one line, before any work."""
+    from binclf.data.preprocessing import Preprocessor
+    from binclf.errors import BundleError
+
+    pre = predictor.preprocessor
+    check = getattr(pre, "check_exportable", None)  # text bundles say which columns (binclf.data.text)
+    if check is not None:
+        try:
+            check()
+        except BundleError as exc:
+            raise ExportError(str(exc)) from None
+    if not isinstance(pre, Preprocessor):
+        kind = "an image" if type(pre).__name__ == "ImagePreprocessor" else "a non-table"
+        raise ExportError(
+            f"this is {kind} bundle, which cannot be exported to ONNX yet (only table bundles can); "
+            "predict with `binclf predict` or binclf.Predictor.load"
+        )
+
+
 def build_onnx(predictor: Any) -> Any:
     """The ONNX model of ``predictor``'s whole prediction path (see the module docstring).
 
@@ -466,6 +486,7 @@ def build_onnx(predictor: Any) -> Any:
     ExportError
         A part of the bundle has no ONNX form (the message names it).
     """
+    _check_exportable(predictor)
     g = _Graph()
     onnx, helper = g.onnx, g.helper
     TP = onnx.TensorProto
