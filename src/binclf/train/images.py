@@ -30,9 +30,7 @@ from binclf.data.images import fit_image_preprocessor
 from binclf.data.split import stratified_split
 from binclf.data.target import encode_target
 from binclf import runtime
-from binclf.decide.calibration import select_calibrator
-from binclf.decide.metrics import binary_metrics, bootstrap_intervals
-from binclf.decide.thresholds import choose_threshold, parse_objective
+from binclf.decide.thresholds import parse_objective
 from binclf.errors import ConfigError, DataError
 from binclf.image_predictor import ImagePredictor, image_member_logits
 from binclf.io.images import ImageSet, check_bad, choose_layout, decode_images, find_class_folders, read_labels_csv, scan_images
@@ -41,7 +39,7 @@ from binclf.nn.models import build_model
 from binclf.nn.models.cnn import cnn_macs, cnn_shape, native_bf16
 from binclf.numeric import sigmoid
 from binclf.predictor import Member
-from binclf.train.pipeline import TrainResult
+from binclf.train.pipeline import TrainResult, decide_on_held_out
 from binclf.train.trainer import TrainConfig, Trainer, auto_batch_size
 
 __all__ = ["ImageTrainOptions", "ImageTrainResult", "train_images", "load_image_set"]
@@ -312,20 +310,10 @@ def train_images(
     )
     members = [Member("cnn", config, module.eval(), 1.0, trainer.logit_shift_)]
     z_valid = image_member_logits(members, X["valid"])
-    calibrator, cal_info = select_calibrator(z_valid, Y["valid"], method=options.calibration, seed=options.seed)
-    p_valid = calibrator.predict_proba(z_valid)
-    policy = choose_threshold(
-        Y["valid"], p_valid, options.objective, n_boot=options.n_boot, seed=options.seed,
-        abstain_precision=options.abstain_precision,
-    )
-    if policy.fallback:
-        notices.append(policy.fallback)
     z_test = image_member_logits(members, X["test"])
-    p_test = calibrator.predict_proba(z_test)
-    y_test = Y["test"]
-    metrics = binary_metrics(y_test, p_test, threshold=policy.threshold)
-    intervals = bootstrap_intervals(y_test, p_test, threshold=policy.threshold, n_boot=options.n_boot, seed=options.seed)
-    valid_metrics = binary_metrics(Y["valid"], p_valid, threshold=policy.threshold)
+    d = decide_on_held_out(z_valid, Y["valid"], z_test, Y["test"], options, notices=notices)
+    calibrator, cal_info, policy, p_valid, p_test = d.calibrator, d.calibration_info, d.policy, d.p_held, d.p_test
+    metrics, intervals, valid_metrics, y_test = d.metrics, d.intervals, d.valid_metrics, Y["test"]
     summary = {
         "source": str(data),
         "rows": int(len(y)),

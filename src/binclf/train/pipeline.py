@@ -305,6 +305,65 @@ def _training_threads(flops_per_row: float = 0.0) -> int | None:
 
 
 @runtime.entry_point("train")  # one BLAS thread for numpy/scipy's small products; restored on return
+@dataclass
+class HeldOutDecision:
+    """What :func:`decide_on_held_out` fits and scores: calibrator, threshold policy, metrics."""
+
+    calibrator: Any
+    calibration_info: dict[str, Any]
+    policy: Any
+    p_held: np.ndarray
+    p_test: np.ndarray
+    metrics: dict[str, float]
+    intervals: dict[str, Any]
+    valid_metrics: dict[str, float]
+
+
+def decide_on_held_out(
+    z_held: np.ndarray, y_held: np.ndarray, z_test: np.ndarray, y_test: np.ndarray, options: Any, *,
+    notices: list[str],
+) -> HeldOutDecision:
+    """Calibrate and choose the threshold on held-out logits, then score the test rows.
+
+    The same last steps for tables (:func:`train_table`) and images
+    (:func:`binclf.train.images.train_images`).
+
+    Parameters
+    ----------
+    z_held, y_held : ndarray of shape (n,)
+        Held-out logits (validation split, or out-of-fold) and their 0/1 labels.
+    z_test, y_test : ndarray of shape (m,)
+        The test rows' logits and labels, never seen in training.
+    options : TrainOptions or ImageTrainOptions
+        ``calibration``, ``objective``, ``abstain_precision``, ``n_boot``, ``seed``.
+    notices : list of str
+        The threshold's fallback notice, if any, is appended here.
+
+    Returns
+    -------
+    HeldOutDecision
+    """
+    calibrator, cal_info = select_calibrator(z_held, y_held, method=options.calibration, seed=options.seed)
+    p_held = calibrator.predict_proba(z_held)
+    policy = choose_threshold(
+        y_held, p_held, options.objective, n_boot=options.n_boot, seed=options.seed,
+        abstain_precision=options.abstain_precision,
+    )
+    if policy.fallback:
+        notices.append(policy.fallback)
+    p_test = calibrator.predict_proba(z_test)
+    return HeldOutDecision(
+        calibrator=calibrator,
+        calibration_info=cal_info,
+        policy=policy,
+        p_held=p_held,
+        p_test=p_test,
+        metrics=binary_metrics(y_test, p_test, threshold=policy.threshold),
+        intervals=bootstrap_intervals(y_test, p_test, threshold=policy.threshold, n_boot=options.n_boot, seed=options.seed),
+        valid_metrics=binary_metrics(y_held, p_held, threshold=policy.threshold),
+    )
+
+
 def train_table(
     df: pd.DataFrame,
     options: TrainOptions,
@@ -426,28 +485,14 @@ def train_table(
             m.module.eval()
         z_held = member_logits(members, X_valid)
 
-    calibrator, cal_info = select_calibrator(z_held, y_held, method=options.calibration, seed=options.seed)
-    if crossfit:
-        cal_info["fitted_on"] = "out-of-fold predictions of train + validation"
-    p_held = calibrator.predict_proba(z_held)
-    policy = choose_threshold(
-        y_held,
-        p_held,
-        options.objective,
-        n_boot=options.n_boot,
-        seed=options.seed,
-        abstain_precision=options.abstain_precision,
-    )
-    if policy.fallback:
-        notices.append(policy.fallback)
-
     for m in members:
         m.module.eval()
     z_test = member_logits(members, X_test)
-    p_test = calibrator.predict_proba(z_test)
-    metrics = binary_metrics(y_test, p_test, threshold=policy.threshold)
-    intervals = bootstrap_intervals(y_test, p_test, threshold=policy.threshold, n_boot=options.n_boot, seed=options.seed)
-    valid_metrics = binary_metrics(y_held, p_held, threshold=policy.threshold)
+    d = decide_on_held_out(z_held, y_held, z_test, y_test, options, notices=notices)
+    if crossfit:
+        d.calibration_info["fitted_on"] = "out-of-fold predictions of train + validation"
+    calibrator, cal_info, policy, p_held, p_test = d.calibrator, d.calibration_info, d.policy, d.p_held, d.p_test
+    metrics, intervals, valid_metrics = d.metrics, d.intervals, d.valid_metrics
     summary = _summary(df, schema, target, {k: len(v[1]) for k, v in parts.items()}, source)
     seconds = time.perf_counter() - t0
     # Built whole, once everything it holds is fitted (no placeholder calibrator mutated later).
