@@ -198,6 +198,10 @@ def test_report_lists_ngrams_and_export_refuses(tmp_path):
     r = CliRunner().invoke(main, ["export", str(tmp_path / "m"), "-o", str(tmp_path / "m.onnx")])
     assert r.exit_code == 2 and "cannot be exported to ONNX yet" in r.output, r.output
     assert not (tmp_path / "m.onnx").exists()
+    # binclf serve refuses it before listening (its records path reads numbers and categories only)
+    pytest.importorskip("fastapi")
+    r = CliRunner().invoke(main, ["serve", str(tmp_path / "m"), "--port", "0"])
+    assert r.exit_code == 2 and "free-text columns, which `binclf serve` cannot serve yet" in r.output, r.output
 
 
 def test_wordllama_encoder_offline():

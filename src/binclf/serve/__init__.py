@@ -119,6 +119,9 @@ def run(
         logging.getLogger("binclf.serve.access").setLevel(logging.WARNING)
     try:
         predictor = Predictor.load(bundle)  # fails here, before listening, on a bad bundle
+        from binclf.serve.app import check_servable
+
+        check_servable(predictor)
         sha = read_meta(bundle)["weights"]["sha256"]
         log = logging.getLogger("binclf.serve")
         log.info(

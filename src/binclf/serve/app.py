@@ -357,6 +357,19 @@ def _serving_versions() -> dict[str, str]:
             "fastapi": fastapi.__version__, "python": platform.python_version()}
 
 
+def check_servable(predictor: Any) -> None:
+    """Only table bundles are served for now: others are refused in one line, before listening."""
+    from binclf.data.preprocessing import Preprocessor
+    from binclf.errors import BundleError
+
+    if type(predictor.preprocessor) is not Preprocessor:
+        what = "has free-text columns" if hasattr(predictor.preprocessor, "text_") else "is not a table bundle"
+        raise BundleError(
+            f"this bundle {what}, which `binclf serve` cannot serve yet (only tables of numbers and "
+            "categories); predict with `binclf predict` or binclf.Predictor.load"
+        )
+
+
 def create_app(
     predictor: Predictor, *, max_body: int = DEFAULT_MAX_BODY, weights_sha256: str | None = None
 ) -> FastAPI:
@@ -368,6 +381,7 @@ def create_app(
     max_body : the largest request body accepted, in bytes (larger: 413).
     weights_sha256 : the bundle's weights hash, reported by ``/metadata``.
     """
+    check_servable(predictor)
     service = Service(predictor)
     limiter = anyio.CapacityLimiter(_THREADS)
     bodies = request_models(predictor.preprocessor, service.decoder.optional)
