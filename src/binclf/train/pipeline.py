@@ -304,7 +304,6 @@ def _training_threads(flops_per_row: float = 0.0) -> int | None:
     return None if flops_per_row >= _SHARED_FLOPS_PER_ROW else 1
 
 
-@runtime.entry_point("train")  # one BLAS thread for numpy/scipy's small products; restored on return
 @dataclass
 class HeldOutDecision:
     """What :func:`decide_on_held_out` fits and scores: calibrator, threshold policy, metrics."""
@@ -364,6 +363,7 @@ def decide_on_held_out(
     )
 
 
+@runtime.entry_point("train")  # one BLAS thread for numpy/scipy's small products; restored on return
 def train_table(
     df: pd.DataFrame,
     options: TrainOptions,
