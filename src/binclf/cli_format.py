@@ -77,14 +77,19 @@ def print_bundle_info(bundle: Path, predictor: Any) -> None:
         click.echo(f"  {spec.name:<24} {spec.role}")
     for name, reason in predictor.schema.dropped:
         click.echo(f"  {name:<24} dropped: {reason}")
+    print_decision(predictor)
+    versions = predictor.info.get("versions") or {}
+    click.echo("versions   " + ", ".join(f"{k} {v}" for k, v in versions.items()))
+
+
+def print_decision(predictor: Any) -> None:
+    """``binclf info``'s calibration, threshold and test-metrics lines, for table and image bundles alike."""
     click.echo(f"calibration {predictor.calibrator.to_dict().get('method')}")
     if predictor.threshold is not None:
         click.echo(f"threshold  {format_number(predictor.threshold.threshold)} ({predictor.threshold.objective})")
     test = predictor.info.get("metrics", {}).get("test")
     if test:
         click.echo(metrics_table(test, None, title="test metrics at training time"))
-    versions = predictor.info.get("versions") or {}
-    click.echo("versions   " + ", ".join(f"{k} {v}" for k, v in versions.items()))
 
 
 def members_text(predictor: Any) -> str:

@@ -14,7 +14,7 @@ from typing import Any
 
 import click
 
-from binclf.cli_format import metrics_table, print_training
+from binclf.cli_format import metrics_table, print_decision, print_training
 from binclf.errors import BundleError, ConfigError, DataError
 
 __all__ = ["is_image_bundle", "wants_images", "train_images_command", "predict_images_command", "evaluate_images_command"]
@@ -200,9 +200,4 @@ def info_images_command(bundle: Path) -> None:
                + (f"; CSV column {p.image_column!r}" if p.image_column else ""))
     click.echo(f"model      {m.kind}(widths={m.config['widths']}, stem_stride={m.config['stem_stride']}, "
                f"dropout={m.config['dropout']})")
-    click.echo(f"calibration {p.calibrator.to_dict().get('method')}")
-    if p.threshold is not None:
-        click.echo(f"threshold  {p.threshold.threshold:.3f} ({p.threshold.objective})")
-    test = p.info.get("metrics", {}).get("test")
-    if test:
-        click.echo(metrics_table(test, None, title="test metrics at training time"))
+    print_decision(p)
