@@ -22,6 +22,7 @@ from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 
@@ -38,6 +39,7 @@ __all__ = [
     "scan_images",
     "choose_layout",
     "decode_images",
+    "decode_image_bytes",
     "MAX_BAD_FRACTION",
 ]
 
@@ -206,7 +208,7 @@ def choose_layout(headers: Sequence[tuple[tuple[int, int], str]], *, image_size:
     return int(image_size), channels, why
 
 
-def _decode_one(path: Path, size: int, mode: str) -> np.ndarray | str:
+def _decode_one(path: Path | BinaryIO, size: int, mode: str) -> np.ndarray | str:
     from PIL import Image, ImageOps, UnidentifiedImageError
 
     try:
@@ -231,6 +233,33 @@ def _decode_one(path: Path, size: int, mode: str) -> np.ndarray | str:
     except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
         return f"unreadable or truncated ({' '.join(str(exc).split())})"
     return a[None] if a.ndim == 2 else a.transpose(2, 0, 1)
+
+
+def decode_image_bytes(data: bytes, *, size: int, channels: int, max_pixels: int | None = None) -> np.ndarray | str:
+    """One encoded image (the bytes of a PNG, JPEG, BMP or WebP file) -> ``uint8 (C, S, S)``, or why it cannot be.
+
+    The same decoding as :func:`decode_images` (so a served image gets the
+    probability ``binclf predict`` gives its file). ``max_pixels`` refuses
+    images whose header declares more pixels, before any decoding: a few
+    kilobytes of PNG can declare gigabytes of pixels.
+    """
+    import io
+
+    from PIL import Image, UnidentifiedImageError
+
+    if not data:
+        return "is empty (0 bytes); send the bytes of a PNG, JPEG, BMP or WebP file"
+    if max_pixels is not None:
+        try:
+            with Image.open(io.BytesIO(data)) as im:
+                w, h = im.size
+        except UnidentifiedImageError:
+            return "not an image Pillow can read (PNG, JPEG, BMP, WebP)"
+        except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
+            return f"unreadable or truncated ({' '.join(str(exc).split())})"
+        if w * h > max_pixels:
+            return f"is {w}x{h} pixels, more than the {max_pixels:,} this server decodes; send a smaller image"
+    return _decode_one(io.BytesIO(data), size, "L" if channels == 1 else "RGB")
 
 
 def _workers(workers: int | None) -> int:

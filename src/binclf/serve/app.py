@@ -119,16 +119,42 @@ def parse_json(body: bytes) -> Any:
         raise InputError.one("the JSON body is nested too deeply; send records of plain values") from None
 
 
-class Service:
-    """What the endpoints do, without HTTP: body bytes in, JSON bytes and a row count out."""
+class Answers:
+    """The decisions part every server shares: probabilities and decisions -> the ``predictions`` items."""
 
     def __init__(self, predictor: Predictor) -> None:
         self.predictor = predictor
-        self.decoder = RowDecoder(predictor.preprocessor)
         t = predictor.target
         self._labels = {1: t.positive, 0: t.negative, -1: ABSTAIN}
         band = predictor.threshold.abstain if predictor.threshold is not None else None
         self.band = None if band is None else [float(band["low"]), float(band["high"])]
+
+    def _items(self, proba: np.ndarray, decisions: np.ndarray, with_abstain: bool) -> list[dict[str, Any]]:
+        if not np.isfinite(proba).all():
+            raise RuntimeError("the model gave a non-finite probability")
+        lab = self._labels
+        if with_abstain:
+            return [{"probability": p, "prediction": lab[d], "abstain": d == -1}
+                    for p, d in zip(proba.tolist(), decisions.tolist())]
+        return [{"probability": p, "prediction": lab[d]} for p, d in zip(proba.tolist(), decisions.tolist())]
+
+    def answer(self, proba: np.ndarray, threshold: float | None) -> bytes:
+        """``{"predictions": [...], "threshold": t}`` (and ``abstain_band``) for probabilities ``(n,)``."""
+        decisions = self.predictor.decide(proba, threshold=threshold)
+        with_abstain = threshold is None and self.band is not None
+        answer: dict[str, Any] = {"predictions": self._items(proba, decisions, with_abstain),
+                                  "threshold": self.predictor.effective_threshold(threshold)}
+        if with_abstain:
+            answer["abstain_band"] = self.band
+        return dumps(answer)
+
+
+class Service(Answers):
+    """What the endpoints do, without HTTP: body bytes in, JSON bytes and a row count out."""
+
+    def __init__(self, predictor: Predictor) -> None:
+        super().__init__(predictor)
+        self.decoder = RowDecoder(predictor.preprocessor)
 
     # -- the prediction --------------------------------------------------------------
     def predict(self, columns: Columns, threshold: float | None) -> tuple[np.ndarray, np.ndarray]:
@@ -139,15 +165,6 @@ class Service:
             raise InputError.one(str(exc)) from None
         proba = self.predictor.proba_from_inputs(X)
         return proba, self.predictor.decide(proba, threshold=threshold)
-
-    def _items(self, proba: np.ndarray, decisions: np.ndarray, with_abstain: bool) -> list[dict[str, Any]]:
-        if not np.isfinite(proba).all():
-            raise RuntimeError("the model gave a non-finite probability")
-        lab = self._labels
-        if with_abstain:
-            return [{"probability": p, "prediction": lab[d], "abstain": d == -1}
-                    for p, d in zip(proba.tolist(), decisions.tolist())]
-        return [{"probability": p, "prediction": lab[d]} for p, d in zip(proba.tolist(), decisions.tolist())]
 
     # -- the endpoints' work -------------------------------------------------------
     def predict_body(self, kind: str, body: bytes, threshold: float | None) -> tuple[bytes, int]:
@@ -166,13 +183,8 @@ class Service:
                 columns = self.decoder.records(payload["rows"], what="'rows'")
             else:
                 columns = self.decoder.records(payload)
-        proba, decisions = self.predict(columns, threshold)
-        with_abstain = threshold is None and self.band is not None
-        answer: dict[str, Any] = {"predictions": self._items(proba, decisions, with_abstain),
-                                  "threshold": self.predictor.effective_threshold(threshold)}
-        if with_abstain:
-            answer["abstain_band"] = self.band
-        return dumps(answer), columns.n
+        proba, _ = self.predict(columns, threshold)
+        return self.answer(proba, threshold), columns.n
 
     def invocations_body(self, kind: str, body: bytes) -> tuple[bytes, int]:
         """``POST /invocations`` (MLflow scoring protocol) -> the answer's JSON and row count."""
@@ -311,18 +323,8 @@ class _Observe:
                 access_log.info("%s%s %s %d rows=%d %.2fms", who, method, path[:200], status, rows, seconds * 1e3)
 
 
-def _metadata(predictor: Predictor, decoder: RowDecoder, sha256: str | None) -> dict[str, Any]:
-    """``GET /metadata``: what a client needs to call the model, and what the model is."""
-    pre = predictor.preprocessor
-    levels = {st["name"]: st for st in pre.categorical_}
-    columns = []
-    for spec in predictor.schema.columns:
-        col: dict[str, Any] = {"name": spec.name, "role": spec.role, "dtype": spec.dtype,
-                               "required": spec.name not in decoder.optional}
-        if spec.role == "categorical":
-            st = levels[spec.name]
-            col["categories"] = list(st["levels"])
-        columns.append(col)
+def model_metadata(predictor: Predictor, sha256: str | None) -> dict[str, Any]:
+    """The ``/metadata`` fields of every bundle kind: target, threshold, calibration, members, metrics, versions."""
     t = predictor.target
     thr = predictor.threshold
     member_groups = [
@@ -330,7 +332,6 @@ def _metadata(predictor: Predictor, decoder: RowDecoder, sha256: str | None) -> 
         for name, config, count, weight in predictor.member_groups()
     ]
     return {
-        "columns": columns,
         "target": {"column": t.column, "positive": t.positive, "negative": t.negative},
         "threshold": predictor.effective_threshold(),
         "objective": thr.objective if thr is not None else None,
@@ -339,12 +340,26 @@ def _metadata(predictor: Predictor, decoder: RowDecoder, sha256: str | None) -> 
         ),
         "calibration": predictor.calibrator.to_dict().get("method"),
         "members": member_groups,
-        "n_features": pre.n_features_out_,
+        "n_features": predictor.preprocessor.n_features_out_,
         "metrics": predictor.info.get("metrics", {}),
         "weights_sha256": sha256,
         "trained_with": predictor.info.get("versions"),
         "serving_with": _serving_versions(),
     }
+
+
+def _metadata(predictor: Predictor, decoder: RowDecoder, sha256: str | None) -> dict[str, Any]:
+    """``GET /metadata``: what a client needs to call the model, and what the model is."""
+    levels = {st["name"]: st for st in predictor.preprocessor.categorical_}
+    columns = []
+    for spec in predictor.schema.columns:
+        col: dict[str, Any] = {"name": spec.name, "role": spec.role, "dtype": spec.dtype,
+                               "required": spec.name not in decoder.optional}
+        if spec.role == "categorical":
+            st = levels[spec.name]
+            col["categories"] = list(st["levels"])
+        columns.append(col)
+    return {"columns": columns, **model_metadata(predictor, sha256)}
 
 
 def _serving_versions() -> dict[str, str]:
@@ -358,22 +373,89 @@ def _serving_versions() -> dict[str, str]:
 
 
 def check_servable(predictor: Any) -> None:
-    """Only table bundles are served for now: others are refused in one line, before listening."""
-    from binclf.data.preprocessing import Preprocessor
+    """Table and image bundles are served; free-text bundles are refused in one line, before listening."""
     from binclf.errors import BundleError
+    from binclf.image_predictor import ImagePredictor
+
+    if isinstance(predictor, ImagePredictor):
+        return
+    from binclf.data.preprocessing import Preprocessor
 
     if type(predictor.preprocessor) is not Preprocessor:
-        what = "has free-text columns" if hasattr(predictor.preprocessor, "text_") else "is not a table bundle"
+        what = "has free-text columns" if hasattr(predictor.preprocessor, "text_") else "is not a table or image bundle"
         raise BundleError(
             f"this bundle {what}, which `binclf serve` cannot serve yet (only tables of numbers and "
-            "categories); predict with `binclf predict` or binclf.Predictor.load"
+            "categories, and images); predict with `binclf predict` or binclf.Predictor.load"
         )
+
+
+def app_shell(
+    *, title: str, description: str, metadata: dict[str, Any], routes: frozenset[str],
+    bodies: dict[str, Any] | None = None,
+) -> FastAPI:
+    """The part every binclf server shares: metrics and access log (middleware), the error handlers,
+    ``/health``, ``/metadata``, ``/metrics`` and the OpenAPI schema (with ``bodies`` as its components).
+
+    ``routes`` are the prediction paths the caller adds (they label the metrics).
+    """
+    app = FastAPI(title=title, version=__version__, description=description)
+    metrics = ServeMetrics(frozenset(["/health", "/metadata", "/metrics", "/openapi.json", "/docs"]) | routes)
+    app.add_middleware(_Observe, metrics=metrics)
+
+    health = json.dumps({"status": "ok"}).encode()
+    meta = json.dumps(metadata, default=str).encode()
+
+    @app.get("/health", response_model=Health, summary="200 once the bundle is loaded")
+    async def get_health() -> Response:
+        return Response(health, media_type="application/json")
+
+    @app.get("/metadata", summary="Inputs, target labels, threshold, calibration, metrics, versions")
+    async def get_metadata() -> Response:
+        return Response(meta, media_type="application/json")
+
+    @app.get("/metrics", response_class=PlainTextResponse, summary="Prometheus metrics of this process")
+    async def get_metrics() -> Response:
+        return Response(metrics.text(), media_type=CONTENT_TYPE_LATEST)
+
+    @app.exception_handler(RequestValidationError)
+    async def _invalid(request: Request, exc: RequestValidationError) -> Response:
+        problems = []
+        for e in exc.errors():
+            loc = [str(x) for x in e.get("loc", ())]
+            where = f"{loc[0]} parameter {'.'.join(loc[1:])!r}" if len(loc) > 1 else "the request"
+            problems.append(Problem(None, None, f"{where}: {e.get('msg', 'invalid')}"))
+        return _error_response(422, str(problems[0]) if problems else "invalid request", problems)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(request: Request, exc: StarletteHTTPException) -> Response:
+        return _error_response(exc.status_code, str(exc.detail), None, headers=getattr(exc, "headers", None))
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            schema = get_openapi(title=app.title, version=app.version, description=app.description, routes=app.routes)
+            components = schema.setdefault("components", {}).setdefault("schemas", {})
+            for name, body in (bodies or {}).items():
+                body = dict(body)
+                components.update(body.pop("$defs", {}))
+                components[name] = body
+            app.openapi_schema = schema
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
+    return app
+
+
+ThresholdQuery = Annotated[
+    float | None,
+    Query(ge=0.0, le=1.0, allow_inf_nan=False, description="decide at this threshold instead of the bundle's"),
+]
 
 
 def create_app(
     predictor: Predictor, *, max_body: int = DEFAULT_MAX_BODY, weights_sha256: str | None = None
 ) -> FastAPI:
-    """The FastAPI application serving ``predictor``.
+    """The FastAPI application serving ``predictor`` (a table bundle, or an image bundle: see
+    :mod:`binclf.serve.images`).
 
     Parameters
     ----------
@@ -382,19 +464,22 @@ def create_app(
     weights_sha256 : the bundle's weights hash, reported by ``/metadata``.
     """
     check_servable(predictor)
+    from binclf.image_predictor import ImagePredictor
+
+    if isinstance(predictor, ImagePredictor):
+        from binclf.serve.images import create_image_app
+
+        return create_image_app(predictor, max_body=max_body, weights_sha256=weights_sha256)
     service = Service(predictor)
     limiter = anyio.CapacityLimiter(_THREADS)
-    bodies = request_models(predictor.preprocessor, service.decoder.optional)
-    metadata = json.dumps(_metadata(predictor, service.decoder, weights_sha256), default=str).encode()
-    app = FastAPI(
+    app = app_shell(
         title="binclf model server",
-        version=__version__,
         description=f"Predictions of a binclf bundle: target {predictor.target.column!r}, "
         f"positive class {predictor.target.positive!r}.",
+        metadata=_metadata(predictor, service.decoder, weights_sha256),
+        routes=frozenset(["/predict", "/invocations"]),
+        bodies=request_models(predictor.preprocessor, service.decoder.optional),
     )
-    metrics = ServeMetrics(frozenset(["/predict", "/invocations", "/health", "/metadata", "/metrics",
-                                      "/openapi.json", "/docs"]))
-    app.add_middleware(_Observe, metrics=metrics)
 
     errors = {
         413: {"model": ErrorBody, "description": "the body is larger than --max-body"},
@@ -423,11 +508,7 @@ def create_app(
 
     @app.post("/predict", response_model=PredictResponse, responses=errors, openapi_extra=body_doc("PredictBody"),
               summary="Predict records: a JSON list, {\"rows\": [...]}, or CSV with a header")
-    async def predict(
-        request: Request,
-        threshold: Annotated[float | None, Query(ge=0.0, le=1.0, allow_inf_nan=False,
-                                                 description="decide at this threshold instead of the bundle's")] = None,
-    ) -> Response:
+    async def predict(request: Request, threshold: ThresholdQuery = None) -> Response:
         return await run(request, service.predict_body, threshold)
 
     @app.post("/invocations", response_model=InvocationsResponse, responses=errors,
@@ -436,45 +517,6 @@ def create_app(
     async def invocations(request: Request) -> Response:
         return await run(request, service.invocations_body)
 
-    health = json.dumps({"status": "ok"}).encode()
-
-    @app.get("/health", response_model=Health, summary="200 once the bundle is loaded")
-    async def get_health() -> Response:
-        return Response(health, media_type="application/json")
-
-    @app.get("/metadata", summary="Input columns, target labels, threshold, calibration, metrics, versions")
-    async def get_metadata() -> Response:
-        return Response(metadata, media_type="application/json")
-
-    @app.get("/metrics", response_class=PlainTextResponse, summary="Prometheus metrics of this process")
-    async def get_metrics() -> Response:
-        return Response(metrics.text(), media_type=CONTENT_TYPE_LATEST)
-
-    @app.exception_handler(RequestValidationError)
-    async def _invalid(request: Request, exc: RequestValidationError) -> Response:
-        problems = []
-        for e in exc.errors():
-            loc = [str(x) for x in e.get("loc", ())]
-            where = f"{loc[0]} parameter {'.'.join(loc[1:])!r}" if len(loc) > 1 else "the request"
-            problems.append(Problem(None, None, f"{where}: {e.get('msg', 'invalid')}"))
-        return _error_response(422, str(problems[0]) if problems else "invalid request", problems)
-
-    @app.exception_handler(StarletteHTTPException)
-    async def _http(request: Request, exc: StarletteHTTPException) -> Response:
-        return _error_response(exc.status_code, str(exc.detail), None, headers=getattr(exc, "headers", None))
-
-    def openapi() -> dict[str, Any]:
-        if app.openapi_schema is None:
-            schema = get_openapi(title=app.title, version=app.version, description=app.description, routes=app.routes)
-            components = schema.setdefault("components", {}).setdefault("schemas", {})
-            for name, body in bodies.items():
-                body = dict(body)
-                components.update(body.pop("$defs", {}))
-                components[name] = body
-            app.openapi_schema = schema
-        return app.openapi_schema
-
-    app.openapi = openapi  # type: ignore[method-assign]
     return app
 
 

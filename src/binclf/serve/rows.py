@@ -54,18 +54,22 @@ _FAST_CODE_TYPES = frozenset([str, int, type(None)])
 
 @dataclass(frozen=True)
 class Problem:
-    """One thing wrong with a request: where (``row``, ``column``, either may be None) and what."""
+    """One thing wrong with a request: where (``row``, ``column``, either may be None) and what.
+
+    ``unit`` names what ``row`` counts in the one-line text (``"image"`` for image requests).
+    """
 
     row: int | None
     column: str | None
     message: str
+    unit: str = "row"
 
     def to_dict(self) -> dict[str, Any]:
         return {"row": self.row, "column": self.column, "message": self.message}
 
     def __str__(self) -> str:
         where = ", ".join(
-            p for p in (f"row {self.row}" if self.row is not None else "",
+            p for p in (f"{self.unit} {self.row}" if self.row is not None else "",
                         f"column {self.column!r}" if self.column is not None else "") if p
         )
         return f"{where}: {self.message}" if where else self.message
