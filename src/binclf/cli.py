@@ -549,12 +549,15 @@ def doctor(model_spec: str, data_path: Path, target: str, positive: str | None, 
 @click.option("--output", "-o", required=True, type=click.Path(path_type=Path), help="The ONNX file to write.")
 @handle_errors
 def export(bundle: Path, output: Path) -> None:
-    """Write BUNDLE as one ONNX graph: raw columns in, `probability` and `label` out."""
+    """Write BUNDLE as one ONNX graph: raw columns (or resized images) in, `probability` and `label` out."""
     from binclf.export import export_onnx
 
     sig = export_onnx(bundle, output)
     for d in sig["inputs"]:
-        click.echo(f"input  {d['name']}: {d['type']} [N] (missing: {d['missing']})")
+        if "about" in d:  # an image bundle: one tensor input
+            click.echo(f"input  {d['name']}: {d['type']} [{', '.join(map(str, d['shape']))}] ({d['about']})")
+        else:
+            click.echo(f"input  {d['name']}: {d['type']} [N] (missing: {d['missing']})")
     prob, label = sig["outputs"]
     click.echo(f"output probability: float32 [N] ({prob['meaning']})")
     click.echo(f"output label: string [N] (one of {', '.join(map(repr, label['values']))}; "

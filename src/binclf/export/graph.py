@@ -328,11 +328,15 @@ def _member_logits(g: _Graph, member: Any, x: str, part: str) -> str:
     )
 
 
-def _blend(g: _Graph, members: list[Any], x: str) -> str:
-    """Prior-corrected, member-averaged logit ``[N]`` float64 (as ``Predictor.uncalibrated_logits``)."""
+def _blend(g: _Graph, members: list[Any], x: str, *, member_logits: Any = None) -> str:
+    """Prior-corrected, member-averaged logit ``[N]`` float64 (as ``Predictor.uncalibrated_logits``).
+
+    ``member_logits(g, member, x, part)``: one member's float32 logits (default: the table members').
+    """
+    member_logits = member_logits or _member_logits
     zs = []
     for i, m in enumerate(members):
-        z = _member_logits(g, m, x, f"member {i} ({m.kind})")
+        z = member_logits(g, m, x, f"member {i} ({m.kind})")
         z = g.op("Sub", z, g.const(np.float32(m.logit_shift), "logit_shift"))
         zs.append(g.cast(z, "DOUBLE"))
     if len(zs) == 1:
@@ -419,6 +423,10 @@ def signature(predictor: Any) -> dict[str, Any]:
         ``abstain``, ``calibration``, ``members`` and ``target``.
     """
     pre = predictor.preprocessor
+    if _is_image(predictor):
+        from binclf.export.images import image_signature
+
+        return image_signature(predictor)
     inputs = [{"name": st["name"], "type": "float32", "shape": ["N"], "missing": "NaN"} for st in pre.numeric_]
     inputs += [
         {"name": st["name"], "type": "string", "shape": ["N"], "missing": "empty string",
@@ -446,8 +454,14 @@ def signature(predictor: Any) -> dict[str, Any]:
     }
 
 
+def _is_image(predictor: Any) -> bool:
+    from binclf.image_predictor import ImagePredictor
+
+    return isinstance(predictor, ImagePredictor)
+
+
 def _check_exportable(predictor: Any) -> None:
-    """Bundle kinds with no ONNX form yet (free text, images) are refused in one line, before any work."""
+    """Bundle kinds with no ONNX form yet (free text) are refused in one line, before any work."""
     from binclf.data.preprocessing import Preprocessor
     from binclf.errors import BundleError
 
@@ -458,10 +472,9 @@ def _check_exportable(predictor: Any) -> None:
             check()
         except BundleError as exc:
             raise ExportError(str(exc)) from None
-    if not isinstance(pre, Preprocessor):
-        kind = "an image" if type(pre).__name__ == "ImagePreprocessor" else "a non-table"
+    if not isinstance(pre, Preprocessor) and not _is_image(predictor):
         raise ExportError(
-            f"this is {kind} bundle, which cannot be exported to ONNX yet (only table bundles can); "
+            "this is a non-table bundle, which cannot be exported to ONNX yet (only table and image bundles can); "
             "predict with `binclf predict` or binclf.Predictor.load"
         )
 
@@ -477,7 +490,8 @@ def build_onnx(predictor: Any) -> Any:
     Returns
     -------
     onnx.ModelProto
-        Inputs: one per feature column, ``float32 [N]`` or ``string [N]``; outputs
+        Inputs: one per feature column, ``float32 [N]`` or ``string [N]`` (an image
+        bundle: ``image`` ``float32 [N, C, S, S]``, see :mod:`binclf.export.images`); outputs
         ``probability`` ``float32 [N]`` and ``label`` ``string [N]``; the signature as
         JSON in ``metadata_props["binclf.signature"]``.
 
@@ -487,6 +501,10 @@ def build_onnx(predictor: Any) -> Any:
         A part of the bundle has no ONNX form (the message names it).
     """
     _check_exportable(predictor)
+    if _is_image(predictor):
+        from binclf.export.images import build_image_onnx
+
+        return build_image_onnx(predictor)
     g = _Graph()
     onnx, helper = g.onnx, g.helper
     TP = onnx.TensorProto

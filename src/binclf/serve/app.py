@@ -378,6 +378,9 @@ def check_servable(predictor: Any) -> None:
     from binclf.image_predictor import ImagePredictor
 
     if isinstance(predictor, ImagePredictor):
+        from binclf.serve.images import require_multipart
+
+        require_multipart()  # before listening, also with --workers
         return
     from binclf.data.preprocessing import Preprocessor
 

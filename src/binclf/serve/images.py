@@ -56,7 +56,8 @@ _SEND = ("send multipart/form-data (files in the field 'file' or 'files'), appli
          "({\"images\": [base64, ...]}) or one image as image/png, image/jpeg ...")
 
 
-def _require_multipart() -> None:
+def require_multipart() -> None:
+    """Image uploads need python-multipart (the serve extra): a one-line error where it is missing."""
     try:
         import python_multipart  # noqa: F401
     except ImportError:
@@ -228,7 +229,7 @@ def create_image_app(
     weights_sha256 : the bundle's weights hash, reported by ``/metadata``.
     max_pixels : the most pixels one image may declare (more: 422).
     """
-    _require_multipart()
+    require_multipart()
     service = ImageService(predictor, max_pixels=max_pixels)
     limiter = anyio.CapacityLimiter(2)
     pre = predictor.preprocessor
