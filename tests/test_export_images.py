@@ -71,7 +71,7 @@ def test_rgb_stride2_stem_isotonic_export_equals_the_predictor(tmp_path):
     pred = Predictor.load(bundle)
     assert pred.members[0].module.stem_stride == 2 and pred.preprocessor.channels == 3
     _run("export", bundle, "-o", model)
-    proba, label, names = _onnx_predict(model, data, pred)
+    proba, label, _names = _onnx_predict(model, data, pred)
     images, _, _ = pred.read(find_class_folders(data))
     want = pred.predict_proba(images)
     np.testing.assert_allclose(proba, want, atol=1e-5)

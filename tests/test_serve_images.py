@@ -27,7 +27,6 @@ httpx = pytest.importorskip("httpx")
 
 from binclf import Predictor  # noqa: E402
 from binclf.cli import main  # noqa: E402
-from binclf.io.images import list_images  # noqa: E402
 
 DIGITS = Path(__file__).parents[1] / "src" / "binclf" / "datasets" / "digits_3_vs_8"
 MAX_BODY = 200_000
@@ -198,23 +197,23 @@ def test_bad_input_is_4xx_naming_the_image(client, files, case, status, match):
 
     huge = PNG_SIGNATURE + chunk(b"IHDR", struct.pack(">IIBBBBB", 8000, 8000, 8, 0, 0, 0, 0)) + chunk(b"IDAT", b"")
     kw = {
-        "not-an-image": dict(files=[("files", ("a.png", good, png)), ("files", ("b.png", b"hello", png))]),
-        "truncated": dict(files={"file": ("cut.png", good[: len(good) // 2], png)}),
-        "empty-file": dict(files={"file": ("e.png", b"", png)}),
-        "empty-body": dict(content=b"", headers={"content-type": png}),
-        "no-files": dict(content=b"--xx--\r\n", headers={"content-type": "multipart/form-data; boundary=xx"}),
-        "unknown-field": dict(files={"photo": ("a.png", good, png)}),
-        "text-field": dict(data={"file": "hello"}, files={"files": ("a.png", good, png)}),
-        "no-boundary": dict(content=b"abc", headers={"content-type": "multipart/form-data"}),
-        "bad-base64": dict(json={"images": [base64.b64encode(good).decode(), "!!not base64"]}),
-        "not-text": dict(json={"images": [3]}),
-        "no-images-key": dict(json={"image": []}),
-        "empty-list": dict(json={"images": []}),
-        "bad-json": dict(content=b"{", headers={"content-type": "application/json"}),
-        "huge-declared": dict(content=huge, headers={"content-type": png}),
-        "csv": dict(content=b"a,b\n1,2\n", headers={"content-type": "text/csv"}),
-        "no-content-type": dict(content=b"x"),
-        "too-big": dict(content=b"x" * 300_000, headers={"content-type": png}),
+        "not-an-image": {"files": [("files", ("a.png", good, png)), ("files", ("b.png", b"hello", png))]},
+        "truncated": {"files": {"file": ("cut.png", good[: len(good) // 2], png)}},
+        "empty-file": {"files": {"file": ("e.png", b"", png)}},
+        "empty-body": {"content": b"", "headers": {"content-type": png}},
+        "no-files": {"content": b"--xx--\r\n", "headers": {"content-type": "multipart/form-data; boundary=xx"}},
+        "unknown-field": {"files": {"photo": ("a.png", good, png)}},
+        "text-field": {"data": {"file": "hello"}, "files": {"files": ("a.png", good, png)}},
+        "no-boundary": {"content": b"abc", "headers": {"content-type": "multipart/form-data"}},
+        "bad-base64": {"json": {"images": [base64.b64encode(good).decode(), "!!not base64"]}},
+        "not-text": {"json": {"images": [3]}},
+        "no-images-key": {"json": {"image": []}},
+        "empty-list": {"json": {"images": []}},
+        "bad-json": {"content": b"{", "headers": {"content-type": "application/json"}},
+        "huge-declared": {"content": huge, "headers": {"content-type": png}},
+        "csv": {"content": b"a,b\n1,2\n", "headers": {"content-type": "text/csv"}},
+        "no-content-type": {"content": b"x"},
+        "too-big": {"content": b"x" * 300_000, "headers": {"content-type": png}},
     }[case]
     r = client.post("/predict", **kw)
     assert r.status_code == status, r.text

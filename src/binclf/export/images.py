@@ -29,7 +29,16 @@ import numpy as np
 import torch
 
 from binclf import __version__
-from binclf.export.graph import ML_OPSET, OPSET, ExportError, _blend, _calibrate, _decide, _Graph, _labels
+from binclf.export.graph import (
+    ML_OPSET,
+    OPSET,
+    ExportError,
+    _blend,
+    _calibrate,
+    _decide,
+    _Graph,
+    _labels,
+)
 
 __all__ = ["build_image_onnx", "image_signature"]
 
