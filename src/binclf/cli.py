@@ -576,7 +576,11 @@ def export(bundle: Path, output: Path) -> None:
 @click.option("--max-body", default="10MB", show_default=True, help="Largest request body (larger: 413).")
 @handle_errors
 def serve(bundle: Path, host: str, port: int, workers: int, threads: int, max_body: str) -> None:
-    """Serve BUNDLE over HTTP: POST /predict, POST /invocations (MLflow), /health, /metadata, /metrics."""
+    """Serve BUNDLE over HTTP: POST /predict, POST /invocations (MLflow), /health, /metadata, /metrics.
+
+    An image bundle's POST /predict takes image files (multipart field `file` or `files`),
+    {"images": [base64, ...]} or one image/* body.
+    """
     from binclf.serve import run
 
     run(bundle, host=host, port=port, workers=workers, threads=threads, max_body=max_body)

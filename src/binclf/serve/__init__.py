@@ -2,7 +2,9 @@
 
 Endpoints: ``POST /predict``, ``POST /invocations`` (MLflow scoring protocol),
 ``GET /health``, ``GET /metadata``, ``GET /metrics`` (Prometheus) and the OpenAPI
-schema at ``/openapi.json``. Needs the ``serve`` extra: ``pip install binclf[serve]``.
+schema at ``/openapi.json``. An image bundle's ``POST /predict`` takes image
+uploads, base64 JSON or one image body (:mod:`binclf.serve.images`) and has no
+``/invocations``. Needs the ``serve`` extra: ``pip install binclf[serve]``.
 """
 
 from __future__ import annotations
