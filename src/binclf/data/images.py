@@ -21,9 +21,10 @@ class ImagePreprocessor:
     """Images of ``channels`` x ``size`` x ``size`` pixels, normalised per channel.
 
     The model input is ``(pixel / 255 - mean[c]) / std[c]``, flattened to
-    ``(n, channels * size * size)`` float32 (channels first, rows, columns):
-    the layout an exported model takes too. ``mean`` and ``std`` are those of
-    the training images.
+    ``(n, channels * size * size)`` float32 (channels first, rows, columns).
+    ``mean`` and ``std`` are those of the training images. An exported ONNX
+    model takes ``pixel / 255`` as ``(n, channels, size, size)`` and
+    normalises inside the graph (:mod:`binclf.export.images`).
     """
 
     size: int
