@@ -246,6 +246,10 @@ def create_image_app(
         422: {"model": ErrorBody, "description": "an image cannot be read; each problem names its position"},
     }
 
+    def work(items: list[tuple[str | None, bytes]] | None, body: bytes, threshold: float | None) -> tuple[bytes, int]:
+        # items None: a JSON body, its base64 decoded here, in the worker thread.
+        return service.predict_items(images_from_json(body) if items is None else items, threshold)
+
     @app.post("/predict", response_model=PredictResponse, responses=errors, openapi_extra=_body_doc(),
               summary="Predict images: uploads in 'file'/'files', {\"images\": [base64]}, or one image/* body")
     async def predict(request: Request, threshold: ThresholdQuery = None) -> Response:
@@ -254,14 +258,13 @@ def create_image_app(
             body = await _read_body(request, max_body)
             if not body:
                 raise InputError.one(f"the body is empty; {_SEND}")
+            items = None
             if kind == "multipart":
                 items = await read_uploads(request, body)
-            elif kind == "json":
-                items = images_from_json(body)
-            else:
+            elif kind == "image":
                 items = [(None, body)]
-            # Decoding and the CNN hold the CPU for milliseconds: off the event loop.
-            content, n = await anyio.to_thread.run_sync(service.predict_items, items, threshold, limiter=limiter)
+            # Base64 decoding, image decoding and the CNN hold the CPU for milliseconds: off the event loop.
+            content, n = await anyio.to_thread.run_sync(work, items, body, threshold, limiter=limiter)
         except (ServeError, InputError) as exc:
             return _answer_error(exc)
         request.scope["binclf.rows"] = n
