@@ -67,6 +67,7 @@ from binclf.train.trainer import Callback, TrainConfig, Trainer
 __all__ = [
     "IN_MEMORY_PEAK_FACTOR",
     "StreamOptions",
+    "collect_stats",
     "default_memory",
     "parse_memory",
     "peak_rss_bytes",
@@ -170,10 +171,17 @@ def _keep_share(keys: np.ndarray, share: float) -> np.ndarray:
     return (_mix(keys ^ np.uint64(0xCA9)) >> np.uint64(11)).astype(np.float64) * 2.0**-53 < share
 
 
-def _pass_one(
+def collect_stats(
     source: TableSource, schema: Schema, options: Any, stream: StreamOptions, *, columns: list[str],
-    key_columns: list[str], batch_rows: int, column_types: dict[str, str] | None,
+    key_columns: list[str], batch_rows: int, column_types: dict[str, str] | None = None,
 ) -> tuple[TableStats, dict[str, int]]:
+    """Pass 1 over this rank's shard: :class:`TableStats` of the training rows and missing cells per column.
+
+    Rows are split by :func:`~binclf.data.sketch.row_keys` of ``key_columns``;
+    ``stats.labels`` counts every row with a target (per split) and, in
+    ``n_missing``, the rows without one. Ranks merge their results with
+    ``TableStats.merge`` (after a gather of ``to_arrays()``).
+    """
     stats = TableStats(numeric=schema.numeric, categorical=schema.categorical, sketch_size=stream.sketch_size)
     missing = dict.fromkeys(schema.names, 0)
     for df in source.iter_batches(batch_rows=batch_rows, columns=columns, rank=stream.rank,
@@ -359,7 +367,7 @@ def train_stream(
         say(f"resuming from {ckpt_dir} after epoch {meta['epoch']}")
     else:
         tp = time.perf_counter()
-        stats, missing = _pass_one(source, schema, options, stream, columns=columns, key_columns=key_columns,
+        stats, missing = collect_stats(source, schema, options, stream, columns=columns, key_columns=key_columns,
                                    batch_rows=batch_rows, column_types=column_types if source.kind == "csv" else None)
         if stats.labels.n_missing and not options.drop_missing_target:
             raise DataError(
