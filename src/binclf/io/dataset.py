@@ -139,7 +139,7 @@ class TableSource:
         try:
             dataset = ds.dataset(path, format="parquet", partitioning="hive", exclude_invalid_files=False)
             fragments = list(dataset.get_fragments())
-        except Exception as exc:  # noqa: BLE001 - every pyarrow failure becomes a DataError
+        except Exception as exc:
             raise arrow_error(path, exc) from exc
         if not fragments:
             raise DataError(
@@ -160,7 +160,7 @@ class TableSource:
             try:
                 md = pq.read_metadata(f)
                 schema = md.schema.to_arrow_schema()
-            except Exception as exc:  # noqa: BLE001
+            except Exception as exc:
                 raise DataError(
                     f"{f}: cannot read it as Parquet ({' '.join(str(exc).split())[:160]}); "
                     "the file is damaged or not Parquet: replace or remove it"
@@ -234,7 +234,7 @@ class TableSource:
                 yield df
         except DataError:
             raise
-        except Exception as exc:  # noqa: BLE001 - every pyarrow failure becomes a DataError
+        except Exception as exc:
             raise DataError(
                 f"{unit.path}: cannot read row group {unit.row_group} ({' '.join(str(exc).split())[:160]}); "
                 "the file is damaged: replace or remove it"

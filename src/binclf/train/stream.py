@@ -305,7 +305,12 @@ def train_stream(
     -------
     TrainResult
     """
-    from binclf.train.pipeline import TrainResult, _model_config, _training_threads, decide_on_held_out
+    from binclf.train.pipeline import (
+        TrainResult,
+        _model_config,
+        _training_threads,
+        decide_on_held_out,
+    )
 
     t0 = time.perf_counter()
     say = log or (lambda _msg: None)
