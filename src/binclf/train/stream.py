@@ -394,6 +394,7 @@ def train_stream(
         target = TargetInfo.from_dict(meta["target"])
         counts = meta["counts"]
         summary_columns = meta["summary_columns"]
+        stats_seconds = meta["stats_seconds"]
         notices += meta["notices"]
         say(f"resuming from {ckpt_dir} after epoch {meta['epoch']}")
     else:
@@ -434,9 +435,11 @@ def train_stream(
             for spec in schema.columns
         ]
         del stats
-        notices.append(f"statistics pass: {time.perf_counter() - tp:.1f} s over {sum(sum(c) for c in counts.values())} rows")
+        stats_seconds = time.perf_counter() - tp
     for n in notices:
         say(n)
+    if checkpoint is None:
+        say(f"statistics pass: {stats_seconds:.1f} s over {sum(sum(c) for c in counts.values())} rows")
 
     n_train = sum(counts["train"])
     n_valid = sum(counts["valid"])
@@ -496,7 +499,8 @@ def train_stream(
         return {"format": _FORMAT, "fingerprint": fingerprint, "epoch": epoch, "history": history,
                 "best_epoch": best_epoch, "best_valid_loss": best_loss if math.isfinite(best_loss) else None,
                 "bad_epochs": bad_epochs, "preprocessor": prep.to_dict(), "target": target.to_dict(),
-                "counts": counts, "summary_columns": summary_columns, "notices": notices}
+                "counts": counts, "summary_columns": summary_columns, "notices": notices,
+                "stats_seconds": stats_seconds}
 
     with runtime.session(purpose="train", threads=_training_threads()), torch.random.fork_rng(devices=[]):
         torch.manual_seed(cfg.seed)
@@ -599,7 +603,7 @@ def train_stream(
         "split_rows": {"train": n_train, "valid": n_valid, "test": n_test},
     }
     stream_info = {"batch_rows": batch_rows, "shuffle_rows": shuffle_rows, "memory_bytes": stream.memory_bytes,
-                   "sketch_size": stream.sketch_size, "split": "hash of " + (stream.id_column or "the row"),
+                   "sketch_size": stream.sketch_size, "stats_seconds": stats_seconds, "split": "hash of " + (stream.id_column or "the row"),
                    "world_size": stream.world_size}
     predictor = Predictor(
         schema=prep.schema, target=target, preprocessor=prep, members=[member], calibrator=dec.calibrator,
