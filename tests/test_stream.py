@@ -61,7 +61,7 @@ def _stream(**kw) -> StreamOptions:
 
 def _stats(source: TableSource, *, batch_rows: int = 128, rank: int = 0, world_size: int = 1, k: int = 65536):
     schema, _ = infer_schema(source.head(10_000), target="y")
-    stats, _ = collect_stats(
+    stats = collect_stats(
         source, schema, _options(), _stream(sketch_size=k, rank=rank, world_size=world_size),
         columns=source.columns, key_columns=source.columns, batch_rows=batch_rows,
     )
@@ -121,6 +121,7 @@ def test_sketch_within_its_error_and_mergeable(dataset: Path) -> None:
         assert a.mean == pytest.approx(b.mean) and a.std == pytest.approx(b.std)
     assert whole.categorical[0].counts() == merged.categorical[0].counts()
     assert whole.labels.series().equals(merged.labels.series())
+    assert np.array_equal(whole.missing_cells, merged.missing_cells) and whole.missing_cells.sum() > 0
     df = source.read_all()
     train = split_of(row_keys(df, columns=df.columns), valid_fraction=0.2, test_fraction=0.2, seed=0) == 0
     bound = np.sqrt(np.log(2 / 1e-3) / (2 * k))
@@ -197,6 +198,21 @@ def test_interrupt_and_resume(dataset: Path, tmp_path: Path) -> None:
     )
     with pytest.raises(ConfigError, match="was made for other data or options"):
         train_stream(dataset, _options(lr=0.01), _stream(checkpoint_dir=str(ck), resume=True))
+
+
+def test_gather_merges_ranks(dataset: Path) -> None:
+    """Two ranks whose gather returns both shards' statistics fit the single-process preprocessing."""
+    source = TableSource.open(dataset)
+    schema, _ = infer_schema(source.head(10_000), target="y")
+    shards = [
+        collect_stats(source, schema, _options(), _stream(rank=r, world_size=2), columns=source.columns,
+                      key_columns=source.columns, batch_rows=128).to_arrays()
+        for r in (0, 1)
+    ]
+    single = train_stream(dataset, _options(max_epochs=1), _stream())
+    ranked = train_stream(dataset, _options(max_epochs=1), _stream(rank=0, world_size=2), gather=lambda _a: shards)
+    assert ranked.predictor.preprocessor.to_dict() == single.predictor.preprocessor.to_dict()
+    assert ranked.summary["split_rows"] == single.summary["split_rows"]
 
 
 def test_csv_streams(dataset: Path, tmp_path: Path) -> None:

@@ -233,7 +233,7 @@ class Preprocessor:
             raise ConfigError(f"summaries for columns {names} do not match the schema's {self.schema.names}")
         self.numeric_ = [
             self._numeric_state(
-                s.name, s.sample(), has_missing=s.n_missing > 0, na_tokens=list(s.na_tokens),
+                s.name, s.sample(), has_missing=s.n_missing > 0, na_tokens=sorted(s.na_tokens),
                 mean_std=(float(s.mean), float(s.std)),
             )
             for s in numeric

@@ -312,6 +312,16 @@ class TableStats:
         self.numeric = [QuantileSketch(n, k=sketch_size) for n in numeric]
         self.categorical = [CategoryCounts(n, cap=category_cap) for n in categorical]
         self.labels = LabelCounts()
+        # Missing cells per column over every row (all splits), numeric columns first.
+        self.missing_cells = np.zeros(len(self.numeric) + len(self.categorical), dtype=np.int64)
+
+    @property
+    def columns(self) -> list[str]:
+        return [s.name for s in self.numeric] + [c.name for c in self.categorical]
+
+    def count_missing(self, df: pd.DataFrame) -> None:
+        """Add the missing cells of every row of ``df`` (whatever its split) to ``missing_cells``."""
+        self.missing_cells += np.array([int(df[name].isna().sum()) for name in self.columns], dtype=np.int64)
 
     def update(self, df: pd.DataFrame, *, target: str, keys: np.ndarray, split: np.ndarray) -> None:
         """Add one batch: labels of every row; features of the training rows (``split == 0``)."""
@@ -332,6 +342,7 @@ class TableStats:
         for a, b in zip(self.categorical, other.categorical):
             a.merge(b)
         self.labels.merge(other.labels)
+        self.missing_cells += other.missing_cells
         return self
 
     def to_arrays(self) -> dict[str, np.ndarray]:
@@ -345,6 +356,7 @@ class TableStats:
         for i, c in enumerate(self.categorical):
             out.update({f"categorical/{i}/{k}": v for k, v in c.to_arrays().items()})
         out.update({f"labels/{k}": v for k, v in self.labels.to_arrays().items()})
+        out["missing_cells"] = self.missing_cells.copy()
         return out
 
     @classmethod
@@ -358,4 +370,5 @@ class TableStats:
             CategoryCounts.from_arrays(str(n), part(f"categorical/{i}/")) for i, n in enumerate(a["columns/categorical"])
         ]
         t.labels = LabelCounts.from_arrays(part("labels/"))
+        t.missing_cells = np.asarray(a["missing_cells"], dtype=np.int64).copy()
         return t

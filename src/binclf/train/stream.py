@@ -174,25 +174,24 @@ def _keep_share(keys: np.ndarray, share: float) -> np.ndarray:
 def collect_stats(
     source: TableSource, schema: Schema, options: Any, stream: StreamOptions, *, columns: list[str],
     key_columns: list[str], batch_rows: int, column_types: dict[str, str] | None = None,
-) -> tuple[TableStats, dict[str, int]]:
-    """Pass 1 over this rank's shard: :class:`TableStats` of the training rows and missing cells per column.
+) -> TableStats:
+    """Pass 1 over this rank's shard: :class:`TableStats` of its training rows.
 
     Rows are split by :func:`~binclf.data.sketch.row_keys` of ``key_columns``;
     ``stats.labels`` counts every row with a target (per split) and, in
-    ``n_missing``, the rows without one. Ranks merge their results with
-    ``TableStats.merge`` (after a gather of ``to_arrays()``).
+    ``n_missing``, the rows without one; ``stats.missing_cells`` the missing
+    cells of every row. Ranks merge their results with ``TableStats.merge``
+    (``train_stream``'s ``gather`` does it).
     """
     stats = TableStats(numeric=schema.numeric, categorical=schema.categorical, sketch_size=stream.sketch_size)
-    missing = dict.fromkeys(schema.names, 0)
     for df in source.iter_batches(batch_rows=batch_rows, columns=columns, rank=stream.rank,
                                   world_size=stream.world_size, column_types=column_types):
-        for name in schema.names:
-            missing[name] += int(df[name].isna().sum())
+        stats.count_missing(df)
         n_before = len(df)
         df, keys, split = _keyed(df, target=options.target, key_columns=key_columns, options=options)
         stats.labels.n_missing += n_before - len(df)
         stats.update(df, target=options.target, keys=keys, split=split)
-    return stats, missing
+    return stats
 
 
 class _ShuffleBuffer:
@@ -314,6 +313,7 @@ def train_stream(
     encoding: str | None = None,
     log: Callable[[str], None] | None = None,
     callbacks: Sequence[Callback] = (),
+    gather: Callable[[dict[str, np.ndarray]], list[dict[str, np.ndarray]]] | None = None,
 ) -> Any:
     """Train on a dataset read in batches (see the module docstring); returns a ``TrainResult``.
 
@@ -326,6 +326,8 @@ def train_stream(
     sep, encoding : CSV reading.
     log : receives one-line notes.
     callbacks : called as ``cb(trainer, epoch_log)`` after each epoch (and its checkpoint); ``True`` stops.
+    gather : with several ranks (``stream.world_size``), a function returning every rank's
+        ``TableStats.to_arrays()`` (an all-gather): pass 1's statistics are merged from them.
 
     Returns
     -------
@@ -399,8 +401,15 @@ def train_stream(
         say(f"resuming from {ckpt_dir} after epoch {meta['epoch']}")
     else:
         tp = time.perf_counter()
-        stats, missing = collect_stats(source, schema, options, stream, columns=columns, key_columns=key_columns,
-                                   batch_rows=batch_rows, column_types=column_types if source.kind == "csv" else None)
+        stats = collect_stats(source, schema, options, stream, columns=columns, key_columns=key_columns,
+                              batch_rows=batch_rows, column_types=column_types if source.kind == "csv" else None)
+        if gather is not None:  # every rank's statistics, merged in rank order: the same on every rank
+            merged = None
+            for arrays in gather(stats.to_arrays()):
+                part = TableStats.from_arrays(arrays)
+                merged = part if merged is None else merged.merge(part)
+            stats = merged
+        missing = dict(zip(stats.columns, stats.missing_cells.tolist()))
         if stats.labels.n_missing and not options.drop_missing_target:
             raise DataError(
                 f"{source.path}: target column {options.target!r} has {stats.labels.n_missing} missing value(s); "
