@@ -215,6 +215,24 @@ def test_gather_merges_ranks(dataset: Path) -> None:
     assert ranked.summary["split_rows"] == single.summary["split_rows"]
 
 
+def test_hive_partitions_and_id_column(tmp_path: Path) -> None:
+    """Partition keys become a column; --id-column splits every row of one id the same way."""
+    rng = np.random.default_rng(3)
+    for region in ("north", "south"):
+        (tmp_path / f"region={region}").mkdir()
+        df = _frame(rng, 600)
+        df["id"] = rng.integers(0, 150, size=len(df))  # about 8 rows per id
+        df.to_parquet(tmp_path / f"region={region}" / "part.parquet", row_group_size=200)
+    source = TableSource.open(tmp_path)
+    assert source.columns[-1] == "region" and set(source.read_all().region) == {"north", "south"}
+    result = train_stream(tmp_path, _options(max_epochs=1), _stream(id_column="id"))
+    assert "id" not in result.predictor.schema.names and "region" in result.predictor.schema.names
+    df = source.read_all()
+    split = split_of(row_keys(df, columns=["id"]), valid_fraction=0.2, test_fraction=0.2, seed=0)
+    assert (pd.Series(split).groupby(df.id.to_numpy()).nunique() == 1).all()
+    assert result.summary["split_rows"]["test"] == int((split == 2).sum())
+
+
 def test_csv_streams(dataset: Path, tmp_path: Path) -> None:
     """A CSV streams through the same path."""
     csv = tmp_path / "t.csv"
