@@ -64,9 +64,11 @@ class TargetInfo:
                 f"{source}: column {col!r} has {len(rows)} missing label(s) (row(s) {_row_list(rows)}); "
                 "every row needs a label: fill them in or drop those rows"
             )
-        keys = values.map(_label_key)
+        # Each distinct value's key once (a column of millions of rows has two).
+        codes, uniques = pd.factorize(values, use_na_sentinel=True)
+        unique_keys = np.array([_label_key(u) for u in np.asarray(uniques).astype(object)] + [""], dtype=object)
         pos, neg = _label_key(self.positive), _label_key(self.negative)
-        bad = ~keys.isin([pos, neg]).to_numpy()
+        bad = ~np.isin(unique_keys, [pos, neg])[codes]
         if bad.any():
             rows = np.flatnonzero(bad)
             counts = values[bad].astype(str).value_counts()
@@ -77,7 +79,7 @@ class TargetInfo:
                 f"{self.negative!r}/{self.positive!r} ({found}; first at row {int(rows[0]) + FIRST_DATA_LINE}); "
                 "use rows labelled like the training data"
             )
-        return (keys == pos).to_numpy(np.float32)
+        return (unique_keys == pos)[codes].astype(np.float32)
 
     def to_dict(self) -> dict[str, Any]:
         return {
