@@ -27,6 +27,13 @@ Streaming trains one network (``mlp``: it takes the fused step directly and
 needs no fitted input encoding, which ``ple_mlp`` would have to learn from one
 more pass); the in-memory default's cross-fitted ensemble is for tables that fit.
 
+Several processes (``stream.rank`` / ``world_size``): each reads its shard of
+the row groups; pass 1's statistics are merged through ``gather`` (an
+all-gather of :meth:`~binclf.data.sketch.TableStats.to_arrays`), so every rank
+fits the same preprocessing. Gradient averaging, equal step counts, the
+early-stopping decision and gathering the held-out logits belong to
+:mod:`binclf.dist`.
+
 With ``checkpoint_dir`` the training state (weights, optimiser moments, best
 weights, random state, history, and the fitted preprocessing) is written
 atomically after pass 1 and after every epoch; ``resume`` continues from it.
@@ -350,6 +357,8 @@ def train_stream(
         raise ConfigError(f"--model {options.model} cannot stream; use one of {', '.join(STREAM_MODELS)}")
     if options.sampler is not None:
         raise ConfigError("--sampler balanced cannot stream; use --pos-weight balanced instead")
+    if stream.world_size > 1 and gather is None:
+        raise ConfigError("streaming on several ranks needs gather= to merge their statistics (binclf.dist)")
     if stream.id_column is not None and stream.id_column not in source.columns:
         raise DataError(f"{source.path}: --id-column {stream.id_column!r} is not a column; the columns are {source.columns}")
 
