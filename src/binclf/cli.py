@@ -206,6 +206,13 @@ _TRAIN_OPTIONS = [
     click.option("--image-size", type=click.IntRange(8, 1024), help="Images: square side to resize to [default: from the data]."),
     click.option("--no-flip", is_flag=True, help="Images: no random flips (orientation matters: digits, text)."),
     click.option("--skip-bad-images", is_flag=True, help="Images: skip unreadable files (up to 1%) instead of failing."),
+    # Data larger than memory (DATA may be a directory of Parquet files): see binclf.train.stream.
+    click.option("--memory", metavar="SIZE",
+                 help="Memory budget, e.g. 500MB or 4GB; a table that would not fit is streamed [default: half the available RAM]."),
+    click.option("--stream", is_flag=True, help="Stream the data from disk in batches even if it would fit in memory."),
+    click.option("--checkpoint-dir", type=click.Path(path_type=Path), help="Streaming: save the training state here every epoch."),
+    click.option("--resume", is_flag=True, help="Streaming: continue the run checkpointed in --checkpoint-dir."),
+    click.option("--id-column", help="Streaming: split rows by a hash of this column [default: of the whole row]."),
 ]
 
 
@@ -263,7 +270,9 @@ def train(data: Path | None, demo: bool, **kw: Any) -> None:
 
     # Every option before any data is read: a typo fails in a blink.
     kw = _checked_train_options(kw)
-    if wants_images(data, kw):
+    from binclf.io.dataset import is_parquet_dataset
+
+    if wants_images(data, kw) and not (is_parquet_dataset(data) or kw["stream"]):
         return train_images_command(data, kw)
     if not kw["target"]:
         raise click.UsageError("missing --target: name the yes/no column to predict")
@@ -272,7 +281,6 @@ def train(data: Path | None, demo: bool, **kw: Any) -> None:
 
 def _train(data: Path, **kw: Any) -> Any:
     from binclf.bundle import BUNDLE_LAYOUT, REPORT_FILE
-    from binclf.cli_format import print_training
     from binclf.io.atomic import check_output_dir
     from binclf.io.tables import read_table
 
@@ -304,8 +312,16 @@ def _train(data: Path, **kw: Any) -> Any:
         lr=kw["lr"],
         batch_size=kw["batch_size"],
     )
+    streamed = _streamed_training(data, options, kw, out)
+    if streamed is not None:
+        return streamed
     read = functools.partial(read_table, sep=kw["sep"], encoding=kw["encoding"])
-    df = read(data)
+    if data.is_dir():  # a directory of Parquet files small enough to hold
+        from binclf.io.dataset import TableSource
+
+        df = TableSource.open(data).read_all()
+    else:
+        df = read(data)
     valid_df = read(kw["valid_path"]) if kw["valid_path"] else None
     test_df = read(kw["test_path"]) if kw["test_path"] else None
     header = [f"binclf {__version__}: {data} ({len(df)} rows, {len(df.columns)} columns), target {options.target!r}"]
@@ -318,6 +334,14 @@ def _train(data: Path, **kw: Any) -> Any:
 
     # train_table validates the table (target, column roles, finite numbers) before training.
     result = train_table(df, options, valid_df=valid_df, test_df=test_df, source=str(data), log=log)
+    return _finish_training(result, out, kw)
+
+
+def _finish_training(result: Any, out: Path, kw: dict[str, Any]) -> Any:
+    """Print the decision and metrics, write the bundle and report (in-memory and streamed training alike)."""
+    from binclf.bundle import REPORT_FILE
+    from binclf.cli_format import print_training
+
     print_training(result)
     extra = {}
     if not kw["no_report"]:
@@ -329,6 +353,48 @@ def _train(data: Path, **kw: Any) -> Any:
     if extra:
         click.echo(f"report written to {out / REPORT_FILE}")
     return result, out
+
+
+def _streamed_training(data: Path, options: Any, kw: dict[str, Any], out: Path) -> Any:
+    """Train by streaming when the table would not fit in --memory (or --stream); None: train in memory."""
+    from binclf.errors import ConfigError
+    from binclf.io.dataset import TableSource, estimate_decoded_bytes
+    from binclf.train import stream as st
+
+    memory = st.parse_memory(kw["memory"]) if kw["memory"] else st.default_memory()
+    decoded = estimate_decoded_bytes(data)
+    if not kw["stream"] and (decoded is None or not st.should_stream(decoded, memory)):
+        if kw["checkpoint_dir"] or kw["resume"] or kw["id_column"]:
+            raise ConfigError("--checkpoint-dir, --resume and --id-column apply to streamed training; add --stream")
+        return None
+    if kw["valid_path"] or kw["test_path"]:
+        raise ConfigError("streamed training splits its own validation and test rows; leave out --valid / --test")
+    if kw["resume"] and not kw["checkpoint_dir"]:
+        raise ConfigError("--resume needs --checkpoint-dir (where the interrupted run saved its state)")
+    source = TableSource.open(data, sep=kw["sep"], encoding=kw["encoding"])
+    rows = f"{source.num_rows} rows" if source.num_rows is not None else "rows not counted"
+    _say(f"binclf {__version__}: {data} ({rows}, {len(source.columns)} columns), target {options.target!r}")
+    why = "as asked (--stream)" if kw["stream"] else (
+        f"the table decodes to about {_size(source.decoded_bytes)} and training in memory would need about "
+        f"{_size(source.decoded_bytes * st.IN_MEMORY_PEAK_FACTOR)}, more than --memory {_size(memory)}"
+    )
+    _note(f"streaming from disk {why}; streaming trains a single network "
+          "(not the in-memory default's cross-fitted ensemble)")
+    stream_options = st.StreamOptions(memory_bytes=memory, id_column=kw["id_column"],
+                                      checkpoint_dir=None if kw["checkpoint_dir"] is None else str(kw["checkpoint_dir"]),
+                                      resume=kw["resume"])
+    result = st.train_stream(source, options, stream_options, log=_note)
+    done = _finish_training(result, out, kw)
+    click.echo(f"peak memory: {_size(st.peak_rss_bytes())} RSS (--memory {_size(memory)})")
+    return done
+
+
+def _size(n: float) -> str:
+    for unit in ("B", "KB", "MB", "GB"):
+        if n < 1024 or unit == "GB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}" if n < 100 else f"{n:.0f} {unit}"
+        n /= 1024
+    return f"{n:.0f} GB"
 
 
 def _stem(path: Path) -> str:

@@ -206,8 +206,51 @@ class Preprocessor:
         self._finish()
         return self
 
+    def fit_from_summaries(self, *, numeric: Sequence[Any], categorical: Sequence[Any]) -> Preprocessor:
+        """Fit from per-column summaries of a table too large to hold (the streaming path).
+
+        The same fitted state as :meth:`fit`, computed from what one pass over
+        the data collected (:mod:`binclf.data.sketch`), one summary per column
+        in ``schema.numeric`` / ``schema.categorical`` order:
+
+        Parameters
+        ----------
+        numeric : sequence of numeric summaries
+            Each with ``name``, ``sample()`` (float64 array of present values
+            whose quantiles stand for the column's), ``n_missing`` (int),
+            ``mean`` and ``std`` (exact, of all present values) and
+            ``na_tokens`` (text read as missing).
+        categorical : sequence of category summaries
+            Each with ``name``, ``counts()`` (canonical text -> rows) and ``n_missing``.
+
+        Returns
+        -------
+        Preprocessor
+            ``self``, fitted.
+        """
+        names = [s.name for s in numeric], [s.name for s in categorical]
+        if names != (self.schema.numeric, self.schema.categorical):
+            raise ConfigError(f"summaries for columns {names} do not match the schema's {self.schema.names}")
+        self.numeric_ = [
+            self._numeric_state(
+                s.name, s.sample(), has_missing=s.n_missing > 0, na_tokens=sorted(s.na_tokens),
+                mean_std=(float(s.mean), float(s.std)),
+            )
+            for s in numeric
+        ]
+        self.categorical_ = [self._categorical_state(s.name, s.counts(), has_missing=s.n_missing > 0) for s in categorical]
+        self._finish()
+        return self
+
     def _fit_numeric(self, name: str, x: np.ndarray, na_tokens: list[str]) -> dict[str, Any]:
         present = x[~np.isnan(x)]
+        return self._numeric_state(name, present, has_missing=present.size < x.size, na_tokens=na_tokens)
+
+    def _numeric_state(
+        self, name: str, present: np.ndarray, *, has_missing: bool, na_tokens: list[str],
+        mean_std: tuple[float, float] | None = None,
+    ) -> dict[str, Any]:
+        """A numeric column's fitted state from its present values (or a sample of them)."""
         if present.size == 0:
             raise DataError(
                 f"column {name!r} has no numbers at all (every cell is missing); drop it with --drop {name}"
@@ -229,17 +272,17 @@ class Preprocessor:
             stats["scores"] = [float(v) for v in scores]
             center, scale = 0.0, 1.0
         elif self.numeric == "standard":
-            center, scale = _mean_std(present)
+            center, scale = mean_std or _mean_std(present)
         else:
             q25, q75 = np.quantile(present, [0.25, 0.75])
             with np.errstate(over="ignore"):  # q75 - q25 beyond 1.8e308 is inf, caught below
                 center, scale = median, float(q75 - q25) / 1.349
             if not (scale > 0 and math.isfinite(scale)):
-                scale = _mean_std(present)[1]
+                scale = (mean_std or _mean_std(present))[1]
         if not (scale > 0 and math.isfinite(scale)):
             scale = 1.0
         stats.update(center=center, scale=scale)
-        stats["indicator"] = bool(present.size < x.size)
+        stats["indicator"] = bool(has_missing)
         stats["na_tokens"] = na_tokens
         # The imputed value, in the transformed space (so it is filled after scaling).
         stats["fill"] = float(self._scale_block(np.array([median]), stats)[0])
@@ -252,12 +295,16 @@ class Preprocessor:
         per_level: dict[str, int] = {}
         for t, c in zip(texts, counts):
             per_level[t] = per_level.get(t, 0) + int(c)
+        return self._categorical_state(name, per_level, has_missing=bool((codes < 0).any()))
+
+    def _categorical_state(self, name: str, per_level: dict[str, int], *, has_missing: bool) -> dict[str, Any]:
+        """A categorical column's fitted state from its rows per canonical level."""
         ranked = sorted(per_level.items(), key=lambda kv: (-kv[1], kv[0]))
         levels = [t for t, c in ranked if c >= self.min_level_count][: self.max_levels]
         return {
             "name": name,
             "levels": levels,
-            "missing": bool((codes < 0).any()),
+            "missing": has_missing,
             "unknown": len(levels) < len(ranked),
         }
 

@@ -64,9 +64,11 @@ class TargetInfo:
                 f"{source}: column {col!r} has {len(rows)} missing label(s) (row(s) {_row_list(rows)}); "
                 "every row needs a label: fill them in or drop those rows"
             )
-        keys = values.map(_label_key)
+        # Each distinct value's key once (a column of millions of rows has two).
+        codes, uniques = pd.factorize(values, use_na_sentinel=True)
+        unique_keys = np.array([_label_key(u) for u in np.asarray(uniques).astype(object)] + [""], dtype=object)
         pos, neg = _label_key(self.positive), _label_key(self.negative)
-        bad = ~keys.isin([pos, neg]).to_numpy()
+        bad = ~np.isin(unique_keys, [pos, neg])[codes]
         if bad.any():
             rows = np.flatnonzero(bad)
             counts = values[bad].astype(str).value_counts()
@@ -77,7 +79,7 @@ class TargetInfo:
                 f"{self.negative!r}/{self.positive!r} ({found}; first at row {int(rows[0]) + FIRST_DATA_LINE}); "
                 "use rows labelled like the training data"
             )
-        return (keys == pos).to_numpy(np.float32)
+        return (unique_keys == pos)[codes].astype(np.float32)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -135,7 +137,22 @@ def encode_target(
         )
     keep = ~missing
     present = series[keep]
-    counts = present.value_counts(sort=True)
+    info, why = target_from_counts(present.value_counts(sort=True), column=column, positive=positive)
+    y = (present == info.positive).to_numpy(dtype=bool).astype(np.float32)
+    notices.append(
+        f"positive class of {column!r}: {info.positive!r} ({why}; {info.n_positive} of {len(y)} rows); "
+        f"pass --positive {info.negative} for the other class"
+    )
+    return y, keep, info, notices
+
+
+def target_from_counts(counts: pd.Series, *, column: str, positive: Any = None) -> tuple[TargetInfo, str]:
+    """The two labels and the positive class from the rows per label (most frequent first).
+
+    The rule of :func:`encode_target` (which calls it), usable on counts
+    gathered over a stream. Returns ``(info, why)``: ``why`` says how the
+    positive class was chosen.
+    """
     if len(counts) != 2:
         listing = ", ".join(f"{safe_excerpt(json_scalar(k))}: {int(v)}" for k, v in list(counts.items())[:10])
         more = f" and {len(counts) - 10} more" if len(counts) > 10 else ""
@@ -172,12 +189,7 @@ def encode_target(
             else:
                 pos, why = b, "the rarer class"
     neg = labels[1] if pos is labels[0] else labels[0]
-    y = (present == pos).to_numpy(dtype=bool).astype(np.float32)
     info = TargetInfo(
         column=column, positive=pos, negative=neg, n_positive=count_of[pos], n_negative=count_of[neg]
     )
-    notices.append(
-        f"positive class of {column!r}: {pos!r} ({why}; {info.n_positive} of {len(y)} rows); "
-        f"pass --positive {neg} for the other class"
-    )
-    return y, keep, info, notices
+    return info, why

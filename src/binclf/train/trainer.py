@@ -15,7 +15,7 @@ import copy
 import math
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any, Literal
 
@@ -363,21 +363,15 @@ class Trainer:
             if init_bias and cfg.loss != "hinge" and 0.0 < self.train_prior_ < 1.0:
                 # The loss-minimising constant logit under the training objective.
                 init_output_bias(model, float(sigmoid(logit(self.train_prior_, eps=0.0) + self.logit_shift_)))
-            opt = self._optimizer(model)
             n = len(X)
-            opt_step = FastAdamWStep(opt) if FastAdamWStep.supports(opt) else opt.step
-            fused = None
-            if FusedMLPStep.supports(model, loss_fn, device):
-                fused = FusedMLPStep(model, loss_fn, compiled=self._compile_pays(n, has_valid))
             steps_per_epoch = math.ceil(n / cfg.batch_size)
-            sched = self._scheduler(opt, steps_per_epoch)
+            opt, opt_step, fused, sched = self._step_parts(model, loss_fn, device, n, has_valid, steps_per_epoch)
             self.history_: list[dict[str, float]] = []
             self.best_epoch_ = 0
             self.best_valid_loss_ = math.inf
             best_state = None
             bad_epochs = 0
             sampling_probs = self._sampling_probs(y) if cfg.sampler == "balanced" else None
-            step_losses = torch.empty(steps_per_epoch, device=device)
             verbose = sys.stderr.isatty() if cfg.verbose is None else cfg.verbose
 
             with _Progress(enabled=bool(verbose), total=cfg.max_epochs) as progress:
@@ -392,27 +386,14 @@ class Trainer:
                     # One gather per epoch, then contiguous slices per step.
                     Xe, ye = X.index_select(0, idx), y.index_select(0, idx)
                     we = None if w is None else w.index_select(0, idx)
-                    for step in range(steps_per_epoch):
-                        lo = step * cfg.batch_size
-                        hi = lo + cfg.batch_size
-                        xb = Xe[lo:hi]
-                        if len(xb) < 2 and _has_batchnorm(model):
-                            # BatchNorm cannot normalise a single row; fold it into no step.
-                            step_losses[step] = step_losses[step - 1] if step else 0.0
-                            continue
-                        yb, wb = ye[lo:hi], None if we is None else we[lo:hi]
-                        if fused is not None:
-                            loss = fused(xb, yb, wb)  # sets every .grad, like backward()
-                        else:
-                            loss = loss_fn(model(xb), yb, wb)
-                            opt.zero_grad(set_to_none=True)
-                            loss.backward()
-                        if cfg.max_grad_norm is not None:
-                            nn.utils.clip_grad_norm_(model.parameters(), cfg.max_grad_norm)
-                        opt_step()
-                        if sched is not None and cfg.lr_schedule == "cosine":
-                            sched.step()
-                        step_losses[step] = loss.detach()
+                    batches = (
+                        (Xe[lo : lo + cfg.batch_size], ye[lo : lo + cfg.batch_size],
+                         None if we is None else we[lo : lo + cfg.batch_size])
+                        for lo in range(0, n, cfg.batch_size)
+                    )
+                    step_losses = self.train_steps(
+                        model, batches, loss_fn=loss_fn, opt=opt, opt_step=opt_step, fused=fused, sched=sched
+                    )
                     self._check_finite(step_losses, epoch)
                     if fused is not None and self._compile_from_now(n, epoch, has_valid):
                         fused.compile_from_now()
@@ -455,6 +436,50 @@ class Trainer:
         return self
 
     # -- pieces of the loop ----------------------------------------------------
+    def _step_parts(
+        self, model: nn.Module, loss_fn: nn.Module, device: torch.device, n_rows: int, has_valid: bool,
+        steps_per_epoch: int,
+    ) -> tuple[Any, Callable[[], Any], FusedMLPStep | None, Any]:
+        """The optimiser, its step function, the fused step (binclf's MLP on the CPU, else None) and the scheduler."""
+        opt = self._optimizer(model)
+        opt_step = FastAdamWStep(opt) if FastAdamWStep.supports(opt) else opt.step
+        fused = None
+        if FusedMLPStep.supports(model, loss_fn, device):
+            fused = FusedMLPStep(model, loss_fn, compiled=self._compile_pays(n_rows, has_valid))
+        return opt, opt_step, fused, self._scheduler(opt, steps_per_epoch)
+
+    def train_steps(
+        self, model: nn.Module, batches: Iterable[tuple[Tensor, Tensor, Tensor | None]], *, loss_fn: nn.Module,
+        opt: Any, opt_step: Callable[[], Any], fused: FusedMLPStep | None, sched: Any,
+    ) -> Tensor:
+        """One epoch's optimiser steps, one per batch ``(x (b, d), y (b,), w (b,) or None)``.
+
+        The step loop of :meth:`fit` and of the streaming fit
+        (:func:`binclf.train.stream.train_stream`), which feeds batches read
+        from disk. Returns the per-step losses ``(steps,)``, left on the device.
+        """
+        cfg = self.config
+        losses: list[Tensor] = []
+        bn = _has_batchnorm(model)
+        for xb, yb, wb in batches:
+            if len(xb) < 2 and bn:
+                # BatchNorm cannot normalise a single row; fold it into no step.
+                losses.append(losses[-1] if losses else torch.zeros((), device=xb.device))
+                continue
+            if fused is not None:
+                loss = fused(xb, yb, wb)  # sets every .grad, like backward()
+            else:
+                loss = loss_fn(model(xb), yb, wb)
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+            if cfg.max_grad_norm is not None:
+                nn.utils.clip_grad_norm_(model.parameters(), cfg.max_grad_norm)
+            opt_step()
+            if sched is not None and cfg.lr_schedule == "cosine":
+                sched.step()
+            losses.append(loss.detach())
+        return torch.stack(losses) if losses else torch.zeros(0)
+
     @staticmethod
     def _check_inputs(X: Tensor, y: Tensor, w: Tensor | None) -> None:
         if X.ndim != 2:

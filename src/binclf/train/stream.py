@@ -1,0 +1,640 @@
+"""Training on a table larger than memory: streamed passes over a Parquet dataset or CSV.
+
+:func:`train_stream` is ``train_table`` for data that does not fit
+(:func:`should_stream` decides). It reads the data in record batches, holding
+only bounded buffers, the fitted statistics and the held-out predictions:
+
+1. **column roles** from the first rows (:func:`~binclf.data.schema.infer_schema`
+   on a head of at most ``SCHEMA_ROWS`` rows);
+2. **pass 1** fits the preprocessing from mergeable one-pass statistics
+   (:class:`~binclf.data.sketch.TableStats`: quantile sketches, capped category
+   counts, missing counts, label counts) into an ordinary
+   :class:`~binclf.data.preprocessing.Preprocessor`, so prediction, the bundle,
+   the server and the export are those of an in-memory model;
+3. the **split** is by a hash of each row (or of ``id_column``): the same in
+   every pass, file order, batch size and process;
+4. **training** streams the training rows: the order of the row groups is
+   shuffled each epoch and rows are shuffled within a bounded buffer, then
+   cut into batches for the trainer's own step loop
+   (:meth:`~binclf.train.trainer.Trainer.train_steps`, the fused MLP step);
+   early stopping on a (capped) in-memory sample of the validation rows;
+5. a last pass predicts the validation and test rows (at most ``held_out_cap``
+   each, chosen by hash): calibration and threshold are fitted on the
+   validation predictions and the test rows are scored, through the same
+   :func:`~binclf.train.pipeline.decide_on_held_out` as in memory.
+
+Streaming trains one network (``mlp``: it takes the fused step directly and
+needs no fitted input encoding, which ``ple_mlp`` would have to learn from one
+more pass); the in-memory default's cross-fitted ensemble is for tables that fit.
+
+Several processes (``stream.rank`` / ``world_size``): each reads its shard of
+the row groups; pass 1's statistics are merged through ``gather`` (an
+all-gather of :meth:`~binclf.data.sketch.TableStats.to_arrays`), so every rank
+fits the same preprocessing. Gradient averaging, equal step counts, the
+early-stopping decision and gathering the held-out logits belong to
+:mod:`binclf.dist`.
+
+With ``checkpoint_dir`` the training state (weights, optimiser moments, best
+weights, random state, history, and the fitted preprocessing) is written
+atomically after pass 1 and after every epoch; ``resume`` continues from it.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import re
+import resource
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+
+from binclf import runtime
+from binclf.data.preprocessing import Preprocessor
+from binclf.data.schema import Schema, infer_schema
+from binclf.data.sketch import SKETCH_SIZE, TableStats, _mix, row_keys, split_of
+from binclf.data.target import TargetInfo, target_from_counts
+from binclf.errors import ConfigError, DataError
+from binclf.io.atomic import Layout, write_directory
+from binclf.io.dataset import TableSource
+from binclf.nn.losses import build_loss, resolve_pos_weight
+from binclf.nn.models import build_model
+from binclf.nn.models.base import init_output_bias
+from binclf.numeric import logit, sigmoid
+from binclf.predictor import Member, Predictor, member_logits
+from binclf.train.trainer import Callback, TrainConfig, Trainer
+
+__all__ = [
+    "IN_MEMORY_PEAK_FACTOR",
+    "StreamOptions",
+    "collect_stats",
+    "default_memory",
+    "parse_memory",
+    "peak_rss_bytes",
+    "should_stream",
+    "train_stream",
+]
+
+# Peak memory of the in-memory path as a multiple of the decoded table (the
+# import baseline apart): what should_stream compares against --memory.
+IN_MEMORY_PEAK_FACTOR = 3.0
+# Share of the available RAM that --memory defaults to.
+MEMORY_FRACTION = 0.5
+SCHEMA_ROWS = 50_000
+STREAM_MODELS = ("mlp", "logistic")
+CHECKPOINT_STATE = "state.safetensors"
+CHECKPOINT_META = "checkpoint.json"
+CHECKPOINT_LAYOUT = Layout("binclf checkpoint", CHECKPOINT_META, frozenset({CHECKPOINT_META, CHECKPOINT_STATE}))
+_FORMAT = "binclf.checkpoint/1"
+_UNITS = {"": 1, "B": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
+
+
+def should_stream(decoded_bytes: int, memory_bytes: int, factor: float = IN_MEMORY_PEAK_FACTOR) -> bool:
+    """Whether a table of ``decoded_bytes`` must be streamed: the in-memory peak (``factor`` x) exceeds ``memory_bytes``."""
+    return decoded_bytes * factor > memory_bytes
+
+
+def parse_memory(text: str, *, option: str = "--memory") -> int:
+    """``"500MB"``, ``"4GB"``, ``"1.5G"``, ``"512MiB"`` or a number of bytes -> bytes (units of 1024)."""
+    m = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([KMGT]?)(?:I?B)?\s*", str(text), flags=re.IGNORECASE)
+    if not m or float(m.group(1)) <= 0:
+        raise ConfigError(f"{option} must be a size such as 500MB or 4GB, got {text!r}")
+    return int(float(m.group(1)) * _UNITS[m.group(2).upper()])
+
+
+def default_memory() -> int:
+    """``MEMORY_FRACTION`` of the memory available now (``MemAvailable``), else of physical memory."""
+    try:
+        with open("/proc/meminfo") as fh:
+            for line in fh:
+                if line.startswith("MemAvailable:"):
+                    return int(int(line.split()[1]) * 1024 * MEMORY_FRACTION)
+    except OSError:
+        pass
+    return int(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") * MEMORY_FRACTION)
+
+
+def peak_rss_bytes() -> int:
+    """This process's peak resident memory so far (``ru_maxrss``; kilobytes on Linux)."""
+    return int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss) * 1024
+
+
+@dataclass(frozen=True, kw_only=True)
+class StreamOptions:
+    """How to stream (what ``TrainOptions`` does not say); sizes are derived from ``memory_bytes`` when None.
+
+    Parameters
+    ----------
+    memory_bytes : the memory budget the buffers are sized from.
+    id_column : split by a hash of this column instead of the whole row.
+    checkpoint_dir, resume : where to checkpoint every epoch; continue from there.
+    batch_rows : rows per batch read from disk.
+    shuffle_rows : rows of the shuffle buffer.
+    sketch_size : ``k`` of the quantile sketches.
+    held_out_cap : most validation / test rows whose predictions are kept (chosen by hash).
+    rank, world_size : this process's shard of the units (see :class:`~binclf.io.dataset.TableSource`).
+    """
+
+    memory_bytes: int
+    id_column: str | None = None
+    checkpoint_dir: str | None = None
+    resume: bool = False
+    batch_rows: int | None = None
+    shuffle_rows: int | None = None
+    sketch_size: int = SKETCH_SIZE
+    held_out_cap: int = 1_000_000
+    rank: int = 0
+    world_size: int = 1
+
+    def sizes(self, n_columns: int, n_features: int) -> tuple[int, int]:
+        """``(batch_rows, shuffle_rows)``: a read batch within 1/16 of the budget, the buffer within 1/8."""
+        batch = self.batch_rows or int(np.clip(self.memory_bytes // 16 // (24 * max(n_columns, 1)), 1024, 262_144))
+        shuffle = self.shuffle_rows or int(np.clip(self.memory_bytes // 8 // (4 * max(n_features, 1)), 4096, 1 << 20))
+        return batch, shuffle
+
+
+# --------------------------------------------------------------------------- the passes
+def _keyed(df: pd.DataFrame, *, target: str, key_columns: Sequence[str], options: Any) -> tuple[pd.DataFrame, np.ndarray, np.ndarray]:
+    """Rows with a target, their keys and splits (0 train, 1 valid, 2 test)."""
+    present = df[target].notna().to_numpy()
+    if not present.all():
+        df = df.loc[present]
+    keys = row_keys(df, columns=key_columns)
+    split = split_of(keys, valid_fraction=options.valid_fraction, test_fraction=options.test_fraction, seed=options.seed)
+    return df, keys, split
+
+
+def _keep_share(keys: np.ndarray, share: float) -> np.ndarray:
+    """Rows kept by a hash-drawn ``share`` in (0, 1] (a sample the same in every pass)."""
+    if share >= 1.0:
+        return np.ones(len(keys), dtype=bool)
+    return (_mix(keys ^ np.uint64(0xCA9)) >> np.uint64(11)).astype(np.float64) * 2.0**-53 < share
+
+
+def collect_stats(
+    source: TableSource, schema: Schema, options: Any, stream: StreamOptions, *, columns: list[str],
+    key_columns: list[str], batch_rows: int, column_types: dict[str, str] | None = None,
+) -> TableStats:
+    """Pass 1 over this rank's shard: :class:`TableStats` of its training rows.
+
+    Rows are split by :func:`~binclf.data.sketch.row_keys` of ``key_columns``;
+    ``stats.labels`` counts every row with a target (per split) and, in
+    ``n_missing``, the rows without one; ``stats.missing_cells`` the missing
+    cells of every row. Ranks merge their results with ``TableStats.merge``
+    (``train_stream``'s ``gather`` does it).
+    """
+    stats = TableStats(numeric=schema.numeric, categorical=schema.categorical, sketch_size=stream.sketch_size)
+    for df in source.iter_batches(batch_rows=batch_rows, columns=columns, rank=stream.rank,
+                                  world_size=stream.world_size, column_types=column_types):
+        stats.count_missing(df)
+        n_before = len(df)
+        df, keys, split = _keyed(df, target=options.target, key_columns=key_columns, options=options)
+        stats.labels.n_missing += n_before - len(df)
+        stats.update(df, target=options.target, keys=keys, split=split)
+    return stats
+
+
+class _ShuffleBuffer:
+    """Rows gathered until ``capacity``, then given out as shuffled batches of ``batch_size``."""
+
+    def __init__(self, capacity: int, batch_size: int, rng: np.random.Generator) -> None:
+        self.capacity, self.batch_size, self.rng = capacity, batch_size, rng
+        self.X: list[np.ndarray] = []
+        self.y: list[np.ndarray] = []
+        self.n = 0
+        self.given = 0  # batches given out
+
+    def add(self, X: np.ndarray, y: np.ndarray) -> Iterator[tuple[torch.Tensor, torch.Tensor, None]]:
+        self.X.append(X)
+        self.y.append(y)
+        self.n += len(y)
+        if self.n >= self.capacity:
+            yield from self._drain(keep_partial=True)
+
+    def flush(self) -> Iterator[tuple[torch.Tensor, torch.Tensor, None]]:
+        """The rest, shuffled; a last partial batch only if no full one was given (else it is dropped).
+
+        Dropped because every batch shape costs oneDNN a compiled kernel kept
+        in its cache (~1.5 MB each): a last batch of a different size every
+        epoch would grow memory with the epochs. The dropped rows differ each
+        epoch (they are shuffled).
+        """
+        yield from self._drain(keep_partial=self.given > 0)
+
+    def _drain(self, *, keep_partial: bool) -> Iterator[tuple[torch.Tensor, torch.Tensor, None]]:
+        if not self.n:
+            return
+        perm = self.rng.permutation(self.n)
+        # One gather, then contiguous slices (as the in-memory epoch does).
+        X = np.concatenate(self.X)[perm] if len(self.X) > 1 else self.X[0][perm]
+        y = np.concatenate(self.y)[perm] if len(self.y) > 1 else self.y[0][perm]
+        self.X, self.y, self.n = [], [], 0
+        full = (len(y) // self.batch_size) * self.batch_size if keep_partial else len(y)
+        Xt, yt = torch.from_numpy(X), torch.from_numpy(y)
+        for lo in range(0, full, self.batch_size):
+            self.given += 1
+            yield Xt[lo : lo + self.batch_size], yt[lo : lo + self.batch_size], None
+        if full < len(y):  # the remainder waits for the next rows
+            self.X, self.y, self.n = [X[full:]], [y[full:]], len(y) - full
+
+
+_PAD_ROWS = 512
+
+
+def _logits(member: Member, X: np.ndarray) -> np.ndarray:
+    """float32 logits ``(n,)`` of ``X`` ``(n, d)``, computed on rows padded to a multiple of ``_PAD_ROWS``.
+
+    Held-out batches have every possible row count, and oneDNN compiles and
+    caches a kernel per shape (measured: +320 MB over 200 batches of 2M rows);
+    padding bounds the shapes to a handful.
+    """
+    n = len(X)
+    padded = -(-n // _PAD_ROWS) * _PAD_ROWS
+    if padded != n:
+        X = np.concatenate([X, np.zeros((padded - n, X.shape[1]), dtype=X.dtype)])
+    return member_logits([member], X)[:n].astype(np.float32)
+
+
+# --------------------------------------------------------------------------- checkpoints
+def _opt_params(opt: Any) -> list[torch.Tensor]:
+    return [p for g in opt.param_groups for p in g["params"]]
+
+
+def _save_checkpoint(
+    directory: Path, *, meta: dict[str, Any], model: torch.nn.Module | None = None, opt: Any = None,
+    best_state: dict[str, torch.Tensor] | None = None,
+) -> None:
+    from safetensors.torch import save
+
+    tensors: dict[str, torch.Tensor] = {"rng": torch.get_rng_state()}
+    if model is not None:
+        tensors.update({f"model.{k}": v.detach().clone() for k, v in model.state_dict().items()})
+    if best_state is not None:
+        tensors.update({f"best.{k}": v.clone() for k, v in best_state.items()})
+    if opt is not None:
+        for i, p in enumerate(_opt_params(opt)):
+            for k, v in opt.state.get(p, {}).items():
+                tensors[f"opt.{i}.{k}"] = v.detach().clone().reshape(v.shape)
+    files = {CHECKPOINT_META: json.dumps(meta, indent=1).encode(), CHECKPOINT_STATE: save(tensors)}
+    write_directory(directory, files, layout=CHECKPOINT_LAYOUT, force=True, option="--checkpoint-dir")
+
+
+def _load_checkpoint(directory: Path) -> tuple[dict[str, Any], dict[str, torch.Tensor]] | None:
+    from safetensors.torch import load
+
+    meta_path = directory / CHECKPOINT_META
+    if not meta_path.is_file():
+        return None
+    try:
+        meta = json.loads(meta_path.read_text())
+        tensors = load((directory / CHECKPOINT_STATE).read_bytes())
+    except (OSError, ValueError, RuntimeError) as exc:
+        raise DataError(f"{directory}: the checkpoint cannot be read ({exc}); remove it and start again") from exc
+    if meta.get("format") != _FORMAT:
+        raise DataError(f"{directory}: not a {_FORMAT} checkpoint (format {meta.get('format')!r}); remove it")
+    return meta, tensors
+
+
+def _fingerprint(source: TableSource, options: Any, stream: StreamOptions) -> dict[str, Any]:
+    """What a checkpoint must match to be resumed: the data and the options that shape the model."""
+    opts = {k: v for k, v in options.to_dict().items() if k not in ("max_epochs", "patience", "n_boot")}
+    return {"data": str(Path(source.path).resolve()), "rows": source.num_rows, "columns": source.columns,
+            "options": opts, "id_column": stream.id_column, "world_size": stream.world_size}
+
+
+# --------------------------------------------------------------------------- the fit
+@runtime.entry_point("train")
+def train_stream(
+    path: str | Path | TableSource,
+    options: Any,
+    stream: StreamOptions,
+    *,
+    sep: str | None = None,
+    encoding: str | None = None,
+    log: Callable[[str], None] | None = None,
+    callbacks: Sequence[Callback] = (),
+    gather: Callable[[dict[str, np.ndarray]], list[dict[str, np.ndarray]]] | None = None,
+) -> Any:
+    """Train on a dataset read in batches (see the module docstring); returns a ``TrainResult``.
+
+    Parameters
+    ----------
+    path : a Parquet file, a directory of Parquet files, a CSV, or an open :class:`TableSource`.
+    options : TrainOptions
+        As for :func:`~binclf.train.pipeline.train_table`; ``model`` ``auto`` becomes ``mlp``.
+    stream : StreamOptions
+    sep, encoding : CSV reading.
+    log : receives one-line notes.
+    callbacks : called as ``cb(trainer, epoch_log)`` after each epoch (and its checkpoint); ``True`` stops.
+    gather : with several ranks (``stream.world_size``), a function returning every rank's
+        ``TableStats.to_arrays()`` (an all-gather): pass 1's statistics are merged from them.
+
+    Returns
+    -------
+    TrainResult
+    """
+    from binclf.train.pipeline import (
+        TrainResult,
+        _model_config,
+        _training_threads,
+        decide_on_held_out,
+    )
+
+    t0 = time.perf_counter()
+    say = log or (lambda _msg: None)
+    source = path if isinstance(path, TableSource) else TableSource.open(path, sep=sep, encoding=encoding)
+    notices: list[str] = []
+    if options.model == "auto":
+        options = replace(options, model="mlp")
+    if options.model not in STREAM_MODELS:
+        raise ConfigError(f"--model {options.model} cannot stream; use one of {', '.join(STREAM_MODELS)}")
+    if options.sampler is not None:
+        raise ConfigError("--sampler balanced cannot stream; use --pos-weight balanced instead")
+    if stream.world_size > 1 and gather is None:
+        raise ConfigError("streaming on several ranks needs gather= to merge their statistics (binclf.dist)")
+    if stream.id_column is not None and stream.id_column not in source.columns:
+        raise DataError(f"{source.path}: --id-column {stream.id_column!r} is not a column; the columns are {source.columns}")
+
+    # Column roles from the first rows (every rank reads the same ones).
+    head = source.head(SCHEMA_ROWS)
+    head = head.loc[head[options.target].notna()] if options.target in head.columns else head
+    schema, schema_notices = infer_schema(
+        head, target=options.target, drop=tuple(options.drop) + ((stream.id_column,) if stream.id_column else ()),
+        categorical=options.categorical, numeric=options.numeric, text=options.text,
+    )
+    del head
+    if schema.text:
+        raise ConfigError(
+            f"free-text column(s) {', '.join(map(repr, schema.text))} cannot stream; "
+            "drop them (--drop) or treat them as categories (--categorical)"
+        )
+    key_columns = [stream.id_column] if stream.id_column else list(source.columns)
+    columns = list(dict.fromkeys([*schema.names, options.target, *key_columns]))
+    column_types = {**dict.fromkeys(schema.numeric, "numeric"), **dict.fromkeys(schema.categorical, "categorical")}
+    batch_rows, _ = stream.sizes(len(columns), 1)
+    ckpt_dir = Path(stream.checkpoint_dir) if stream.checkpoint_dir else None
+    fingerprint = _fingerprint(source, options, stream)
+    checkpoint = None
+    if ckpt_dir is not None:
+        found = _load_checkpoint(ckpt_dir)
+        if found is not None and not stream.resume:
+            raise ConfigError(
+                f"--checkpoint-dir {ckpt_dir} already holds a checkpoint; pass --resume to continue it, "
+                "or choose another directory"
+            )
+        if found is not None:
+            if found[0]["fingerprint"] != fingerprint:
+                raise ConfigError(
+                    f"the checkpoint in {ckpt_dir} was made for other data or options; resume with the same "
+                    "command, or start again in another --checkpoint-dir"
+                )
+            checkpoint = found
+        elif stream.resume:
+            notices.append(f"no checkpoint in {ckpt_dir} yet: starting from the beginning")
+
+    if checkpoint is not None:
+        meta, tensors = checkpoint
+        prep = Preprocessor.from_dict(meta["preprocessor"])
+        target = TargetInfo.from_dict(meta["target"])
+        counts = meta["counts"]
+        summary_columns = meta["summary_columns"]
+        stats_seconds = meta["stats_seconds"]
+        notices += meta["notices"]
+        say(f"resuming from {ckpt_dir} after epoch {meta['epoch']}")
+    else:
+        tp = time.perf_counter()
+        stats = collect_stats(source, schema, options, stream, columns=columns, key_columns=key_columns,
+                              batch_rows=batch_rows, column_types=column_types if source.kind == "csv" else None)
+        if gather is not None:  # every rank's statistics, merged in rank order: the same on every rank
+            merged = None
+            for arrays in gather(stats.to_arrays()):
+                part = TableStats.from_arrays(arrays)
+                merged = part if merged is None else merged.merge(part)
+            stats = merged
+        missing = dict(zip(stats.columns, stats.missing_cells.tolist()))
+        if stats.labels.n_missing and not options.drop_missing_target:
+            raise DataError(
+                f"{source.path}: target column {options.target!r} has {stats.labels.n_missing} missing value(s); "
+                "fill them in, or drop those rows with --drop-missing-target"
+            )
+        target, why = target_from_counts(stats.labels.series(), column=options.target, positive=options.positive)
+        counts = {
+            name: [stats.labels.count(target.negative, i), stats.labels.count(target.positive, i)]
+            for i, name in enumerate(("train", "valid", "test"))
+        }
+        for name, (neg, pos) in counts.items():
+            if neg == 0 or pos == 0:
+                raise DataError(
+                    f"the {name} split has only one class ({neg + pos} rows): the data is too small or too "
+                    "imbalanced to split; provide more rows of the rarer class"
+                )
+        if stats.labels.n_missing:
+            notices.append(f"{stats.labels.n_missing} row(s) with a missing {options.target!r} dropped")
+        notices.append(
+            f"positive class of {options.target!r}: {target.positive!r} ({why}; {target.n_positive} of "
+            f"{target.n_positive + target.n_negative} rows); pass --positive {target.negative} for the other class"
+        )
+        notices += schema_notices
+        prep = Preprocessor(schema=schema, numeric=options.numeric_scaling).fit_from_summaries(
+            numeric=stats.numeric, categorical=stats.categorical
+        )
+        summary_columns = [
+            {"name": spec.name, "role": spec.role, "dtype": spec.dtype, "missing": missing[spec.name],
+             # distinct: levels of the training rows (categories), values in the sketch's sample (numbers)
+             "distinct": len(stats.categorical[schema.categorical.index(spec.name)].counts())
+             if spec.role == "categorical" else int(np.unique(stats.numeric[schema.numeric.index(spec.name)].sample()).size)}
+            for spec in schema.columns
+        ]
+        del stats
+        stats_seconds = time.perf_counter() - tp
+    for n in notices:
+        say(n)
+    if checkpoint is None:
+        say(f"statistics pass: {stats_seconds:.1f} s over {sum(sum(c) for c in counts.values())} rows")
+
+    n_train = sum(counts["train"])
+    n_valid = sum(counts["valid"])
+    n_test = sum(counts["test"])
+    prior = counts["train"][1] / n_train
+    cfg = TrainConfig.from_settings(options, n_train=n_train, verbose=False)
+    d = prep.n_features_out_
+    batch_rows, shuffle_rows = stream.sizes(len(columns), d)
+    config = _model_config(options, d)
+    model = build_model(options.model, seed=options.seed, **config)
+    say(
+        f"streaming {options.model} on {n_train} rows x {d} features (validation {n_valid}, test {n_test}); "
+        f"batches of {cfg.batch_size}, shuffle buffer {shuffle_rows} rows"
+    )
+
+    trainer = Trainer(cfg, callbacks=callbacks)
+    es_cap = max(1, min(stream.held_out_cap, stream.memory_bytes // 8 // (4 * max(d, 1))))
+    es_share = min(1.0, es_cap / max(n_valid, 1))
+    # Held-out rows kept: ~40 bytes each for logits, labels, probabilities and the report's curves.
+    held_cap = max(1000, min(stream.held_out_cap, stream.memory_bytes // 64))
+    held_share = min(1.0, held_cap / max(n_valid, 1))
+    test_share = min(1.0, held_cap / max(n_test, 1))
+
+    def batches_of(epoch: int, valid_out: list | None) -> Iterator[tuple[torch.Tensor, torch.Tensor, None]]:
+        rng = np.random.default_rng([options.seed, epoch])
+        buf = _ShuffleBuffer(shuffle_rows, cfg.batch_size, rng)
+        for df in source.iter_batches(batch_rows=batch_rows, columns=columns, rank=stream.rank,
+                                      world_size=stream.world_size, seed=options.seed * 100_003 + epoch,
+                                      column_types=column_types if source.kind == "csv" else None):
+            df, keys, split = _keyed(df, target=options.target, key_columns=key_columns, options=options)
+            if valid_out is not None:
+                take = (split == 1) & _keep_share(keys, es_share)
+                if take.any():
+                    part = df.loc[take]
+                    valid_out.append((prep.transform(part), target.encode(part[options.target])))
+            train = split == 0
+            if train.any():
+                part = df.loc[train] if not train.all() else df
+                yield from buf.add(prep.transform(part), target.encode(part[options.target]))
+        yield from buf.flush()
+
+    device = torch.device("cpu")
+    pos_weight = cfg.pos_weight
+    if pos_weight == "balanced":
+        pos_weight = counts["train"][0] / max(counts["train"][1], 1)
+    trainer.pos_weight_ = resolve_pos_weight(pos_weight)
+    loss_fn = build_loss(cfg.loss, pos_weight=trainer.pos_weight_, focal_alpha=cfg.focal_alpha,
+                         focal_gamma=cfg.focal_gamma)
+    trainer.train_prior_ = prior
+    trainer.logit_shift_ = trainer._logit_shift(prior)
+    history: list[dict[str, float]] = []
+    best_state: dict[str, torch.Tensor] | None = None
+    best_loss, best_epoch, bad_epochs, start = math.inf, 0, 0, 1
+    X_es = y_es = None
+
+    def meta_at(epoch: int) -> dict[str, Any]:
+        return {"format": _FORMAT, "fingerprint": fingerprint, "epoch": epoch, "history": history,
+                "best_epoch": best_epoch, "best_valid_loss": best_loss if math.isfinite(best_loss) else None,
+                "bad_epochs": bad_epochs, "preprocessor": prep.to_dict(), "target": target.to_dict(),
+                "counts": counts, "summary_columns": summary_columns, "notices": notices,
+                "stats_seconds": stats_seconds}
+
+    with runtime.session(purpose="train", threads=_training_threads()), torch.random.fork_rng(devices=[]):
+        torch.manual_seed(cfg.seed)
+        if 0.0 < prior < 1.0 and cfg.loss != "hinge":
+            init_output_bias(model, float(sigmoid(logit(prior, eps=0.0) + trainer.logit_shift_)))
+        steps_per_epoch = math.ceil(n_train / cfg.batch_size)
+        opt, opt_step, fused, sched = trainer._step_parts(model, loss_fn, device, n_train, True, steps_per_epoch)
+        if checkpoint is not None:
+            meta, tensors = checkpoint
+            if meta["epoch"] > 0:
+                model.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
+                params = _opt_params(opt)
+                for key, v in tensors.items():
+                    if key.startswith("opt."):
+                        _, i, name = key.split(".", 2)
+                        opt.state.setdefault(params[int(i)], {})[name] = v.clone()
+                best = {k[5:]: v for k, v in tensors.items() if k.startswith("best.")}
+                best_state = best or None
+                torch.set_rng_state(tensors["rng"])
+            history = list(meta["history"])
+            best_epoch, bad_epochs = meta["best_epoch"], meta["bad_epochs"]
+            best_loss = math.inf if meta["best_valid_loss"] is None else meta["best_valid_loss"]
+            start = meta["epoch"] + 1
+        elif ckpt_dir is not None:
+            _save_checkpoint(ckpt_dir, meta=meta_at(0))  # pass 1 is never repeated
+        epoch = start - 1
+        try:
+            stopped = bool(history) and (bad_epochs >= cfg.patience)
+            for epoch in range(start, cfg.max_epochs + 1):
+                if stopped:
+                    break
+                te = time.perf_counter()
+                model.train()
+                valid_parts: list | None = [] if X_es is None else None
+                step_losses = trainer.train_steps(model, batches_of(epoch, valid_parts), loss_fn=loss_fn, opt=opt,
+                                                  opt_step=opt_step, fused=fused, sched=sched)
+                if len(step_losses) == 0:
+                    raise DataError(f"{source.path}: no training rows were read in epoch {epoch}")
+                trainer._check_finite(step_losses, epoch)
+                if fused is not None and trainer._compile_from_now(n_train, epoch, True):
+                    fused.compile_from_now()
+                if valid_parts is not None:
+                    X_es = np.concatenate([p[0] for p in valid_parts]) if valid_parts else np.empty((0, d), np.float32)
+                    y_es = np.concatenate([p[1] for p in valid_parts]) if valid_parts else np.empty(0, np.float32)
+                    del valid_parts
+                entry = {"epoch": epoch, "train_loss": float(step_losses.mean()), "lr": opt.param_groups[0]["lr"]}
+                tv = time.perf_counter()
+                valid_loss = trainer._evaluate(model, loss_fn, torch.from_numpy(X_es), torch.from_numpy(y_es), None)
+                entry["valid_loss"] = valid_loss
+                entry["valid_seconds"] = time.perf_counter() - tv
+                if valid_loss < best_loss - cfg.min_delta:
+                    best_loss, best_epoch, bad_epochs = valid_loss, epoch, 0
+                    best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+                else:
+                    bad_epochs += 1
+                entry["seconds"] = time.perf_counter() - te
+                history.append(entry)
+                say(f"epoch {epoch}: train loss {entry['train_loss']:.4f}, validation loss {valid_loss:.4f} "
+                    f"({entry['seconds']:.1f} s)")
+                if ckpt_dir is not None:
+                    _save_checkpoint(ckpt_dir, meta=meta_at(epoch), model=model, opt=opt, best_state=best_state)
+                trainer.history_ = history
+                if any(cb(trainer, entry) for cb in trainer.callbacks) or bad_epochs >= cfg.patience:
+                    break
+        except KeyboardInterrupt:
+            if ckpt_dir is not None:
+                say(f"interrupted in epoch {epoch}: the checkpoint in {ckpt_dir} holds the run up to epoch "
+                    f"{epoch - 1}; run the same command with --resume to continue")
+            raise
+        if best_state is not None:
+            model.load_state_dict(best_state)
+        model.eval()
+        runtime.note_fit("autograd step" if fused is None else "fused step", torch.get_num_threads())
+
+        # The held-out rows' logits (float32, at most held_out_cap per split), one last pass.
+        member = Member(options.model, config, model, 1.0, trainer.logit_shift_)
+        held: dict[int, tuple[list, list]] = {1: ([], []), 2: ([], [])}
+        for df in source.iter_batches(batch_rows=batch_rows, columns=columns, rank=stream.rank,
+                                      world_size=stream.world_size,
+                                      column_types=column_types if source.kind == "csv" else None):
+            df, keys, split = _keyed(df, target=options.target, key_columns=key_columns, options=options)
+            for s, share in ((1, held_share), (2, test_share)):
+                take = (split == s) & _keep_share(keys, share)
+                if take.any():
+                    part = df.loc[take]
+                    held[s][0].append(_logits(member, prep.transform(part)))
+                    held[s][1].append(target.encode(part[options.target]))
+    z_held, y_held = (np.concatenate(held[1][0]), np.concatenate(held[1][1]))
+    z_test, y_test = (np.concatenate(held[2][0]), np.concatenate(held[2][1]))
+    if held_share < 1 or test_share < 1:
+        notices.append(f"calibration, threshold and test metrics use {len(y_held)} validation and {len(y_test)} "
+                       f"test rows drawn by hash (of {n_valid} and {n_test})")
+    dec = decide_on_held_out(z_held.astype(np.float64), y_held, z_test.astype(np.float64), y_test, options, notices=notices)
+    notices.append("streamed: one network trained (the in-memory default's cross-fitted ensemble is for tables that fit)")
+    seconds = time.perf_counter() - t0
+    summary = {
+        "source": str(source.path), "rows": n_train + n_valid + n_test, "positives": target.n_positive,
+        "negatives": target.n_negative, "positive_label": target.positive, "negative_label": target.negative,
+        "columns": summary_columns, "dropped": [list(x) for x in prep.schema.dropped],
+        "split_rows": {"train": n_train, "valid": n_valid, "test": n_test},
+    }
+    stream_info = {"batch_rows": batch_rows, "shuffle_rows": shuffle_rows, "memory_bytes": stream.memory_bytes,
+                   "sketch_size": stream.sketch_size, "stats_seconds": stats_seconds, "split": "hash of " + (stream.id_column or "the row"),
+                   "world_size": stream.world_size}
+    predictor = Predictor(
+        schema=prep.schema, target=target, preprocessor=prep, members=[member], calibrator=dec.calibrator,
+        threshold=dec.policy,
+        info={"options": options.to_dict(), "metrics": {"test": dec.metrics, "valid": dec.valid_metrics},
+              "intervals": {k: list(v) for k, v in dec.intervals.items()}, "calibration": dec.calibration_info,
+              "history": history, "summary": summary, "stream": stream_info, "notices": notices,
+              "train_seconds": seconds},
+    )
+    return TrainResult(
+        predictor=predictor, metrics=dec.metrics, intervals=dec.intervals, valid_metrics=dec.valid_metrics,
+        notices=notices, history=history, summary=summary, calibration_info=dec.calibration_info,
+        curves={"y_valid": y_held, "p_valid_raw": sigmoid(z_held.astype(np.float64)), "p_valid": dec.p_held,
+                "y_test": y_test, "p_test_raw": sigmoid(z_test.astype(np.float64)), "p_test": dec.p_test},
+        seconds=seconds,
+    )
