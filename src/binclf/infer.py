@@ -70,8 +70,19 @@ def eval_logits(model: nn.Module, X: Tensor, *, chunk_rows: int = _EVAL_ROWS) ->
                 xb = encode(xb)
             for weight, bias, relu in layers:
                 xb = _linear(xb, weight, bias, relu)
-            out[lo : lo + len(xb)] = xb.squeeze(-1)
+            out[lo : lo + len(xb)] = _nan_where_nan(X[lo : lo + chunk_rows], xb).squeeze(-1)
     return out
+
+
+def _nan_where_nan(x: Tensor, z: Tensor) -> Tensor:
+    """``z`` ``(n, m)`` with NaN in the rows where ``x`` ``(n, d)`` holds NaN, as the module's forward gives.
+
+    oneDNN's fused ReLU maps NaN to 0, which would turn a NaN input into a
+    finite logit; one reduction finds that there is none (the usual case).
+    """
+    if torch.isnan(x.sum()):
+        z[torch.isnan(x).any(dim=1)] = float("nan")
+    return z
 
 
 def _linear(x: Tensor, weight: Tensor, bias: Tensor, relu: bool) -> Tensor:
@@ -130,11 +141,10 @@ class _Folded:
 
     def __call__(self, x: Tensor) -> Tensor:
         x = x[:, : self.width]
-        if self.encode is not None:
-            x = self.encode(x)
+        z = x if self.encode is None else self.encode(x)
         for weight, bias, relu in self.layers:
-            x = _linear(x, weight, bias, relu)
-        return x
+            z = _linear(z, weight, bias, relu)
+        return _nan_where_nan(x, z)
 
 
 class _PLETables:
@@ -227,7 +237,7 @@ class _PLETables:
         z.addmm_(x, self.raw).relu_()
         for weight, bias, relu in self.rest:
             z = _linear(z, weight, bias, relu)
-        return z
+        return _nan_where_nan(x, z)
 
 
 class _Module:
