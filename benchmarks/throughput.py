@@ -167,25 +167,28 @@ def run_sklearn(X: np.ndarray, y: np.ndarray) -> float:
 # --------------------------------------------------------------------------- #
 
 
-def _child(cmd: list[str], *, src: str | None = None) -> tuple[float, float, float | None]:
-    """Wall seconds, peak RSS (MiB) and the CLI's own rows/s (None if not printed) of a child process.
+def _child(cmd: list[str], *, src: str | None = None) -> tuple[float, float, float | None, float]:
+    """Wall seconds, peak RSS (MiB), the CLI's own rows/s (None if not printed) and CPU seconds (user +
+    system, NaN where unknown) of a child process. CPU seconds say how much work a command does even
+    on a busy machine, where wall time mostly says how much of the cores it got.
 
     The peak comes from ``/usr/bin/time`` where it exists: a child forked
     straight from this (large) process would inherit its high-water mark.
     """
     timer = Path("/usr/bin/time")
-    full = [str(timer), "-f", "MAXRSS_KB %M", *cmd] if timer.exists() else cmd
+    full = [str(timer), "-f", "MAXRSS_KB %M CPU_S %U %S", *cmd] if timer.exists() else cmd
     env = None if src is None else {**os.environ, "PYTHONPATH": src}
     t0 = time.perf_counter()
     proc = subprocess.run(full, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=env, check=False)
     seconds = time.perf_counter() - t0
     if proc.returncode != 0:
         raise RuntimeError(f"{' '.join(cmd)} failed ({proc.returncode}): {proc.stderr[-2000:]}")
-    m = re.search(r"MAXRSS_KB (\d+)", proc.stderr)
+    m = re.search(r"MAXRSS_KB (\d+) CPU_S ([\d.]+) ([\d.]+)", proc.stderr)
     peak = int(m.group(1)) / 1024 if m else float("nan")
+    cpu = float(m.group(2)) + float(m.group(3)) if m else float("nan")
     m = re.search(r"\(([\d.]+) s, ([\d,]+) rows/s\)", proc.stderr)
     rate = float(m.group(2).replace(",", "")) if m else None
-    return seconds, peak, rate
+    return seconds, peak, rate, cpu
 
 
 def _fresh_read_seconds(fmt: str, path: Path) -> float:
@@ -290,6 +293,7 @@ def bench_predict(
                     "seconds": rows / cli_rate,
                     "process_s": statistics.median(r[0] for r in done),
                     "peak_mib": max(r[1] for r in done),
+                    "cpu_s": statistics.median(r[3] for r in done),
                     "read_s": read_s[fmt],
                     "warm_s": warm_s[fmt],
                     "mlp_name": f"{fmt}, mlp bundle{tag}",
@@ -299,7 +303,7 @@ def bench_predict(
     flat = {}
     for fmt in formats if len(formats) > 1 else ():
         for label, src in (("20x", files[f"half_{fmt}"]), ("40x", files[fmt])):
-            _, peak, _ = _child([sys.executable, "-m", "binclf", "predict", str(bundles["mlp"]), str(src), "-o",
+            _, peak, _, _ = _child([sys.executable, "-m", "binclf", "predict", str(bundles["mlp"]), str(src), "-o",
                               str(workdir / f"out_flat.{fmt}"), "--batch-rows", str(chunk)])
             flat[f"{fmt} {label}"] = peak
     results.append({"flat": flat, "chunk": chunk})
@@ -420,11 +424,13 @@ def print_predict(args: argparse.Namespace) -> None:
              if args.baseline_src else ""))
     rates = {r["name"]: r["rows_per_s"] for r in results[:-1]}
     width = max(24, *(len(r["name"]) + 2 for r in results[:-1]))
-    print(f"{'binclf predict':<{width}}{'rows/s':>12}{'vs mlp':>8}{'seconds':>10}{'process s':>11}{'peak MiB':>10}"
+    print("cpu s = the command's user + system CPU seconds (the work done, whatever the machine's load)")
+    print(f"{'binclf predict':<{width}}{'rows/s':>12}{'vs mlp':>8}{'seconds':>10}{'process s':>11}{'cpu s':>8}"
+          f"{'peak MiB':>10}"
           f"{'pyarrow read s':>16}{'ratio':>8}{'warm read s':>13}{'ratio':>8}")
     for r in results[:-1]:
         print(f"{r['name']:<{width}}{r['rows_per_s']:>12,.0f}{r['rows_per_s'] / rates[r['mlp_name']]:>7.0%} "
-              f"{r['seconds']:>10.2f}{r['process_s']:>11.2f}"
+              f"{r['seconds']:>10.2f}{r['process_s']:>11.2f}{r['cpu_s']:>8.2f}"
               f"{r['peak_mib']:>10.0f}{r['read_s']:>16.2f}{r['seconds'] / r['read_s']:>7.2f}x"
               f"{r['warm_s']:>13.2f}{r['seconds'] / r['warm_s']:>7.2f}x")
     for fmt in formats:

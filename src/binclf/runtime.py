@@ -11,6 +11,7 @@ also when the call raises:
 knob                                      inside a session                 on exit
 ========================================  ===============================  =====================
 torch intra-op threads (calling thread)   ``min(threads, current)``        restored
+prediction worker threads (predict_file)  one per torch thread, each on 1  joined
 numpy/scipy BLAS threads (threadpoolctl)  1 (``purpose="train"``)          restored
 glibc malloc mmap / trim thresholds       raised, once per process         kept (see below)
 the compiled training step's cache        grows as graphs are built        kept (see below)
@@ -21,6 +22,10 @@ the compiled training step's cache        grows as graphs are built        kept 
   ceiling, and nested sessions (``train_table`` -> ``Trainer.fit``) never
   raise what an outer one chose. torch keeps this count per OS thread (OpenMP's
   own rule), so sessions in several threads at once do not disturb each other.
+* **prediction workers**: ``predict_file`` predicts that many batches side
+  by side (:func:`prediction_workers`), each worker on one torch thread
+  (:func:`in_predict_worker`); they wait on locks, never spin, and are joined
+  before ``predict_file`` returns.
 * **BLAS threads** are one process-wide count per library, which
   threadpoolctl lets one Python thread at a time change (the first to set it,
   while it lives); sessions in other threads leave it as it is.
