@@ -134,12 +134,13 @@ def test_ple_tables_equal_the_forward_on_random_and_edge_inputs(fitted):
     from binclf.infer import _PLETables
 
     m = _trained_like("ple_mlp", seed=3)
-    if fitted == "few distinct values":  # ties merge: columns 0 and 1 use 2 and 1 of their 6 bins
+    if fitted == "few distinct values":  # ties merge: columns 0, 1, 2 use 2, 1 and none of their 6 bins
         x = torch.randn(400, D)
         x[:, 0] = torch.randint(0, 3, (400,)).float()
         x[:, 1] = torch.randint(0, 2, (400,)).float()
+        x[:, 2] = 0.5
         m.fit_encoding(x)
-        assert torch.isinf(m.lo[0]).sum() == 4
+        assert torch.isinf(m.lo[0]).sum() == 4 and torch.isinf(m.lo[2]).all()
     elif fitted == "default edges":
         m = build_model("ple_mlp", seed=3, **model_config("ple_mlp", n_features=D, hidden=(16, 8), n_numeric=N_NUMERIC,
                                                           bins=6)).eval()

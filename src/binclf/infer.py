@@ -198,15 +198,18 @@ class _PLETables:
 
     @staticmethod
     def applies(model: nn.Module) -> bool:
-        """Whether ``model`` is a PLE-MLP whose bins chain (see the class docstring)."""
-        lo, inv = getattr(model, "lo", None), getattr(model, "inv_width", None)
-        if not isinstance(lo, Tensor) or not isinstance(inv, Tensor) or getattr(model, "n_numeric", 0) < 1:
+        """Whether ``model`` is a PLE-MLP (binclf's own: a subclass may encode differently) whose bins chain."""
+        from binclf.nn.models.ple import PLEMLP
+
+        if type(model) is not PLEMLP or model.training or model.n_numeric < 1:
             return False
+        lo, inv = model.lo, model.inv_width
         lo, inv = lo.detach().double(), inv.detach().double()
         for j in range(lo.shape[0]):
             used = int(torch.isfinite(lo[j]).sum())
             lj, ij = lo[j, :used], inv[j, :used]
-            if used == 0 or not (torch.isposinf(lo[j, used:]).all() and torch.isfinite(lj).all()):
+            # A constant column has no bins (all +inf): it is read through its input alone.
+            if not (torch.isposinf(lo[j, used:]).all() and torch.isfinite(lj).all()):
                 return False
             if not (torch.isfinite(ij).all() and (ij > 0).all() and (lj[1:] > lj[:-1]).all()):
                 return False
