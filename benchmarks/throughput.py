@@ -167,24 +167,28 @@ def run_sklearn(X: np.ndarray, y: np.ndarray) -> float:
 # --------------------------------------------------------------------------- #
 
 
-def _child(cmd: list[str]) -> tuple[float, float, float | None]:
-    """Wall seconds, peak RSS (MiB) and the CLI's own rows/s (None if not printed) of a child process.
+def _child(cmd: list[str], *, src: str | None = None) -> tuple[float, float, float | None, float]:
+    """Wall seconds, peak RSS (MiB), the CLI's own rows/s (None if not printed) and CPU seconds (user +
+    system, NaN where unknown) of a child process. CPU seconds say how much work a command does even
+    on a busy machine, where wall time mostly says how much of the cores it got.
 
     The peak comes from ``/usr/bin/time`` where it exists: a child forked
     straight from this (large) process would inherit its high-water mark.
     """
     timer = Path("/usr/bin/time")
-    full = [str(timer), "-f", "MAXRSS_KB %M", *cmd] if timer.exists() else cmd
+    full = [str(timer), "-f", "MAXRSS_KB %M CPU_S %U %S", *cmd] if timer.exists() else cmd
+    env = None if src is None else {**os.environ, "PYTHONPATH": src}
     t0 = time.perf_counter()
-    proc = subprocess.run(full, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.run(full, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=env, check=False)
     seconds = time.perf_counter() - t0
     if proc.returncode != 0:
         raise RuntimeError(f"{' '.join(cmd)} failed ({proc.returncode}): {proc.stderr[-2000:]}")
-    m = re.search(r"MAXRSS_KB (\d+)", proc.stderr)
+    m = re.search(r"MAXRSS_KB (\d+) CPU_S ([\d.]+) ([\d.]+)", proc.stderr)
     peak = int(m.group(1)) / 1024 if m else float("nan")
+    cpu = float(m.group(2)) + float(m.group(3)) if m else float("nan")
     m = re.search(r"\(([\d.]+) s, ([\d,]+) rows/s\)", proc.stderr)
     rate = float(m.group(2).replace(",", "")) if m else None
-    return seconds, peak, rate
+    return seconds, peak, rate, cpu
 
 
 def _fresh_read_seconds(fmt: str, path: Path) -> float:
@@ -231,7 +235,9 @@ def prepare_files(workdir: Path, rows: int) -> dict[str, Path]:
 BUNDLES = {"mlp": ["--model", "mlp"], "default": []}
 
 
-def bench_predict(workdir: Path, rows: int, repeats: int, formats: tuple[str, ...] = ("parquet", "csv")) -> list[dict]:
+def bench_predict(
+    workdir: Path, rows: int, repeats: int, formats: tuple[str, ...] = ("parquet", "csv"), baseline: str | None = None
+) -> list[dict]:
     import pyarrow.csv as pacsv
     import pyarrow.parquet as pq
 
@@ -261,34 +267,43 @@ def bench_predict(workdir: Path, rows: int, repeats: int, formats: tuple[str, ..
         warm_s[fmt] = statistics.median(times)
         read_s[fmt] = statistics.median(_fresh_read_seconds(fmt, files[fmt]) for _ in range(repeats))
     results = []
-    # Interleaved (mlp, default, mlp, default, ...): a burst of machine load hits both bundles alike.
-    runs: dict[tuple[str, str], list] = {(label, fmt): [] for label in bundles for fmt in formats}
+    # Interleaved (mlp, default, mlp, default, ...): a burst of machine load hits both bundles alike;
+    # with a baseline source tree, its binclf runs the same commands in the same rounds.
+    sources = {"": None} if baseline is None else {"": None, " (baseline)": baseline}
+    runs: dict[tuple[str, str, str], list] = {
+        (label, fmt, tag): [] for label in bundles for fmt in formats for tag in sources
+    }
     for _ in range(repeats):
         for fmt in formats:
-            for label, bundle in bundles.items():
-                out = workdir / f"out.{fmt}"
-                runs[label, fmt].append(
-                    _child([sys.executable, "-m", "binclf", "predict", str(bundle), str(files[fmt]), "-o", str(out)])
-                )
-    for label, bundle in bundles.items():
-        for fmt in formats:
-            done = runs[label, fmt]
-            cli_rate = statistics.median(r[2] for r in done) if all(r[2] for r in done) else float("nan")
-            results.append({
-                "name": f"{fmt}, {label} bundle",
-                "rows_per_s": cli_rate,
-                "seconds": rows / cli_rate,
-                "process_s": statistics.median(r[0] for r in done),
-                "peak_mib": max(r[1] for r in done),
-                "read_s": read_s[fmt],
-                "warm_s": warm_s[fmt],
-            })
+            for tag, src in sources.items():
+                for label, bundle in bundles.items():
+                    out = workdir / f"out.{fmt}"
+                    runs[label, fmt, tag].append(_child(
+                        [sys.executable, "-m", "binclf", "predict", str(bundle), str(files[fmt]), "-o", str(out)],
+                        src=src,
+                    ))
+    for tag in sources:
+        for label, bundle in bundles.items():
+            for fmt in formats:
+                done = runs[label, fmt, tag]
+                cli_rate = statistics.median(r[2] for r in done) if all(r[2] for r in done) else float("nan")
+                results.append({
+                    "name": f"{fmt}, {label} bundle{tag}",
+                    "rows_per_s": cli_rate,
+                    "seconds": rows / cli_rate,
+                    "process_s": statistics.median(r[0] for r in done),
+                    "peak_mib": max(r[1] for r in done),
+                    "cpu_s": statistics.median(r[3] for r in done),
+                    "read_s": read_s[fmt],
+                    "warm_s": warm_s[fmt],
+                    "mlp_name": f"{fmt}, mlp bundle{tag}",
+                })
     # Flat memory: the same chunk size on files of 20x and 40x its length.
     chunk = rows // 40
     flat = {}
     for fmt in formats if len(formats) > 1 else ():
         for label, src in (("20x", files[f"half_{fmt}"]), ("40x", files[fmt])):
-            _, peak, _ = _child([sys.executable, "-m", "binclf", "predict", str(bundles["mlp"]), str(src), "-o",
+            _, peak, _, _ = _child([sys.executable, "-m", "binclf", "predict", str(bundles["mlp"]), str(src), "-o",
                               str(workdir / f"out_flat.{fmt}"), "--batch-rows", str(chunk)])
             flat[f"{fmt} {label}"] = peak
     results.append({"flat": flat, "chunk": chunk})
@@ -319,6 +334,8 @@ def main() -> None:
     ap.add_argument("--no-csv", action="store_true", help="prediction: Parquet only (no CSV, no flat-memory runs)")
     ap.add_argument("--no-others", action="store_true", help="time binclf and the DataLoader loop only")
     ap.add_argument("--predict-rows", type=int, default=1_000_000)
+    ap.add_argument("--baseline-src", default=None, metavar="DIR",
+                    help="prediction: also run each command with PYTHONPATH=DIR (another checkout's src), interleaved")
     ap.add_argument("--workdir", type=Path, default=Path("/tmp/binclf-throughput"))
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
@@ -394,23 +411,35 @@ def main() -> None:
 
 def print_predict(args: argparse.Namespace) -> None:
     formats = ("parquet",) if args.no_csv else ("parquet", "csv")
-    results = bench_predict(args.workdir, args.predict_rows, max(1, min(args.repeats, 3)), formats=formats)
+    results = bench_predict(args.workdir, args.predict_rows, max(1, min(args.repeats, 3)), formats=formats,
+                            baseline=args.baseline_src)
     print(f"prediction, {args.predict_rows:,} rows x {N_FEATURES}: python -m binclf predict BUNDLE FILE -o OUT "
           "in a child process; rows/s and seconds as the command reports them (first read to last write),")
     print("process = the whole command with interpreter start and imports; pyarrow read = reading the whole file "
           "with pyarrow alone in a fresh process (imports not counted), as binclf predict runs;")
     print("warm read = the same read repeated in this process; ratio = seconds / pyarrow read")
-    print("bundles: 'mlp' = the workload's MLP (binclf train --model mlp), 'default' = binclf train's default model")
-    print(f"{'binclf predict':<24}{'rows/s':>12}{'seconds':>10}{'process s':>11}{'peak MiB':>10}{'pyarrow read s':>16}"
-          f"{'ratio':>8}{'warm read s':>13}{'ratio':>8}")
+    print("bundles: 'mlp' = the workload's MLP (binclf train --model mlp), 'default' = binclf train's default model;")
+    print("vs mlp = rows/s / the mlp bundle's rows/s (same format, same code)"
+          + (f"; (baseline) = the same commands with PYTHONPATH={args.baseline_src}, in the same rounds"
+             if args.baseline_src else ""))
+    rates = {r["name"]: r["rows_per_s"] for r in results[:-1]}
+    width = max(24, *(len(r["name"]) + 2 for r in results[:-1]))
+    print("cpu s = the command's user + system CPU seconds (the work done, whatever the machine's load)")
+    print(f"{'binclf predict':<{width}}{'rows/s':>12}{'vs mlp':>8}{'seconds':>10}{'process s':>11}{'cpu s':>8}"
+          f"{'peak MiB':>10}"
+          f"{'pyarrow read s':>16}{'ratio':>8}{'warm read s':>13}{'ratio':>8}")
     for r in results[:-1]:
-        print(f"{r['name']:<24}{r['rows_per_s']:>12,.0f}{r['seconds']:>10.2f}{r['process_s']:>11.2f}"
+        print(f"{r['name']:<{width}}{r['rows_per_s']:>12,.0f}{r['rows_per_s'] / rates[r['mlp_name']]:>7.0%} "
+              f"{r['seconds']:>10.2f}{r['process_s']:>11.2f}{r['cpu_s']:>8.2f}"
               f"{r['peak_mib']:>10.0f}{r['read_s']:>16.2f}{r['seconds'] / r['read_s']:>7.2f}x"
               f"{r['warm_s']:>13.2f}{r['seconds'] / r['warm_s']:>7.2f}x")
-    rates = {r["name"]: r["rows_per_s"] for r in results[:-1]}
     for fmt in formats:
         share = rates[f"{fmt}, default bundle"] / rates[f"{fmt}, mlp bundle"]
         print(f"{fmt}: the default bundle predicts at {share:.0%} of the mlp bundle's rows/s")
+        if args.baseline_src:
+            for label in BUNDLES:
+                gain = rates[f"{fmt}, {label} bundle"] / rates[f"{fmt}, {label} bundle (baseline)"]
+                print(f"{fmt}, {label} bundle: {gain:.2f}x the baseline's rows/s")
     flat = results[-1]
     if flat["flat"]:
         print(f"peak memory, mlp bundle, --batch-rows {flat['chunk']:,}: "

@@ -101,3 +101,117 @@ def test_predictor_keeps_one_plan_and_rebuilds_it_when_a_member_changes():
         pred.members[0].module.output.bias.add_(5.0)
     changed = pred.predict_proba(df.iloc[:10])
     assert pred._plan is not plan and not np.allclose(changed, first)
+
+
+# --------------------------------------------------------------------------- #
+# PLE-MLP first layer from per-bin tables (binclf.infer._PLETables)
+# --------------------------------------------------------------------------- #
+
+
+def _edge_inputs(m: torch.nn.Module, seed: int = 0) -> torch.Tensor:
+    """Rows of random values, values beyond the outermost bins, exactly on each edge and on each bin's end,
+    and NaN: every numeric column of ``m`` gets each of them."""
+    g = np.random.default_rng(seed)
+    lo, inv = m.lo.double().numpy(), m.inv_width.double().numpy()
+    rows = [g.normal(size=(300, D)) * 2, np.full((1, D), -1e6), np.full((1, D), 1e6), np.zeros((1, D))]
+    for s in range(m.bins):
+        on_edge = g.normal(size=(1, D))
+        end = g.normal(size=(1, D))
+        finite = np.isfinite(lo[:, s])
+        on_edge[0, : N_NUMERIC][finite] = lo[finite, s]
+        end[0, : N_NUMERIC][finite] = (lo[:, s] + 1 / inv[:, s])[finite]  # where the bin ends
+        rows += [on_edge, end]
+    X = np.concatenate(rows).astype(np.float32)
+    X[5, 2] = np.nan
+    X[7, 0] = np.nan
+    return torch.from_numpy(X)
+
+
+@pytest.mark.parametrize("fitted", ["quantile edges", "few distinct values", "default edges"])
+def test_ple_tables_equal_the_forward_on_random_and_edge_inputs(fitted):
+    """The table path equals PLEMLP.forward to 1e-6 in probability on random values, values beyond the outermost
+    bins, exactly on bin edges and bin ends, with unused (+inf) bins, and gives NaN where the forward does."""
+    from binclf.infer import _PLETables
+
+    m = _trained_like("ple_mlp", seed=3)
+    if fitted == "few distinct values":  # ties merge: columns 0, 1, 2 use 2, 1 and none of their 6 bins
+        x = torch.randn(400, D)
+        x[:, 0] = torch.randint(0, 3, (400,)).float()
+        x[:, 1] = torch.randint(0, 2, (400,)).float()
+        x[:, 2] = 0.5
+        m.fit_encoding(x)
+        assert torch.isinf(m.lo[0]).sum() == 4 and torch.isinf(m.lo[2]).all()
+    elif fitted == "default edges":
+        m = build_model("ple_mlp", seed=3, **model_config("ple_mlp", n_features=D, hidden=(16, 8), n_numeric=N_NUMERIC,
+                                                          bins=6)).eval()
+    plan = MemberPlan([m])
+    assert isinstance(plan.parts[0][1], _PLETables)
+    X = _edge_inputs(m)
+    with torch.no_grad():
+        want = m(X)
+    got = plan(X)[:, 0]
+    nan = torch.isnan(want)
+    assert nan.sum() == 2 and torch.equal(torch.isnan(got), nan)
+    torch.testing.assert_close(got[~nan], want[~nan], rtol=1e-5, atol=2e-5)  # +-1e6 inputs: logits ~1e5
+    assert (torch.sigmoid(got[~nan]) - torch.sigmoid(want[~nan])).abs().max() < 1e-6
+
+
+def test_ple_bins_that_do_not_chain_take_the_encoding_path():
+    """Edges that overlap (a bin ending past the next one's start) are not tables' business: the plan encodes, and
+    still equals the forward."""
+    from binclf.infer import _Folded, _PLETables
+
+    m = _trained_like("ple_mlp", seed=4)
+    with torch.no_grad():
+        m.inv_width[1, 2] *= 0.5  # bin 2 of column 1 now ends well inside bin 3
+    assert not _PLETables.applies(m)
+    plan = MemberPlan([m])
+    assert isinstance(plan.parts[0][1], _Folded)
+    X = _edge_inputs(m)[:300]
+    with torch.no_grad():
+        torch.testing.assert_close(plan(X)[:, 0], m(X), rtol=1e-5, atol=2e-5, equal_nan=True)
+
+
+@pytest.mark.parametrize("name", ["logistic", "mlp", "ple_mlp", "tabm"])
+def test_each_kind_equals_its_forward_on_edge_inputs(name):
+    """Every member kind, alone and in an ensemble, equals its forward on the edge inputs (NaN where it is NaN)."""
+    members = [Member(name, {}, _trained_like(name, seed=i), 1.0 / 3, 0.1 * i) for i in range(3)]
+    X = _edge_inputs(_trained_like("ple_mlp", seed=0)).numpy()
+    want = _reference(members, X)
+    got = member_logits(members, X)
+    assert np.array_equal(np.isnan(got), np.isnan(want))
+    # The +-1e6 rows saturate: the average of probabilities 1.0 is logit 27.6 (clipped) or inf, so logits
+    # are compared where they are moderate, probabilities everywhere.
+    ok = ~np.isnan(want)
+    moderate = ok & (np.abs(want) < 20)
+    np.testing.assert_allclose(got[moderate], want[moderate], rtol=1e-5, atol=1e-5)
+    with np.errstate(over="ignore"):
+        assert np.abs(1 / (1 + np.exp(-got[ok])) - 1 / (1 + np.exp(-want[ok]))).max() < 1e-6
+
+
+def test_predictor_with_unknown_categories_nan_and_extremes_equals_the_plain_path():
+    """Through Predictor (preprocessing fills NaN, unknown categories, values far beyond training): the old
+    bundles' probabilities equal each member's forward on the transformed rows, calibrated, to 1e-6."""
+    from pathlib import Path
+
+    from binclf import Predictor, read_table
+
+    root = Path(__file__).parent
+    for name, data in (("biopsy-auto", "biopsy.csv"), ("titanic-mlp", "titanic.csv"),
+                       ("participation-logistic", "participation.csv")):
+        pred = Predictor.load(root / "fixtures" / f"bundle-v1-{name}")
+        df = read_table(root / "data" / data).iloc[:200].copy()
+        for col in pred.schema.numeric:
+            df[col] = df[col].astype("float64")
+            df.loc[df.index[:5], col] = [np.nan, 1e9, -1e9, 0.0, np.nan]
+        for col in pred.schema.categorical:
+            df[col] = df[col].astype(object)
+            df.loc[df.index[:3], col] = ["never seen", None, "also new"]
+        X = pred.transform(df)
+        want = pred.calibrator.predict_proba(_reference(pred.members, X))
+        import warnings
+
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            got = pred.predict_proba(df)
+        np.testing.assert_allclose(got, want, rtol=0, atol=1e-6)

@@ -117,3 +117,63 @@ def test_predict_file_errors_leave_no_output(predictor, tmp_path):
     with pytest.raises(DataError, match="bad.csv: column 'a' should hold numbers but holds 'oops' at row 35"):
         predictor.predict_file(tmp_path / "bad.csv", tmp_path / "made" / "out.csv", batch_rows=8)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["bad.csv"]
+
+
+@pytest.mark.parametrize("fmt", ["csv", "parquet"])
+def test_predict_file_with_several_workers_equals_one_worker(predictor, new_csv, tmp_path, monkeypatch, fmt):
+    """Batches predicted side by side (binclf.runtime.prediction_workers) give the file one worker gives, rows in
+    file order."""
+    from binclf import runtime
+
+    outputs = {}
+    for workers in (1, 3):
+        monkeypatch.setattr(runtime, "prediction_workers", lambda batches=None, w=workers: w)
+        out = tmp_path / f"w{workers}.{fmt}"
+        predictor.predict_file(new_csv, out, keep=["id"], batch_rows=7)
+        outputs[workers] = pd.read_csv(out, dtype={"id": str}) if fmt == "csv" else pq.read_table(out).to_pandas()
+    pd.testing.assert_frame_equal(outputs[3], outputs[1])
+    assert outputs[3]["id"].tolist() == [f"{i:05d}" for i in range(95)]
+
+
+def test_predict_file_with_several_workers_raises_the_first_bad_batch(predictor, tmp_path, monkeypatch):
+    """With workers, the error is the first bad batch's in file order, naming its row, and nothing is written."""
+    from binclf import runtime
+
+    monkeypatch.setattr(runtime, "prediction_workers", lambda batches=None: 3)
+    df = table(60, seed=4).drop(columns="y").astype({"a": object})
+    df.loc[20, "a"] = "first"
+    df.loc[50, "a"] = "later"
+    df.to_csv(tmp_path / "bad.csv", index=False)
+    with pytest.raises(DataError, match="bad.csv: column 'a' should hold numbers but holds 'first' at row 22"):
+        predictor.predict_file(tmp_path / "bad.csv", tmp_path / "out.parquet", batch_rows=8)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["bad.csv"]
+
+
+def test_prediction_workers_respect_the_thread_ceiling():
+    """One worker per torch thread the caller may use, never more than the batches."""
+    import torch
+
+    from binclf import runtime
+
+    with runtime.torch_threads(1):
+        assert runtime.prediction_workers() == 1
+    assert runtime.prediction_workers(batches=1) == 1
+    assert 1 <= runtime.prediction_workers() <= torch.get_num_threads()
+
+
+def test_predict_file_with_several_workers_warns_once_about_unseen_categories(predictor, tmp_path, monkeypatch):
+    """The unseen-category counts of batches predicted side by side add up to one warning for the file."""
+    import warnings
+
+    from binclf import runtime
+    from binclf.data.preprocessing import UnseenCategoryWarning
+
+    monkeypatch.setattr(runtime, "prediction_workers", lambda batches=None: 3)
+    df = table(40, seed=5).drop(columns="y")
+    df["c"] = "zzz"
+    df.to_csv(tmp_path / "new.csv", index=False)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        predictor.predict_file(tmp_path / "new.csv", tmp_path / "out.csv", batch_rows=6)
+    unseen = [w for w in caught if issubclass(w.category, UnseenCategoryWarning)]
+    assert len(unseen) == 1 and "(40 of 40)" in str(unseen[0].message) and "'zzz'" in str(unseen[0].message)

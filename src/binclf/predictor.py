@@ -19,7 +19,9 @@ from __future__ import annotations
 import json
 import sys
 import time
+from collections import deque
 from collections.abc import Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -421,15 +423,64 @@ class Predictor:
     ) -> None:
         check_columns(self.schema, source, list(names), target=self.target.column, keep=keep, notices=notices)
 
-    def _tables(self, batches, *, keep, threshold, source):
-        offset = 0
+    def _tables(self, batches, *, keep, threshold, source, workers: int | None = None):
+        """Arrow tables of predictions, one per batch, in file order.
+
+        With several ``workers`` (default :func:`binclf.runtime.prediction_workers`)
+        that many batches are predicted at once in a thread pool (preprocessing,
+        members and calibration release the GIL for their array work), while the
+        reader reads ahead in its own thread. One worker leaves a core idle
+        whenever the model, not the reader, is the slower side (the default
+        ensemble: ~6 of its ~7 us of CPU per Parquet row are the members). On
+        a 2-core machine loaded 4x over by other processes it changed nothing
+        measurable either way (default bundle, 262k rows, in process: 1.7-3.0 s
+        vs 1.9-2.7 s; CPU seconds equal). At most ``workers`` batches are in
+        flight, so memory stays flat (one batch more than before: ~40 MiB at
+        50 columns); the first failing batch raises, in file order, as it would
+        one batch at a time.
+        """
+        workers = runtime.prediction_workers() if workers is None else max(1, int(workers))
         unseen = UnseenCounts()  # one warning per file, with the whole file's fraction
-        for df in batches:
+
+        def predict(df: pd.DataFrame, offset: int, counts: UnseenCounts) -> pa.Table:
             try:
-                yield self._predict_arrow(df, keep=keep, threshold=threshold, row_offset=offset, unseen=unseen)
+                return self._predict_arrow(df, keep=keep, threshold=threshold, row_offset=offset, unseen=counts)
             except DataError as exc:
                 raise DataError(f"{source}: {exc}") from None  # name the file, as the reader does
-            offset += len(df)
+
+        def merged(counts: UnseenCounts) -> None:
+            for name, (n_unseen, present, example, levels) in counts.counts.items():
+                unseen.add(name, n_unseen, present, example, levels)
+
+        offset = 0
+        if workers == 1:
+            for df in batches:
+                counts = UnseenCounts()
+                table = predict(df, offset, counts)
+                merged(counts)
+                yield table
+                offset += len(df)
+            unseen.warn()
+            return
+        pending: deque[tuple[Future, UnseenCounts]] = deque()
+        pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="binclf-predict")
+        try:
+            for df in batches:
+                counts = UnseenCounts()  # per batch, merged in file order (the first unseen example)
+                pending.append((pool.submit(runtime.in_predict_worker, predict, df, offset, counts), counts))
+                offset += len(df)
+                if len(pending) >= workers:
+                    future, counts = pending.popleft()
+                    table = future.result()
+                    merged(counts)
+                    yield table
+            while pending:
+                future, counts = pending.popleft()
+                table = future.result()
+                merged(counts)
+                yield table
+        finally:
+            pool.shutdown(wait=True, cancel_futures=True)
         unseen.warn()
 
     def _write_file(self, batches, path: Path, *, fmt: str, keep, threshold, source) -> int:

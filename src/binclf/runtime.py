@@ -11,6 +11,7 @@ also when the call raises:
 knob                                      inside a session                 on exit
 ========================================  ===============================  =====================
 torch intra-op threads (calling thread)   ``min(threads, current)``        restored
+prediction worker threads (predict_file)  one per torch thread, each on 1  joined
 numpy/scipy BLAS threads (threadpoolctl)  1 (``purpose="train"``)          restored
 glibc malloc mmap / trim thresholds       raised, once per process         kept (see below)
 the compiled training step's cache        grows as graphs are built        kept (see below)
@@ -21,6 +22,10 @@ the compiled training step's cache        grows as graphs are built        kept 
   ceiling, and nested sessions (``train_table`` -> ``Trainer.fit``) never
   raise what an outer one chose. torch keeps this count per OS thread (OpenMP's
   own rule), so sessions in several threads at once do not disturb each other.
+* **prediction workers**: ``predict_file`` predicts that many batches side
+  by side (:func:`prediction_workers`), each worker on one torch thread
+  (:func:`in_predict_worker`); they wait on locks, never spin, and are joined
+  before ``predict_file`` returns.
 * **BLAS threads** are one process-wide count per library, which
   threadpoolctl lets one Python thread at a time change (the first to set it,
   while it lives); sessions in other threads leave it as it is.
@@ -66,8 +71,10 @@ __all__ = [
     "auto_compile_enabled",
     "describe",
     "entry_point",
+    "in_predict_worker",
     "note_fit",
     "one_blas_thread",
+    "prediction_workers",
     "reset_compile_cache",
     "session",
     "state",
@@ -112,6 +119,40 @@ def torch_threads(threads: int | None) -> Iterator[int]:
     finally:
         if torch.get_num_threads() != before:
             torch.set_num_threads(before)
+
+
+def prediction_workers(batches: int | None = None) -> int:
+    """How many threads predict a file's batches side by side (:meth:`binclf.Predictor.predict_file`).
+
+    One per torch intra-op thread the calling thread may use (so the user's
+    ``OMP_NUM_THREADS`` or ``torch.set_num_threads`` is the ceiling, and a
+    session's lower count wins), at most the CPUs this process may run on, and
+    at most ``batches`` when the file is known to have fewer. Each worker runs
+    its torch calls on one intra-op thread (:class:`binclf.infer.MemberPlan`):
+    workers wait on a lock, never spin, so on a busy machine they cost what
+    they compute and no more (OpenMP threads spinning at a barrier beside the
+    reader cost far more, see :func:`binclf.infer.eval_logits`).
+
+    Parameters
+    ----------
+    batches : int, optional
+        The number of batches to predict, when known.
+
+    Returns
+    -------
+    int
+        At least 1.
+    """
+    import torch
+
+    try:
+        cpus = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        cpus = os.cpu_count() or 1
+    n = min(torch.get_num_threads(), cpus)
+    if batches is not None:
+        n = min(n, batches)
+    return max(1, n)
 
 
 # --------------------------------------------------------------------------- #
@@ -368,6 +409,13 @@ def entry_point(purpose: Purpose) -> Callable[[T], T]:
         return inner  # type: ignore[return-value]
 
     return wrap
+
+
+def in_predict_worker(fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+    """``fn(*args, **kwargs)`` in a prediction worker thread (:func:`prediction_workers`): inside a
+    predict session with one torch intra-op thread, so several workers never oversubscribe the cores."""
+    with session(purpose="predict", threads=1):
+        return fn(*args, **kwargs)
 
 
 def note_fit(step: str, threads: int) -> None:
