@@ -27,7 +27,8 @@ from binclf import runtime
 from binclf.errors import ConfigError, TrainingError
 from binclf.infer import eval_logits
 from binclf.train.adamw import FastAdamWStep, FusedAdamW
-from binclf.train.fused_step import FusedMLPStep
+from binclf.probe import ThreadGuard
+from binclf.train.fused_step import FusedMLPStep, plan_speed
 from binclf.nn.losses import LOSS_NAMES, build_loss, resolve_pos_weight
 from binclf.nn.models.base import encoded_network, init_output_bias
 from binclf.numeric import logit, sigmoid
@@ -40,6 +41,9 @@ LRSchedule = Literal["cosine", "plateau"] | None
 # with inductor's disk cache warm); it saves ~0.3-1.5 us per row-epoch against
 # the eager step, so it pays from about this many row-epochs on.
 _COMPILE_MIN_ROW_EPOCHS = 10_000_000
+# Steps per window of the thread guard (binclf.probe.ThreadGuard); each
+# epoch's first step starts a window, so validation and compiling never count.
+_GUARD_STEPS = 16
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -368,7 +372,15 @@ class Trainer:
             opt_step = FastAdamWStep(opt) if FastAdamWStep.supports(opt) else opt.step
             fused = None
             if FusedMLPStep.supports(model, loss_fn, device):
-                fused = FusedMLPStep(model, loss_fn, compiled=self._compile_pays(n, has_valid))
+                fused = FusedMLPStep(
+                    model, loss_fn, compiled=self._compile_pays(n, has_valid), forced=cfg.compile is True
+                )
+                if n >= 2:  # measured: matmul kernel and torch threads on a real batch (binclf.probe)
+                    plan_speed(fused, X[: cfg.batch_size], y[: cfg.batch_size], None if w is None else w[: cfg.batch_size])
+            # Load that arrives mid-fit: several threads would wait for cores at every step.
+            guard = None
+            if device.type == "cpu" and torch.get_num_threads() > 1 and not runtime.threads_pinned():
+                guard = ThreadGuard(torch.get_num_threads())
             steps_per_epoch = math.ceil(n / cfg.batch_size)
             sched = self._scheduler(opt, steps_per_epoch)
             self.history_: list[dict[str, float]] = []
@@ -413,6 +425,9 @@ class Trainer:
                         if sched is not None and cfg.lr_schedule == "cosine":
                             sched.step()
                         step_losses[step] = loss.detach()
+                        if guard is not None and step % _GUARD_STEPS == 0 and guard.tick(step and _GUARD_STEPS):
+                            runtime.lower_threads(1)
+                            runtime.note_choice("threads", "1 thread (steps slowed down during the fit: load arrived)")
                     self._check_finite(step_losses, epoch)
                     if fused is not None and self._compile_from_now(n, epoch, has_valid):
                         fused.compile_from_now()
