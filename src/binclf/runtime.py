@@ -70,8 +70,8 @@ T = TypeVar("T")
 
 __all__ = [
     "COMPILE_CACHE",
-    "CompileCache",
     "PROBES",
+    "CompileCache",
     "ProbeCache",
     "Session",
     "auto_compile_enabled",

@@ -13,6 +13,7 @@ and the caller makes the winner current for its steps with
 from __future__ import annotations
 
 import contextlib
+import itertools
 import threading
 from collections.abc import Callable, Iterator, Sequence
 
@@ -129,7 +130,7 @@ def probe_backends(rows: int, sizes: Sequence[int], *, rounds: int = 5,
 
     gen = torch.Generator().manual_seed(0)
     pairs = []
-    for i, (k, m) in enumerate(zip(sizes[:-1], sizes[1:])):
+    for i, (k, m) in enumerate(itertools.pairwise(sizes)):
         a = torch.randn(rows, k, generator=gen)
         w = torch.randn(m, k, generator=gen)
         pairs.append((a, w))

@@ -295,10 +295,14 @@ def plan_speed(step: FusedMLPStep, x: Tensor, y: Tensor, w: Tensor | None) -> pr
         run, signature = step.probe_call(x, y, w)
         cache_key = (signature, ceiling, cores)
         cached = runtime.PROBES.threads.get(cache_key)
+        report = None
         if cached is not None and time.perf_counter() - cached[1] < runtime.THREADS_FRESH_S:
             old = cached[0]
-            report = probe.ThreadReport(old.threads, "cached", old.seconds, old.others, cores, ceiling)
-        else:
+            # Still as fast as when measured? Two steps tell; load that came since means measuring again.
+            now = probe.time_interleaved({old.threads: run}, rounds=2, context=runtime.torch_threads)[old.threads]
+            if now <= 2 * old.seconds.get(old.threads, now):
+                report = probe.ThreadReport(old.threads, "cached", old.seconds, old.others, cores, ceiling)
+        if report is None:
             most = min(ceiling, cores)
             counts = sorted({1, most, *(2**i for i in range(1, 8) if 2**i < most)})
             meter = probe.LoadMeter()

@@ -27,11 +27,11 @@ from binclf import runtime
 from binclf.errors import ConfigError, TrainingError
 from binclf.infer import eval_logits
 from binclf.train.adamw import FastAdamWStep, FusedAdamW
-from binclf.probe import ThreadGuard
 from binclf.train.fused_step import FusedMLPStep, plan_speed
 from binclf.nn.losses import LOSS_NAMES, build_loss, resolve_pos_weight
 from binclf.nn.models.base import encoded_network, init_output_bias
 from binclf.numeric import logit, sigmoid
+from binclf.probe import ThreadGuard
 
 __all__ = ["FitSettings", "TrainConfig", "Trainer", "auto_batch_size", "predict_logits", "resolve_device"]
 
@@ -94,7 +94,9 @@ class TrainConfig(FitSettings):
     to repay the few seconds compiling takes (with validation data: from the
     epoch at which it has proved so), or when this process has already
     compiled a step of the same shapes (``BINCLF_COMPILE=0`` in the environment
-    turns that automatic choice off). Results agree to float32 rounding; where
+    turns that automatic choice off, ``BINCLF_COMPILE=1`` compiles every fit).
+    An automatic choice keeps the compiled step only where it measured faster
+    than the eager one (:mod:`binclf.probe`); ``compile=True`` compiles unmeasured. Results agree to float32 rounding; where
     no compiler works, training falls back to the eager step. The shared
     optimisation settings (``lr``, ``weight_decay``, ``max_epochs``,
     ``patience``, ``seed``, ``loss``, ``pos_weight``, ``sampler``) and their
@@ -505,6 +507,8 @@ class Trainer:
             return self.config.compile
         if not runtime.auto_compile_enabled():
             return False
+        if runtime.compile_forced():  # BINCLF_COMPILE=1
+            return True
         if not has_valid and n_rows * self.config.max_epochs >= _COMPILE_MIN_ROW_EPOCHS:
             return True
         return None
