@@ -96,6 +96,12 @@ class FusedMLPStep:
         # compiled=True from the user (TrainConfig.compile, BINCLF_COMPILE=1): compile
         # without measuring whether the compiled step beats the eager one.
         self.forced = forced or runtime.compile_forced()
+        # BatchNorm running statistics, updated after each step in two calls.
+        self._bns = [bn for _, bn, _ in self.blocks if bn is not None]
+        self._running = [t for bn in self._bns for t in (bn.running_mean, bn.running_var)]
+        self._counts = [bn.num_batches_tracked for bn in self._bns]
+        momenta = {bn.momentum for bn in self._bns}
+        self._momentum = momenta.pop() if len(momenta) == 1 else None
         self.matmul = "mm"  # the eager step's kernel (mm_nt); plan_speed measures which
 
     @staticmethod
@@ -160,12 +166,15 @@ class FusedMLPStep:
         for p, g in zip(self.params, grads):
             if p is not None:
                 p.grad = g
-        n = len(x)
-        for (_, bn, _), (mean, invstd) in zip((b for b in self.blocks if b[1] is not None), stats):
-            # nn.BatchNorm1d's update: the batch mean and the unbiased batch variance.
-            bn.running_mean.lerp_(mean, bn.momentum)
-            bn.running_var.lerp_(invstd.pow(-2).sub_(bn.eps).mul_(n / max(n - 1, 1)), bn.momentum)
-            bn.num_batches_tracked.add_(1)
+        if stats:
+            # nn.BatchNorm1d's update with the batch mean and unbiased variance
+            # (computed in the step): two calls for all layers, not six per layer.
+            if self._momentum is not None:
+                torch._foreach_lerp_(self._running, [t for ms in stats for t in ms], self._momentum)
+            else:
+                for r, t, bn in zip(self._running, [t for ms in stats for t in ms], self._bns + self._bns):
+                    r.lerp_(t, bn.momentum)
+            torch._foreach_add_(self._counts, 1)
         return loss
 
     def _run_compiled(self, args: tuple) -> tuple[Tensor, list, list]:
@@ -379,7 +388,7 @@ def _mlp_step(
     ``params``: per block ``[weight, bias, bn_weight, bn_bias]`` (None where
     absent), then the output layer's ``[weight, bias]``; ``spec``: per block
     ``(has_batchnorm, dropout p, eps)``; ``keys``: per block its dropout key.
-    Returns ``(loss, grads aligned with params, [(mean, invstd)] per BatchNorm)``.
+    Returns ``(loss, grads aligned with params, [(mean, unbiased variance)] per BatchNorm)``.
     Runs eagerly or as one compiled graph (plain products there, so inductor
     sees the whole step).
     """
@@ -395,7 +404,8 @@ def _mlp_step(
         zb = z
         if has_bn:
             zb, mean, invstd = torch.native_batch_norm(z, gamma, beta, None, None, True, 0.0, eps)
-            stats.append((mean, invstd))
+            # For the running statistics: the batch mean and the unbiased batch variance.
+            stats.append((mean, (invstd.pow(-2) - eps) * (len(x) / max(len(x) - 1, 1))))
         if p > 0:
             out, mult = _relu_dropout_kernel(zb, keys[i], _threshold(p), 1.0 / (1.0 - p))
         else:
