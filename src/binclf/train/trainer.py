@@ -11,6 +11,7 @@ per-op overhead, with hashed dropout masks); everything else through autograd.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import math
 import sys
@@ -394,7 +395,9 @@ class Trainer:
             step_losses = torch.empty(steps_per_epoch, device=device)
             verbose = sys.stderr.isatty() if cfg.verbose is None else cfg.verbose
 
-            with _Progress(enabled=bool(verbose), total=cfg.max_epochs) as progress:
+            # FusedAdamW keeps parameters in one flat buffer while it steps; each gets its own storage back after.
+            release = getattr(opt, "release", None)
+            with _Progress(enabled=bool(verbose), total=cfg.max_epochs) as progress, _finally(release):
                 for epoch in range(1, cfg.max_epochs + 1):
                     t0 = time.perf_counter()
                     model.train()
@@ -578,6 +581,16 @@ class Trainer:
     def _evaluate(self, model: nn.Module, loss_fn: nn.Module, X: Tensor, y: Tensor, w: Tensor | None) -> float:
         logits = predict_logits(model, X, batch_size=self.config.eval_batch_size)
         return float(loss_fn(logits, y, w)) if loss_fn.reduction == "mean" else math.nan
+
+
+@contextlib.contextmanager
+def _finally(fn: Callable[[], Any] | None) -> Any:
+    """Call ``fn`` (if any) on leaving the block, also when it raises."""
+    try:
+        yield
+    finally:
+        if fn is not None:
+            fn()
 
 
 def _has_batchnorm(model: nn.Module) -> bool:
