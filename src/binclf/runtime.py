@@ -309,7 +309,8 @@ class ProbeCache:
     Attributes
     ----------
     matmul : dict
-        Layer sizes -> ``(backend, {backend: median seconds of the layer's products})``.
+        ``(batch rows, layer sizes, threads)`` -> ``(backend, {backend: median
+        seconds of the layers' products})``.
     compile : dict
         Step signature -> ``(use_compiled, {"compiled": s, "eager": s})``.
     threads : dict

@@ -266,35 +266,20 @@ class FusedMLPStep:
 def plan_speed(step: FusedMLPStep, x: Tensor, y: Tensor, w: Tensor | None) -> probe.ThreadReport:
     """Measure and put in force the fastest kernel and thread count for ``step`` on batch ``(x, y, w)``.
 
-    Inside a :func:`binclf.runtime.session` (``Trainer.fit`` runs in one): the
-    matmul kernel is measured once per process and layer sizes
-    (``BINCLF_MATMUL`` overrides), then one step per thread count from 1 to
-    the ceiling (the current count, which the user's ``OMP_NUM_THREADS`` or
-    ``torch.set_num_threads`` sets) and the usable cores, interleaved, while a
+    Inside a :func:`binclf.runtime.session` (``Trainer.fit`` runs in one): one
+    step per thread count from 1 to the ceiling (the current count, which the
+    user's ``OMP_NUM_THREADS`` or ``torch.set_num_threads`` sets) and the usable cores, interleaved, while a
     :class:`~binclf.probe.LoadMeter` reads what other processes use. The
     thread count is only ever lowered (the session restores it) and is left
-    alone when the user fixed it (``--threads``, ``BINCLF_THREADS``).
+    alone when the user fixed it (``--threads``, ``BINCLF_THREADS``). Then, on
+    the threads chosen, the matmul kernel, once per process and batch and
+    layer sizes (``BINCLF_MATMUL`` overrides).
 
     Returns
     -------
     ThreadReport
         The thread choice and what it rested on (also noted for ``--debug``).
     """
-    sizes = step.layer_sizes()
-    override = probe.matmul_override()
-    key = (len(x), sizes)
-    if override is not None:
-        step.matmul, seconds, how = override, {}, "set by BINCLF_MATMUL"
-    else:
-        if key not in runtime.PROBES.matmul:
-            seconds = probe_backends(len(x), sizes)
-            runtime.PROBES.matmul[key] = (probe.choose_fastest(seconds, default="mm", margin=0.03), seconds)
-        step.matmul, seconds = runtime.PROBES.matmul[key]
-        how = "measured"
-    names = {"mm": backend_name("mm"), "onednn": backend_name("onednn")}
-    detail = f"; {probe.timings_text(seconds, {k: v.split()[0] for k, v in names.items()})}" if seconds else ""
-    runtime.note_choice("matmul", f"{names[step.matmul]} ({how}{detail})")
-
     ceiling, cores = torch.get_num_threads(), probe.usable_cores()
     if runtime.threads_pinned() or probe.thread_override() is not None:
         report = probe.ThreadReport(ceiling, "fixed by the user", cores=cores, ceiling=ceiling)
@@ -322,6 +307,23 @@ def plan_speed(step: FusedMLPStep, x: Tensor, y: Tensor, w: Tensor | None) -> pr
             runtime.PROBES.threads[cache_key] = (report, time.perf_counter())
     runtime.lower_threads(report.threads)
     runtime.note_choice("threads", report.text())
+
+    # The kernel on the threads the fit will use.
+    sizes = step.layer_sizes()
+    override = probe.matmul_override()
+    key = (len(x), sizes, torch.get_num_threads())
+    if override is not None:
+        step.matmul, seconds, how = override, {}, "set by BINCLF_MATMUL"
+    else:
+        if key not in runtime.PROBES.matmul:
+            seconds = probe_backends(len(x), sizes)
+            runtime.PROBES.matmul[key] = (probe.choose_fastest(seconds, default="mm", margin=0.03), seconds)
+        step.matmul, seconds = runtime.PROBES.matmul[key]
+        how = "measured"
+    names = {"mm": backend_name("mm"), "onednn": backend_name("onednn")}
+    detail = f"; {probe.timings_text(seconds, {k: v.split()[0] for k, v in names.items()})}" if seconds else ""
+    runtime.note_choice("matmul", f"{names[step.matmul]} ({how}{detail})")
+
     return report
 
 
