@@ -305,3 +305,20 @@ def test_probe_module_leaves_torch_unloaded():
     assert out.strip() == "False"
 
 
+
+
+def test_the_load_meter_counts_other_processes_cpu_not_this_ones(monkeypatch):
+    clock, own = FakeClock(), [10.0]
+    busy = [100.0]
+    monkeypatch.setattr(probe, "_cpu_busy_seconds", lambda cpus: busy[0])
+    monkeypatch.setattr(probe.time, "process_time", lambda: own[0])
+    meter = probe.LoadMeter(clock=clock)
+    # Half a second: this process used 0.4 s of CPU, another process spun on one core (0.5 s).
+    clock.now += 0.5
+    own[0] += 0.4
+    busy[0] += 0.9
+    assert meter.others() == pytest.approx(1.0)
+    # A window too short for the kernel's ticks says nothing.
+    short = probe.LoadMeter(clock=clock)
+    clock.now += 0.01
+    assert short.others() is None

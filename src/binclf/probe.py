@@ -128,12 +128,16 @@ class LoadMeter:
 
     ``/proc/stat``'s busy time on the usable CPUs minus this process's own CPU
     time, over the wall time: e.g. 0.95 while one other process spins on one
-    core. Resolution is the kernel's tick (10 ms), so a window of a few tens
-    of milliseconds gives a rough figure; off Linux it reads None.
+    core. ``/proc/stat`` counts in kernel ticks (10 ms per CPU) while the
+    process's own time is exact, so windows shorter than ``min_window_s``
+    (about ten ticks per CPU) read None rather than a figure off by half a
+    core; a quick probe on a quiet machine then rests on its timings alone.
+    Off Linux it reads None.
     """
 
-    def __init__(self, *, clock: Clock = time.perf_counter) -> None:
+    def __init__(self, *, clock: Clock = time.perf_counter, min_window_s: float = 0.1) -> None:
         self.clock = clock
+        self.min_window_s = min_window_s
         try:
             self.cpus = set(os.sched_getaffinity(0))
         except (AttributeError, OSError):
@@ -145,7 +149,7 @@ class LoadMeter:
         wall0, busy0, own0 = self._start
         wall = self.clock() - wall0
         busy = _cpu_busy_seconds(self.cpus)
-        if busy is None or busy0 is None or wall < 0.02:
+        if busy is None or busy0 is None or wall < self.min_window_s:
             return None
         return max(0.0, (busy - busy0 - (time.process_time() - own0)) / wall)
 
