@@ -117,10 +117,25 @@ def test_interleaved_timing_gives_medians_and_drops_hopeless_alternatives():
 
     seconds = probe.time_interleaved({k: fn(k) for k in costs}, rounds=5, clock=clock, budget_s=1e9)
     assert seconds == pytest.approx({"fast": 1.0, "slow": 30.0, "near": 1.2})
-    # After the warm-up and two rounds the 30x one runs no more; the others run every round.
-    assert calls.count("slow") == 3 and calls.count("fast") == 6 and calls.count("near") == 6
+    # The 30x one runs once (its warm-up); the others in every round.
+    assert calls.count("slow") == 1 and calls.count("fast") == 6 and calls.count("near") == 6
     # Each round starts from a different alternative.
-    assert calls[3:6] != calls[6:9]
+    assert calls[3:5] != calls[5:7]
+
+
+def test_an_alternative_that_turns_slow_after_the_warm_up_is_dropped_after_two_rounds():
+    clock, calls = FakeClock(), []
+    costs = {"a": iter([1.0] * 10), "b": iter([1.0] + [10.0] * 10)}
+
+    def fn(k):
+        def run():
+            calls.append(k)
+            clock.now += next(costs[k])
+
+        return run
+
+    seconds = probe.time_interleaved({k: fn(k) for k in costs}, rounds=5, clock=clock, budget_s=1e9)
+    assert calls.count("b") == 3 and calls.count("a") == 6 and seconds["b"] == 10.0
 
 
 def test_interleaved_timing_enters_each_alternatives_context_around_it():

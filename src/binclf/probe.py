@@ -255,11 +255,13 @@ def time_interleaved(
 ) -> dict[K, float]:
     """Median seconds of each alternative, run in turn round after round.
 
-    Each runs once untimed first (a warm-up: caches, thread pools). Then each
-    round runs every remaining alternative once, starting from a different one
-    each round, so load that comes and goes hits them alike. After two rounds,
-    alternatives more than ``give_up`` times slower than the best are dropped;
-    after ``budget_s`` seconds of probing no new round starts.
+    Each runs once first as a warm-up (caches, thread pools); one already
+    more than ``give_up`` times slower than the fastest warm-up runs no more
+    (its warm-up time is its figure). Then each round runs every remaining
+    alternative once, starting from a different one each round, so load that
+    comes and goes hits them alike. After two rounds, alternatives more than
+    ``give_up`` times slower than the best are dropped; after ``budget_s``
+    seconds of probing no new round starts.
 
     Parameters
     ----------
@@ -280,11 +282,19 @@ def time_interleaved(
     """
     ctx = context or (lambda _k: contextlib.nullcontext())
     keys = list(fns)
+    warm: dict[K, float] = {}
     for k in keys:
         with ctx(k):
+            t0 = clock()
             fns[k]()
+            warm[k] = clock() - t0
     times: dict[K, list[float]] = {k: [] for k in keys}
-    live = list(keys)
+    # Already hopeless on the warm-up call (a second thread waiting for a busy
+    # core: 30x slower): not run again, its warm-up time stands as its figure.
+    live = [k for k in keys if warm[k] <= give_up * min(warm.values())]
+    for k in keys:
+        if k not in live:
+            times[k].append(warm[k])
     start = clock()
     for r in range(max(1, rounds)):
         order = live[r % len(live):] + live[: r % len(live)]
