@@ -325,8 +325,9 @@ class ThreadReport:
     threads : int
         The count chosen.
     how : str
-        ``"measured"``, ``"override"``, ``"ceiling"`` (one allowed: nothing to
-        choose), ``"cached"`` or ``"fallback"`` (load-based, not timed).
+        ``"measured"``, ``"cached"`` (measured by an earlier fit of the same
+        shapes and checked again on two steps), ``"fixed by the user"`` or
+        ``"the most allowed"`` (a ceiling of one: nothing to choose).
     seconds : dict int -> float
         Median seconds per step per thread count measured.
     others : float or None

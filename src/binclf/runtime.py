@@ -376,6 +376,7 @@ class Session:
 
 _local = threading.local()
 _last: Session | None = None
+_last_train: Session | None = None  # what --debug describes after a command that trained and then predicted
 
 
 def _stack() -> list[Session]:
@@ -414,7 +415,7 @@ def session(*, purpose: Purpose, threads: int | None = None, pinned: bool = Fals
         only lower the thread count further and restore what they found; the
         outermost one is what :func:`describe` reports afterwards.
     """
-    global _last
+    global _last, _last_train
     malloc = tune_malloc()  # once per process; False where refused or off glibc
     stack = _stack()
     if any(s.pinned for s in stack):
@@ -438,6 +439,8 @@ def session(*, purpose: Purpose, threads: int | None = None, pinned: bool = Fals
             stack.pop()
             if not stack:
                 _last = current
+                if purpose == "train":
+                    _last_train = current
 
 
 def entry_point(purpose: Purpose) -> Callable[[T], T]:
@@ -514,8 +517,10 @@ def describe(current: Session | None = None) -> str:
     ----------
     current : Session, optional
         The session to describe; default: the calling thread's innermost open
-        session, else the last finished outermost one (in any thread), else
-        the process as it is now.
+        session, else the last finished outermost training one (in any
+        thread: ``binclf train`` also predicts, and its training is what
+        ``--debug`` should name), else the last finished one, else the
+        process as it is now.
 
     Returns
     -------
@@ -526,7 +531,7 @@ def describe(current: Session | None = None) -> str:
         compiled 0.95 ms, eager 2.40 ms), BLAS 1 thread, malloc tuned"``.
     """
     stack = _stack()
-    s = current or (stack[-1] if stack else _last)
+    s = current or (stack[-1] if stack else _last_train or _last)
     parts = []
     if s is not None:
         for (step, threads), count in sorted(s.fits.items()):

@@ -284,7 +284,7 @@ def plan_speed(step: FusedMLPStep, x: Tensor, y: Tensor, w: Tensor | None) -> pr
     if runtime.threads_pinned() or probe.thread_override() is not None:
         report = probe.ThreadReport(ceiling, "fixed by the user", cores=cores, ceiling=ceiling)
     elif min(ceiling, cores) <= 1:
-        report = probe.ThreadReport(1, "ceiling", cores=cores, ceiling=ceiling)
+        report = probe.ThreadReport(1, "the most allowed", cores=cores, ceiling=ceiling)
     else:
         run, signature = step.probe_call(x, y, w)
         cache_key = (signature, ceiling, cores)
