@@ -26,6 +26,10 @@ thread choice depends on the load of the moment, and the kernel choice costs
 about 3 ms to remeasure, less than reading and validating a cache file keyed
 by CPU model, torch version and shapes would save on a fit of any size.
 
+The alternatives compute the same math; their results agree to float32
+rounding (reductions split over threads add in another order), so a fit
+repeats bit for bit only where the choices do: fix them for that.
+
 Importing this module loads no torch; the torch-specific probes import it
 when called.
 """
