@@ -448,10 +448,12 @@ def main() -> None:
     print(f"load average at the end: {loaded:.2f} on {os.cpu_count()} logical CPUs (above ~0.5 the figures are noisy)")
     print()
     busy_ratio = rate["binclf"] / rate[busy_b] if busy_b in rate else float("nan")
-    print("targets: training >= 5x the DataLoader loop: "
-          f"{rate['binclf'] / base:.1f}x {'met' if rate['binclf'] >= 5 * base else 'NOT met'}; "
-          f">= 25% of the matmul roofline: {rate['binclf'] / roof:.0%} {'met' if rate['binclf'] >= 0.25 * roof else 'NOT met'}; "
-          f"beside one busy process <= 2x slower: {busy_ratio:.2f}x {'met' if busy_ratio <= 2 else 'NOT met'}")
+    def met(ok: bool) -> str:
+        return "met" if ok else "NOT met"
+
+    print(f"targets: training >= 5x the DataLoader loop: {rate['binclf'] / base:.1f}x {met(rate['binclf'] >= 5 * base)}; "
+          f">= 25% of the matmul roofline: {rate['binclf'] / roof:.0%} {met(rate['binclf'] >= 0.25 * roof)}; "
+          f"beside one busy process <= 2x slower: {busy_ratio:.2f}x {met(busy_ratio <= 2)}")
 
     if args.no_predict:
         return

@@ -203,7 +203,8 @@ _TRAIN_OPTIONS = [
     click.option("--no-report", is_flag=True, help="Do not write report.html."),
     click.option("--threads", type=click.IntRange(1), default=None,
                  help="Torch threads for training, at most the cores and OMP_NUM_THREADS "
-                 "[default: measured per fit: the fastest count, fewer while other processes are busy; 1 for small networks]."),
+                 "[default: measured per fit: the fastest count, fewer while other processes are busy; "
+                 "1 for small networks]."),
     # Images (DATA is a folder of class subfolders, or a CSV with --image-column): see binclf.cli_images.
     click.option("--image-column", help="Images: the CSV column of image paths (relative to the CSV)."),
     click.option("--image-size", type=click.IntRange(8, 1024), help="Images: square side to resize to [default: from the data]."),

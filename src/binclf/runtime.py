@@ -549,7 +549,8 @@ def describe(current: Session | None = None) -> str:
     if "threads" in chosen:
         parts.append("torch " + chosen.pop("threads"))
     elif threads is not None:
-        parts.append(f"{threads} torch thread{'s' * (threads != 1)}" + (" (fixed)" if s is not None and s.pinned else ""))
+        fixed = " (fixed)" if s is not None and s.pinned else ""
+        parts.append(f"{threads} torch thread{'s' * (threads != 1)}{fixed}")
     parts += chosen.values()
     blas = s.blas_threads if s is not None else now["blas_threads"]
     parts.append("BLAS untouched" if blas is None else f"BLAS {blas} thread{'s' * (blas != 1)}")

@@ -230,7 +230,8 @@ class FusedMLPStep:
             loss_grad = _bce_and_grad
         else:
             weight, pos_weight, loss_grad = w, None, self._autograd_loss_and_grad
-        keys = [torch.tensor(12345 + i, dtype=torch.int64) if p > 0 else None for i, (_, _, p) in enumerate(self.blocks)]
+        keys = [torch.tensor(12345 + i, dtype=torch.int64) if p > 0 else None
+                for i, (_, _, p) in enumerate(self.blocks)]
         args = (x, y, weight, pos_weight, self.params, keys, self.spec)
         signature = (len(x), weight is None, pos_weight is None, self.spec) + tuple(
             None if p is None else tuple(p.shape) for p in self.params

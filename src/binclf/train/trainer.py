@@ -97,9 +97,9 @@ class TrainConfig(FitSettings):
     compiled a step of the same shapes (``BINCLF_COMPILE=0`` in the environment
     turns that automatic choice off, ``BINCLF_COMPILE=1`` compiles every fit).
     An automatic choice keeps the compiled step only where it measured faster
-    than the eager one (:mod:`binclf.probe`); ``compile=True`` compiles unmeasured. Results agree to float32 rounding; where
-    no compiler works, training falls back to the eager step. The shared
-    optimisation settings (``lr``, ``weight_decay``, ``max_epochs``,
+    than the eager one (:mod:`binclf.probe`); ``compile=True`` compiles
+    unmeasured. Results agree to float32 rounding; where no compiler works,
+    training falls back to the eager step. The shared optimisation settings (``lr``, ``weight_decay``, ``max_epochs``,
     ``patience``, ``seed``, ``loss``, ``pos_weight``, ``sampler``) and their
     defaults are :class:`FitSettings`'.
     """
@@ -379,7 +379,8 @@ class Trainer:
                     model, loss_fn, compiled=self._compile_pays(n, has_valid), forced=cfg.compile is True
                 )
                 if n >= 2:  # measured: matmul kernel and torch threads on a real batch (binclf.probe)
-                    plan_speed(fused, X[: cfg.batch_size], y[: cfg.batch_size], None if w is None else w[: cfg.batch_size])
+                    bs = cfg.batch_size
+                    plan_speed(fused, X[:bs], y[:bs], None if w is None else w[:bs])
             # Load that arrives mid-fit: several threads would wait for cores at every step.
             guard = None
             if device.type == "cpu" and torch.get_num_threads() > 1 and not runtime.threads_pinned():
