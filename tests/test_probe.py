@@ -213,6 +213,7 @@ def test_the_fit_trains_on_the_threads_and_kernel_the_probe_measured_and_restore
         pytest.skip("oneDNN's linear kernel does not work here")
     monkeypatch.setattr(probe, "time_interleaved", fake_timer({1: 1e-3, 2: 30e-3, "mm": 2e-4, "onednn": 1e-4}))
     monkeypatch.setattr(probe.LoadMeter, "others", lambda self: 0.0)
+    monkeypatch.setattr(probe, "runnable_others", lambda: 0.0)
     seen = []
     X, y = data()
     with runtime.session(purpose="train") as s:
@@ -337,3 +338,27 @@ def test_the_load_meter_counts_other_processes_cpu_not_this_ones(monkeypatch):
     short = probe.LoadMeter(clock=clock)
     clock.now += 0.01
     assert short.others() is None
+
+
+def test_runnable_others_takes_this_process_off_and_the_median_of_snapshots(monkeypatch):
+    monkeypatch.setattr(probe, "usable_cores", lambda: 2)
+    monkeypatch.setattr(probe.os, "cpu_count", lambda: 2)
+    snapshots = iter([(3, 1), (3, 1), (9, 1), (2, 1), (3, 2)])  # one blip of 8 others
+    got = probe.runnable_others(read=lambda: next(snapshots), sleep=lambda s: None)
+    assert got == 2.0
+    assert probe.runnable_others(read=lambda: None, sleep=lambda s: None) is None
+    # On 2 of a host's 8 CPUs, the host-wide count is scaled to their share.
+    monkeypatch.setattr(probe.os, "cpu_count", lambda: 8)
+    assert probe.runnable_others(read=lambda: (9, 1), sleep=lambda s: None) == 2.0
+
+
+def test_a_machine_busy_now_is_not_timed_on_more_threads_than_its_free_cores(two_threads, monkeypatch):
+    monkeypatch.setattr(probe, "runnable_others", lambda: 1.0)  # one other process running on 2 cores
+    timed = []
+    monkeypatch.setattr(probe, "time_interleaved", lambda fns, **kw: timed.append(list(fns)) or {k: 1e-3 for k in fns})
+    X, y = data()
+    with runtime.session(purpose="train") as s:
+        Trainer(TrainConfig(max_epochs=1, batch_size=128, verbose=False, compile=False)).fit(MLP(6, hidden=(8,)), X, y)
+    assert all(1 not in keys and 2 not in keys for keys in timed)  # no thread count was timed
+    assert s.fits and all(threads == 1 for _, threads in s.fits)
+    assert "torch 1 thread (others running now" in runtime.describe(s)

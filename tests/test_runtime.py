@@ -250,6 +250,7 @@ def test_trainer_fit_trains_on_the_measured_threads_within_the_callers_and_resto
     monkeypatch.setattr(runtime, "PROBES", runtime.ProbeCache())
     monkeypatch.setattr(probe, "time_interleaved", lambda fns, **kw: {k: step_seconds.get(k, 1e-4) for k in fns})
     monkeypatch.setattr(probe.LoadMeter, "others", lambda self: 0.0)
+    monkeypatch.setattr(probe, "runnable_others", lambda: 0.0)
     before = knobs()
     rng = np.random.default_rng(0)
     X = rng.normal(size=(64, 3)).astype(np.float32)

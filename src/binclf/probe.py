@@ -57,6 +57,7 @@ __all__ = [
     "choose_fastest",
     "choose_threads",
     "matmul_override",
+    "runnable_others",
     "thread_override",
     "time_interleaved",
     "usable_cores",
@@ -125,6 +126,50 @@ def _cpu_busy_seconds(cpus: set[int]) -> float | None:
             return None
         busy += sum(v[:8]) - v[3] - v[4]  # all but idle and iowait (guest time is inside user)
     return busy / hz
+
+
+def _runnable_now() -> tuple[int, int] | None:
+    """(runnable tasks on the machine, runnable threads of this process) now, or None off Linux."""
+    try:
+        with open("/proc/loadavg") as f:
+            running = int(f.read().split()[3].split("/")[0])
+        own = 0
+        for task in os.listdir("/proc/self/task"):
+            try:
+                with open(f"/proc/self/task/{task}/stat") as f:
+                    own += f.read().rpartition(")")[2].split()[0] == "R"
+            except OSError:
+                continue  # a thread that ended meanwhile
+    except (OSError, ValueError, IndexError):
+        return None
+    return running, own
+
+
+def runnable_others(*, samples: int = 5, interval_s: float = 0.001,
+                    read: Callable[[], tuple[int, int] | None] = _runnable_now,
+                    sleep: Callable[[float], None] = time.sleep) -> float | None:
+    """Other processes' runnable tasks right now: the median of a few snapshots (~5 ms), or None off Linux.
+
+    ``/proc/loadavg`` counts the tasks running or waiting for a CPU at this
+    instant; this process's own runnable threads are taken off. Unlike the
+    load average (a minute's decaying mean, this process's own past included)
+    it says what competes now, and unlike timing several threads it costs no
+    step: a second thread beside a busy process can take a whole second for
+    one step on an overloaded machine, so counts the free cores cannot hold
+    are not timed at all. The median of ``samples`` snapshots ignores blips.
+    The count is machine-wide: where this process may run on only some CPUs
+    (a container's cpuset, ``taskset``), it is scaled to their share.
+    """
+    share = usable_cores() / max(os.cpu_count() or 1, usable_cores())
+    seen = []
+    for i in range(samples):
+        got = read()
+        if got is None:
+            return None
+        seen.append(max(0, got[0] - got[1]))
+        if i + 1 < samples:
+            sleep(interval_s)
+    return float(statistics.median(seen)) * share
 
 
 class LoadMeter:

@@ -267,11 +267,14 @@ class FusedMLPStep:
 def plan_speed(step: FusedMLPStep, x: Tensor, y: Tensor, w: Tensor | None) -> probe.ThreadReport:
     """Measure and put in force the fastest kernel and thread count for ``step`` on batch ``(x, y, w)``.
 
-    Inside a :func:`binclf.runtime.session` (``Trainer.fit`` runs in one): one
-    step per thread count from 1 to the ceiling (the current count, which the
-    user's ``OMP_NUM_THREADS`` or ``torch.set_num_threads`` sets) and the usable cores, interleaved, while a
-    :class:`~binclf.probe.LoadMeter` reads what other processes use. The
-    thread count is only ever lowered (the session restores it) and is left
+    Inside a :func:`binclf.runtime.session` (``Trainer.fit`` runs in one):
+    the thread counts worth trying run from 1 to the ceiling (the current
+    count, which the user's ``OMP_NUM_THREADS`` or ``torch.set_num_threads``
+    sets), the usable cores, and the cores the tasks other processes have
+    runnable now leave free (:func:`binclf.probe.runnable_others`); one step
+    per count is timed, interleaved, while a :class:`~binclf.probe.LoadMeter`
+    reads what other processes use. The thread count is only ever lowered
+    (the session restores it) and is left
     alone when the user fixed it (``--threads``, ``BINCLF_THREADS``). Then, on
     the threads chosen, the matmul kernel, once per process and batch and
     layer sizes (``BINCLF_MATMUL`` overrides).
@@ -298,13 +301,19 @@ def plan_speed(step: FusedMLPStep, x: Tensor, y: Tensor, w: Tensor | None) -> pr
             if now <= 2 * old.seconds.get(old.threads, now):
                 report = probe.ThreadReport(old.threads, "cached", old.seconds, old.others, cores, ceiling)
         if report is None:
-            most = min(ceiling, cores)
-            counts = sorted({1, most, *(2**i for i in range(1, 8) if 2**i < most)})
-            meter = probe.LoadMeter()
-            seconds = probe.time_interleaved({n: run for n in counts}, rounds=5, context=runtime.torch_threads)
-            others = meter.others()
-            n = probe.choose_threads(ceiling=ceiling, cores=cores, others=others, seconds=seconds)
-            report = probe.ThreadReport(n, "measured", dict(seconds), others, cores, ceiling)
+            # What competes now bounds the counts worth timing: a thread count the
+            # free cores cannot hold is not tried (one such step can take seconds).
+            now = probe.runnable_others()
+            most = probe.choose_threads(ceiling=ceiling, cores=cores, others=now)
+            if most <= 1:
+                report = probe.ThreadReport(1, "others running now", {}, now, cores, ceiling)
+            else:
+                counts = sorted({1, most, *(2**i for i in range(1, 8) if 2**i < most)})
+                meter = probe.LoadMeter()
+                seconds = probe.time_interleaved({n: run for n in counts}, rounds=5, context=runtime.torch_threads)
+                others = meter.others()
+                n = probe.choose_threads(ceiling=ceiling, cores=cores, others=others, seconds=seconds)
+                report = probe.ThreadReport(n, "measured", dict(seconds), others, cores, ceiling)
             runtime.PROBES.threads[cache_key] = (report, time.perf_counter())
     runtime.lower_threads(report.threads)
     runtime.note_choice("threads", report.text())
