@@ -64,6 +64,7 @@ __all__ = [
 ]
 
 MATMUL_BACKENDS = ("mm", "onednn")
+RUNNING_NOW = "others running now"  # ThreadReport.how when the runnable tasks alone decided
 
 
 # --------------------------------------------------------------------------- #
@@ -374,7 +375,8 @@ class ThreadReport:
     threads : int
         The count chosen.
     how : str
-        ``"measured"``, ``"cached"`` (measured by an earlier fit of the same
+        ``"measured"``, ``"others running now"`` (other processes' runnable
+        tasks left one core: nothing timed), ``"cached"`` (measured by an earlier fit of the same
         shapes and checked again on two steps), ``"fixed by the user"`` or
         ``"the most allowed"`` (a ceiling of one: nothing to choose).
     seconds : dict int -> float
@@ -395,7 +397,9 @@ class ThreadReport:
         head = f"{self.threads} thread{'s' * (self.threads != 1)} ({self.how}"
         if self.seconds:
             head += "; " + ", ".join(f"{n}: {t * 1e3:.2f} ms" for n, t in sorted(self.seconds.items())) + " per step"
-        if self.others is not None:
+        if self.others is not None and self.how == RUNNING_NOW:
+            head += f"; {self.others:.0f} other tasks runnable on {self.cores} cores"
+        elif self.others is not None:
             head += f"; others busy {self.others:.1f} of {self.cores} cores"
         return head + ")"
 

@@ -306,7 +306,7 @@ def plan_speed(step: FusedMLPStep, x: Tensor, y: Tensor, w: Tensor | None) -> pr
             now = probe.runnable_others()
             most = probe.choose_threads(ceiling=ceiling, cores=cores, others=now)
             if most <= 1:
-                report = probe.ThreadReport(1, "others running now", {}, now, cores, ceiling)
+                report = probe.ThreadReport(1, probe.RUNNING_NOW, {}, now, cores, ceiling)
             else:
                 counts = sorted({1, most, *(2**i for i in range(1, 8) if 2**i < most)})
                 meter = probe.LoadMeter()
