@@ -240,7 +240,17 @@ def test_train_table_respects_a_users_single_torch_thread(two_blas_threads, monk
         torch.set_num_threads(before_threads)
 
 
-def test_trainer_fit_keeps_the_callers_threads_and_restores_blas(two_blas_threads, two_torch_threads):
+@pytest.mark.parametrize("step_seconds, inside", [({1: 2e-3, 2: 1e-3}, 2), ({1: 1e-3, 2: 30e-3}, 1)])
+def test_trainer_fit_trains_on_the_measured_threads_within_the_callers_and_restores_them(
+    two_blas_threads, two_torch_threads, monkeypatch, step_seconds, inside
+):
+    """The probe (binclf.probe) may lower the caller's threads for the fit, never raise them; all restored after."""
+    from binclf import probe
+
+    monkeypatch.setattr(runtime, "PROBES", runtime.ProbeCache())
+    monkeypatch.setattr(probe, "time_interleaved", lambda fns, **kw: {k: step_seconds.get(k, 1e-4) for k in fns})
+    monkeypatch.setattr(probe.LoadMeter, "others", lambda self: 0.0)
+    monkeypatch.setattr(probe, "runnable_others", lambda: 0.0)
     before = knobs()
     rng = np.random.default_rng(0)
     X = rng.normal(size=(64, 3)).astype(np.float32)
@@ -251,7 +261,7 @@ def test_trainer_fit_keeps_the_callers_threads_and_restores_blas(two_blas_thread
         seen.append(knobs())
 
     Trainer(TrainConfig(max_epochs=1, verbose=False), callbacks=[cb]).fit(MLP(3, hidden=(4,)), X, y)
-    assert seen == [(2, [1] * len(before[1]))]
+    assert seen == [(inside, [1] * len(before[1]))]
     assert knobs() == before
 
 

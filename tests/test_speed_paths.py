@@ -318,6 +318,9 @@ def test_an_early_stopped_fit_compiles_its_step_once_it_has_proved_long(monkeypa
 
     monkeypatch.setattr(fused_step, "_compiled_mlp_step", fake_compiled)
     monkeypatch.setattr(runtime, "COMPILE_CACHE", runtime.CompileCache())
+    monkeypatch.setattr(runtime, "PROBES", runtime.ProbeCache())
+    # The speed probe's timings, faked without running anything: the compiled step measures faster.
+    monkeypatch.setattr(fused_step.probe, "time_interleaved", lambda fns, **kw: {k: 2e-3 if k == "eager" else 1e-3 for k in fns})
     monkeypatch.setattr(trainer_module, "_COMPILE_MIN_ROW_EPOCHS", 4000)
     X, y = _two_moons(1000, 0)
     Xv, yv = _two_moons(300, 1)
@@ -336,3 +339,32 @@ def test_an_early_stopped_fit_compiles_its_step_once_it_has_proved_long(monkeypa
     runtime.COMPILE_CACHE.signatures.clear()
     Trainer(TrainConfig(**{**cfg.to_dict(), "max_epochs": 7})).fit(MLP(8, hidden=(16,)), X, y, X_valid=Xv, y_valid=yv)
     assert compiled_rows == []
+
+
+def test_fused_adamw_steps_a_flat_buffer_and_gives_each_parameter_its_storage_back():
+    torch.manual_seed(0)
+    m = MLP(5, hidden=(8,))
+    opt = FusedAdamW([{"params": list(m.parameters()), "weight_decay": 0.0}], lr=1e-2)
+    x, y = torch.randn(32, 5), torch.rand(32)
+    for _ in range(2):
+        opt.zero_grad()
+        ((m(x) - y) ** 2).mean().backward()
+        opt.step()
+    storages = {p.untyped_storage().data_ptr() for p in m.parameters()}
+    assert len(storages) == 1  # one buffer, one fused call
+    before = {k: v.clone() for k, v in m.state_dict().items()}
+    opt.release()
+    assert len({p.untyped_storage().data_ptr() for p in m.parameters()}) == len(list(m.parameters()))
+    assert all(torch.equal(before[k], v) for k, v in m.state_dict().items())
+    opt.zero_grad()
+    ((m(x) - y) ** 2).mean().backward()
+    opt.step()  # per parameter from now on, from the same moments
+    assert all(opt.state[p]["step"].item() == 3 for p in m.parameters())
+
+
+def test_a_fit_leaves_no_parameters_sharing_memory():
+    X, y = _two_moons(300, 0)
+    model = MLP(8, hidden=(16,))
+    Trainer(TrainConfig(max_epochs=2, batch_size=64, verbose=False, compile=False)).fit(model, X, y)
+    ptrs = [p.untyped_storage().data_ptr() for p in model.parameters()]
+    assert len(set(ptrs)) == len(ptrs)

@@ -201,6 +201,10 @@ _TRAIN_OPTIONS = [
     click.option("--lr", default="0.001", show_default=True, metavar="FLOAT", help="Learning rate (> 0)."),
     click.option("--batch-size", default="auto", show_default=True, metavar="INT|auto"),
     click.option("--no-report", is_flag=True, help="Do not write report.html."),
+    click.option("--threads", type=click.IntRange(1), default=None,
+                 help="Torch threads for training, at most the cores and OMP_NUM_THREADS "
+                 "[default: measured per fit: the fastest count, fewer while other processes are busy; "
+                 "1 for small networks]."),
     # Images (DATA is a folder of class subfolders, or a CSV with --image-column): see binclf.cli_images.
     click.option("--image-column", help="Images: the CSV column of image paths (relative to the CSV)."),
     click.option("--image-size", type=click.IntRange(8, 1024), help="Images: square side to resize to [default: from the data]."),
@@ -260,6 +264,17 @@ def _checked_train_options(kw: dict[str, Any]) -> dict[str, Any]:
 @handle_errors
 def train(data: Path | None, demo: bool, **kw: Any) -> None:
     """Train a calibrated model on DATA (CSV or Parquet) and save a bundle."""
+    threads = kw.pop("threads")
+    if threads is None:
+        return _train_command(data, demo, kw)
+    from binclf import runtime
+
+    # The user's count holds for every fit inside (binclf.runtime: restored after, never above the ceiling).
+    with runtime.session(purpose="train", threads=threads, pinned=True):
+        return _train_command(data, demo, kw)
+
+
+def _train_command(data: Path | None, demo: bool, kw: dict[str, Any]) -> None:
     if demo:
         # The other options (--max-epochs, --model ...) apply to the demo's training too.
         _run_demo(out=kw.pop("out"), force=kw.pop("force"), seed=kw.pop("seed"), train_kw=kw)

@@ -15,6 +15,7 @@ prediction worker threads (predict_file)  one per torch thread, each on 1  joine
 numpy/scipy BLAS threads (threadpoolctl)  1 (``purpose="train"``)          restored
 glibc malloc mmap / trim thresholds       raised, once per process         kept (see below)
 the compiled training step's cache        grows as graphs are built        kept (see below)
+measured speed choices (:data:`PROBES`)   filled by the fits' probes       kept (see below)
 ========================================  ===============================  =====================
 
 * **torch threads**: a session only ever *lowers* the calling thread's count,
@@ -41,7 +42,15 @@ the compiled training step's cache        grows as graphs are built        kept 
   free, so one fit's code path depends on earlier fits (never its results:
   the compiled step is checked against the eager one). That state lives in
   :data:`COMPILE_CACHE`; :func:`reset_compile_cache` empties it, and
-  ``BINCLF_COMPILE=0`` in the environment turns automatic compiling off.
+  ``BINCLF_COMPILE=0`` in the environment turns automatic compiling off,
+  ``BINCLF_COMPILE=1`` compiles every fit's step without measuring whether
+  it beats the eager one.
+* **measured choices** (:mod:`binclf.probe`): the matmul kernel and
+  compiled-or-eager step per shape, and the recent thread choice, live in
+  :data:`PROBES` (:func:`reset_probes` empties it). ``BINCLF_THREADS=N`` or
+  ``session(threads=N, pinned=True)`` (``binclf train --threads N``) fixes
+  the training threads (still at most the ceiling); ``BINCLF_MATMUL=mm|onednn``
+  fixes the kernel.
 
 The module is free of torch at import, so modules that only need the BLAS
 limit (calibration) do not load it.
@@ -66,18 +75,25 @@ T = TypeVar("T")
 
 __all__ = [
     "COMPILE_CACHE",
+    "PROBES",
     "CompileCache",
+    "ProbeCache",
     "Session",
     "auto_compile_enabled",
+    "compile_forced",
     "describe",
     "entry_point",
     "in_predict_worker",
+    "lower_threads",
+    "note_choice",
     "note_fit",
     "one_blas_thread",
     "prediction_workers",
     "reset_compile_cache",
+    "reset_probes",
     "session",
     "state",
+    "threads_pinned",
     "torch_threads",
     "tune_malloc",
     "with_one_blas_thread",
@@ -317,6 +333,49 @@ def auto_compile_enabled() -> bool:
     return os.environ.get("BINCLF_COMPILE", "1") != "0"
 
 
+def compile_forced() -> bool:
+    """True when ``BINCLF_COMPILE=1``: every fit compiles its step, unmeasured (where a compiler works)."""
+    return os.environ.get("BINCLF_COMPILE", "").strip() == "1"
+
+
+# --------------------------------------------------------------------------- #
+# measured speed choices (binclf.probe)
+# --------------------------------------------------------------------------- #
+
+
+@dataclass
+class ProbeCache:
+    """The speed choices :mod:`binclf.probe` measured in this process.
+
+    Attributes
+    ----------
+    matmul : dict
+        ``(batch rows, layer sizes, threads)`` -> ``(backend, {backend: median
+        seconds of the layers' products})``.
+    compile : dict
+        Step signature -> ``(use_compiled, {"compiled": s, "eager": s})``.
+    threads : dict
+        ``(step signature, ceiling, cores)`` -> ``(report, perf_counter time)``:
+        reused by fits of the same shapes for :data:`THREADS_FRESH_S` seconds
+        (load changes; the other choices do not).
+    """
+
+    matmul: dict[tuple, tuple[str, dict[str, float]]] = field(default_factory=dict)
+    compile: dict[tuple, tuple[bool, dict[str, float]]] = field(default_factory=dict)
+    threads: dict[tuple, tuple[Any, float]] = field(default_factory=dict)
+
+
+PROBES = ProbeCache()
+THREADS_FRESH_S = 30.0
+
+
+def reset_probes() -> None:
+    """Forget every measured choice: the next fits measure afresh."""
+    PROBES.matmul.clear()
+    PROBES.compile.clear()
+    PROBES.threads.clear()
+
+
 # --------------------------------------------------------------------------- #
 # the session
 # --------------------------------------------------------------------------- #
@@ -339,6 +398,12 @@ class Session:
     fits : Counter
         ``(step, torch threads)`` of each :meth:`binclf.Trainer.fit` run inside
         it, e.g. ``("compiled fused step", 1)``.
+    pinned : bool
+        The thread count was fixed by the user (``--threads``,
+        ``BINCLF_THREADS``): nested sessions and probes leave it as it is.
+    choices : dict
+        The last measured choice of each kind (``"threads"``, ``"matmul"``,
+        ``"step"``) made inside it, in words with what each alternative measured.
     """
 
     purpose: Purpose
@@ -346,10 +411,13 @@ class Session:
     blas_threads: int | None
     malloc_tuned: bool
     fits: Counter = field(default_factory=Counter)
+    pinned: bool = False
+    choices: dict[str, str] = field(default_factory=dict)
 
 
 _local = threading.local()
 _last: Session | None = None
+_last_train: Session | None = None  # what --debug describes after a command that trained and then predicted
 
 
 def _stack() -> list[Session]:
@@ -359,8 +427,13 @@ def _stack() -> list[Session]:
     return stack
 
 
+def threads_pinned() -> bool:
+    """Whether an enclosing session in this thread has its thread count fixed by the user."""
+    return any(s.pinned for s in _stack())
+
+
 @contextlib.contextmanager
-def session(*, purpose: Purpose, threads: int | None = None) -> Iterator[Session]:
+def session(*, purpose: Purpose, threads: int | None = None, pinned: bool = False) -> Iterator[Session]:
     """Put binclf's process settings in force for one train or predict call, and restore them.
 
     Parameters
@@ -371,6 +444,10 @@ def session(*, purpose: Purpose, threads: int | None = None) -> Iterator[Session
     threads : int or None
         torch intra-op threads for the calling thread, at most the current
         count (the user's setting is the ceiling); ``None`` keeps it.
+    pinned : bool
+        ``threads`` is the user's own choice (``binclf train --threads``):
+        nested sessions keep it, and the fits' probes do not lower it.
+        ``BINCLF_THREADS=N`` pins a ``"train"`` session the same way.
 
     Yields
     ------
@@ -379,15 +456,23 @@ def session(*, purpose: Purpose, threads: int | None = None) -> Iterator[Session
         only lower the thread count further and restore what they found; the
         outermost one is what :func:`describe` reports afterwards.
     """
-    global _last
+    global _last, _last_train
     malloc = tune_malloc()  # once per process; False where refused or off glibc
     stack = _stack()
+    if any(s.pinned for s in stack):
+        threads, pinned = None, True  # the user's count holds inside
+    elif not pinned and purpose == "train":
+        from binclf.probe import thread_override
+
+        env = thread_override()
+        if env is not None:
+            threads, pinned = env, True
     with contextlib.ExitStack() as knobs:
         n = knobs.enter_context(torch_threads(threads))
         if purpose == "train":
             knobs.enter_context(one_blas_thread())
         blas = _blas_threads_now() if purpose == "train" else None
-        current = Session(purpose=purpose, torch_threads=n, blas_threads=blas, malloc_tuned=malloc)
+        current = Session(purpose=purpose, torch_threads=n, blas_threads=blas, malloc_tuned=malloc, pinned=pinned)
         stack.append(current)
         try:
             yield current
@@ -395,6 +480,8 @@ def session(*, purpose: Purpose, threads: int | None = None) -> Iterator[Session
             stack.pop()
             if not stack:
                 _last = current
+                if purpose == "train":
+                    _last_train = current
 
 
 def entry_point(purpose: Purpose) -> Callable[[T], T]:
@@ -422,6 +509,32 @@ def note_fit(step: str, threads: int) -> None:
     """Record, in the calling thread's sessions, that a fit ran ``step`` on ``threads`` torch threads."""
     for s in _stack():
         s.fits[(step, threads)] += 1
+
+
+def lower_threads(threads: int) -> int:
+    """Lower the calling thread's torch threads to ``threads`` for the rest of the innermost session.
+
+    Never raises the count; the session restores what it found on exit.
+    Outside a session it changes nothing (a library must not change the
+    host's threads behind its back). Returns the count in force.
+    """
+    stack = _stack()
+    if not stack:
+        return sys.modules["torch"].get_num_threads() if "torch" in sys.modules else 1
+    import torch
+
+    now = torch.get_num_threads()
+    want = max(1, min(int(threads), now))
+    if want != now:
+        torch.set_num_threads(want)
+    stack[-1].torch_threads = want
+    return want
+
+
+def note_choice(kind: str, text: str) -> None:
+    """Record, in the calling thread's sessions, a measured choice of ``kind`` in words (for :func:`describe`)."""
+    for s in _stack():
+        s.choices[kind] = text
 
 
 def state() -> dict[str, Any]:
@@ -452,34 +565,45 @@ def describe(current: Session | None = None) -> str:
     ----------
     current : Session, optional
         The session to describe; default: the calling thread's innermost open
-        session, else the last finished outermost one (in any thread), else
-        the process as it is now.
+        session, else the last finished outermost training one (in any
+        thread: ``binclf train`` also predicts, and its training is what
+        ``--debug`` should name), else the last finished one, else the
+        process as it is now.
 
     Returns
     -------
     str
         e.g. ``"fast path: compiled fused step (5 fits on 1 torch thread),
-        oneDNN linear, 2 torch threads, BLAS 1 thread, malloc tuned"``.
+        MKL mm (measured; mm 0.30 ms, oneDNN 0.52 ms), torch 1 thread
+        (measured; 1: 1.10 ms, 2: 9.80 ms per step), compiled step (measured;
+        compiled 0.95 ms, eager 2.40 ms), BLAS 1 thread, malloc tuned"``.
     """
     stack = _stack()
-    s = current or (stack[-1] if stack else _last)
+    s = current or (stack[-1] if stack else _last_train or _last)
     parts = []
     if s is not None:
         for (step, threads), count in sorted(s.fits.items()):
             fits = f"{count} fit{'s' * (count != 1)}"
             parts.append(f"{step} ({fits} on {threads} torch thread{'s' * (threads != 1)})")
-    if "torch" in sys.modules:
-        from binclf.nn.matmul import _onednn
+    chosen = dict(s.choices) if s is not None else {}
+    if "matmul" not in chosen and "torch" in sys.modules:
+        from binclf.nn.matmul import backend_name, current_backend
 
-        parts.append("oneDNN linear" if _onednn() else "MKL/BLAS mm")
+        chosen["matmul"] = backend_name(current_backend())
+    if "matmul" in chosen:
+        parts.append(chosen.pop("matmul"))
     now = state()
     threads = s.torch_threads if s is not None else now["torch_threads"]
-    if threads is not None:
-        parts.append(f"{threads} torch thread{'s' * (threads != 1)}")
+    if "threads" in chosen:
+        parts.append("torch " + chosen.pop("threads"))
+    elif threads is not None:
+        fixed = " (fixed)" if s is not None and s.pinned else ""
+        parts.append(f"{threads} torch thread{'s' * (threads != 1)}{fixed}")
+    parts += chosen.values()
     blas = s.blas_threads if s is not None else now["blas_threads"]
     parts.append("BLAS untouched" if blas is None else f"BLAS {blas} thread{'s' * (blas != 1)}")
     malloc = s.malloc_tuned if s is not None else now["malloc_tuned"]
     parts.append("malloc tuned" if malloc else "malloc default")
-    if not auto_compile_enabled():
-        parts.append("BINCLF_COMPILE=0")
+    if not auto_compile_enabled() or compile_forced():
+        parts.append(f"BINCLF_COMPILE={os.environ['BINCLF_COMPILE'].strip()}")
     return "fast path: " + ", ".join(parts)

@@ -25,20 +25,26 @@ The compile policy's process-wide state (the compiled function, the shapes it
 has been built for, whether compiling failed) lives in
 :data:`binclf.runtime.COMPILE_CACHE`, where it is documented and resettable.
 
+Which of the fast paths is fastest is measured, not assumed
+(:func:`plan_speed`, :mod:`binclf.probe`): the matmul kernel (``torch.mm`` or
+oneDNN) and the torch thread count on the fit's real shapes before the first
+step, and compiled against eager once the compiled graph is built and checked.
+
 Every path has a plain fallback: other models, other devices (CUDA) and other
 losses use the ordinary autograd loop.
 """
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from binclf import runtime
-from binclf.nn.matmul import mm_nt
+from binclf import probe, runtime
+from binclf.nn.matmul import backend_name, mm_nt, probe_backends, use_backend
 from binclf.nn.models.hashed_dropout import _relu_dropout_kernel, _threshold, dropout_key
 from binclf.nn.models.mlp import mlp_blocks
 
@@ -67,7 +73,9 @@ class FusedMLPStep:
     shapes (then it costs nothing: :data:`binclf.runtime.COMPILE_CACHE`).
     """
 
-    def __init__(self, model: nn.Module, loss_fn: nn.Module, *, compiled: bool | None = False) -> None:
+    def __init__(
+        self, model: nn.Module, loss_fn: nn.Module, *, compiled: bool | None = False, forced: bool = False
+    ) -> None:
         self.model = model
         self.loss_fn = loss_fn
         self.blocks = mlp_blocks(model)
@@ -85,6 +93,16 @@ class FusedMLPStep:
         self.compiled = compiled if self.closed_form and not runtime.COMPILE_CACHE.failed else False
         self._compiled_rows: int | None = None  # the batch size the graph is built for
         self._checked = False
+        # compiled=True from the user (TrainConfig.compile, BINCLF_COMPILE=1): compile
+        # without measuring whether the compiled step beats the eager one.
+        self.forced = forced or runtime.compile_forced()
+        # BatchNorm running statistics, updated after each step in two calls.
+        self._bns = [bn for _, bn, _ in self.blocks if bn is not None]
+        self._running = [t for bn in self._bns for t in (bn.running_mean, bn.running_var)]
+        self._counts = [bn.num_batches_tracked for bn in self._bns]
+        momenta = {bn.momentum for bn in self._bns}
+        self._momentum = momenta.pop() if len(momenta) == 1 else None
+        self.matmul = "mm"  # the eager step's kernel (mm_nt); plan_speed measures which
 
     @staticmethod
     def supports(model: nn.Module, loss_fn: nn.Module, device: torch.device) -> bool:
@@ -133,7 +151,9 @@ class FusedMLPStep:
             )
             signatures = runtime.COMPILE_CACHE.signatures
             if self.compiled is None:
-                self.compiled = self._signature in signatures
+                # Built here before, and measured faster than the eager step (or not measured).
+                faster = runtime.PROBES.compile.get(self._signature, (True, {}))[0]
+                self.compiled = self._signature in signatures and (faster or self.forced)
             elif self.compiled and self._signature not in signatures:
                 # torch.compile keeps a bounded number of graphs per function and
                 # warns beyond it; new shapes past that bound train eagerly.
@@ -141,22 +161,27 @@ class FusedMLPStep:
         if self.compiled and len(x) == self._compiled_rows:
             loss, grads, stats = self._run_compiled(args)
         else:
-            loss, grads, stats = _mlp_step(*args, loss_grad)
+            with use_backend(self.matmul):
+                loss, grads, stats = _mlp_step(*args, loss_grad)
         for p, g in zip(self.params, grads):
             if p is not None:
                 p.grad = g
-        n = len(x)
-        for (_, bn, _), (mean, invstd) in zip((b for b in self.blocks if b[1] is not None), stats):
-            # nn.BatchNorm1d's update: the batch mean and the unbiased batch variance.
-            bn.running_mean.lerp_(mean, bn.momentum)
-            bn.running_var.lerp_(invstd.pow(-2).sub_(bn.eps).mul_(n / max(n - 1, 1)), bn.momentum)
-            bn.num_batches_tracked.add_(1)
+        if stats:
+            # nn.BatchNorm1d's update with the batch mean and unbiased variance
+            # (computed in the step): two calls for all layers, not six per layer.
+            if self._momentum is not None:
+                torch._foreach_lerp_(self._running, [t for ms in stats for t in ms], self._momentum)
+            else:
+                for r, t, bn in zip(self._running, [t for ms in stats for t in ms], self._bns + self._bns):
+                    r.lerp_(t, bn.momentum)
+            torch._foreach_add_(self._counts, 1)
         return loss
 
     def _run_compiled(self, args: tuple) -> tuple[Tensor, list, list]:
         if self._checked:
             return _compiled_mlp_step()(*args, _bce_and_grad)
-        eager = _mlp_step(*args, _bce_and_grad)
+        with use_backend(self.matmul):
+            eager = _mlp_step(*args, _bce_and_grad)
         try:
             got = _compiled_mlp_step()(*args, _bce_and_grad)
             if not _close(got, eager):
@@ -167,7 +192,69 @@ class FusedMLPStep:
             return eager
         self._checked = True
         runtime.COMPILE_CACHE.signatures.add(self._signature)
+        if not self.forced and not self._compiled_is_faster(args):
+            self.compiled = False  # measured: the eager step is faster here
+            return eager
         return got
+
+    def _compiled_is_faster(self, args: tuple) -> bool:
+        """Whether the compiled step beats the eager one on this batch (measured once per shape and process)."""
+        known = runtime.PROBES.compile.get(self._signature)
+        if known is None:
+            compiled = _compiled_mlp_step()
+
+            def run_eager() -> None:
+                with use_backend(self.matmul):
+                    _mlp_step(*args, _bce_and_grad)
+
+            seconds = probe.time_interleaved(
+                {"compiled": lambda: compiled(*args, _bce_and_grad), "eager": run_eager}, rounds=3, budget_s=0.1
+            )
+            # A compiled step that only ties the eager one is kept: it was checked and costs nothing more.
+            choice = probe.choose_fastest(seconds, default="compiled", margin=0.05) == "compiled"
+            known = runtime.PROBES.compile[self._signature] = (choice, seconds)
+        choice, seconds = known
+        runtime.note_choice(
+            "step", f"{'compiled' if choice else 'eager'} step (measured; {probe.timings_text(seconds)})"
+        )
+        return choice
+
+    def probe_call(self, x: Tensor, y: Tensor, w: Tensor | None) -> Any:
+        """A call running one step on this batch as the fit will (compiled if built), changing nothing.
+
+        For timing: no gradients are written, no running statistics updated,
+        and the dropout keys are fixed (torch's random stream is untouched).
+        """
+        if self.closed_form:
+            weight, pos_weight = self.loss_fn.effective_weights(w, dtype=y.dtype)
+            loss_grad = _bce_and_grad
+        else:
+            weight, pos_weight, loss_grad = w, None, self._autograd_loss_and_grad
+        keys = [torch.tensor(12345 + i, dtype=torch.int64) if p > 0 else None
+                for i, (_, _, p) in enumerate(self.blocks)]
+        args = (x, y, weight, pos_weight, self.params, keys, self.spec)
+        signature = (len(x), weight is None, pos_weight is None, self.spec) + tuple(
+            None if p is None else tuple(p.shape) for p in self.params
+        )
+        ready = (
+            self.closed_form and self.compiled is not False and runtime.COMPILE_CACHE.ready
+            and signature in runtime.COMPILE_CACHE.signatures
+            and runtime.PROBES.compile.get(signature, (True, {}))[0]
+        )
+
+        @torch.no_grad()
+        def run() -> None:
+            if ready:
+                _compiled_mlp_step()(*args, loss_grad)
+            else:
+                with use_backend(self.matmul):
+                    _mlp_step(*args, loss_grad)
+
+        return run, signature
+
+    def layer_sizes(self) -> tuple[int, ...]:
+        """The widths of the layers' products, input first: ``(d, h1, h2, ...)``."""
+        return (self.blocks[0][0].in_features, *(lin.out_features for lin, _, _ in self.blocks))
 
     def _autograd_loss_and_grad(self, logits: Tensor, y: Tensor, w: Tensor | None, _: Any) -> tuple[Tensor, Tensor]:
         z = logits.detach().requires_grad_(True)
@@ -175,6 +262,80 @@ class FusedMLPStep:
             loss = self.loss_fn(z, y, w)
             (g,) = torch.autograd.grad(loss, z)
         return loss.detach(), g
+
+
+def plan_speed(step: FusedMLPStep, x: Tensor, y: Tensor, w: Tensor | None) -> probe.ThreadReport:
+    """Measure and put in force the fastest kernel and thread count for ``step`` on batch ``(x, y, w)``.
+
+    Inside a :func:`binclf.runtime.session` (``Trainer.fit`` runs in one):
+    the thread counts worth trying run from 1 to the ceiling (the current
+    count, which the user's ``OMP_NUM_THREADS`` or ``torch.set_num_threads``
+    sets), the usable cores, and the cores the tasks other processes have
+    runnable now leave free (:func:`binclf.probe.runnable_others`); one step
+    per count is timed, interleaved, while a :class:`~binclf.probe.LoadMeter`
+    reads what other processes use. The thread count is only ever lowered
+    (the session restores it) and is left
+    alone when the user fixed it (``--threads``, ``BINCLF_THREADS``). Then, on
+    the threads chosen, the matmul kernel, once per process and batch and
+    layer sizes (``BINCLF_MATMUL`` overrides).
+
+    Returns
+    -------
+    ThreadReport
+        The thread choice and what it rested on (also noted for ``--debug``).
+    """
+    ceiling, cores = torch.get_num_threads(), probe.usable_cores()
+    if runtime.threads_pinned() or probe.thread_override() is not None:
+        report = probe.ThreadReport(ceiling, "fixed by the user", cores=cores, ceiling=ceiling)
+    elif min(ceiling, cores) <= 1:
+        report = probe.ThreadReport(1, "the most allowed", cores=cores, ceiling=ceiling)
+    else:
+        run, signature = step.probe_call(x, y, w)
+        cache_key = (signature, ceiling, cores)
+        cached = runtime.PROBES.threads.get(cache_key)
+        report = None
+        if cached is not None and time.perf_counter() - cached[1] < runtime.THREADS_FRESH_S:
+            old = cached[0]
+            # Still as fast as when measured? Two steps tell; load that came since means measuring again.
+            now = probe.time_interleaved({old.threads: run}, rounds=2, context=runtime.torch_threads)[old.threads]
+            if now <= 2 * old.seconds.get(old.threads, now):
+                report = probe.ThreadReport(old.threads, "cached", old.seconds, old.others, cores, ceiling)
+        if report is None:
+            # What competes now bounds the counts worth timing: a thread count the
+            # free cores cannot hold is not tried (one such step can take seconds).
+            now = probe.runnable_others()
+            most = probe.choose_threads(ceiling=ceiling, cores=cores, others=now)
+            if most <= 1:
+                report = probe.ThreadReport(1, probe.RUNNING_NOW, {}, now, cores, ceiling)
+            else:
+                counts = sorted({1, most, *(2**i for i in range(1, 8) if 2**i < most)})
+                meter = probe.LoadMeter()
+                seconds = probe.time_interleaved({n: run for n in counts}, rounds=5, context=runtime.torch_threads)
+                others = meter.others()
+                n = probe.choose_threads(ceiling=ceiling, cores=cores, others=others, seconds=seconds)
+                report = probe.ThreadReport(n, "measured", dict(seconds), others, cores, ceiling)
+            runtime.PROBES.threads[cache_key] = (report, time.perf_counter())
+    runtime.lower_threads(report.threads)
+    runtime.note_choice("threads", report.text())
+
+    # The kernel on the threads the fit will use.
+    sizes = step.layer_sizes()
+    override = probe.matmul_override()
+    key = (len(x), sizes, torch.get_num_threads())
+    if override is not None:
+        step.matmul, seconds, how = override, {}, "set by BINCLF_MATMUL"
+    else:
+        if key not in runtime.PROBES.matmul:
+            seconds = probe_backends(len(x), sizes)
+            # oneDNN must win clearly: a near tie would flip from run to run, and with it the last bits.
+            runtime.PROBES.matmul[key] = (probe.choose_fastest(seconds, default="mm", margin=0.10), seconds)
+        step.matmul, seconds = runtime.PROBES.matmul[key]
+        how = "measured"
+    names = {"mm": backend_name("mm"), "onednn": backend_name("onednn")}
+    detail = f"; {probe.timings_text(seconds, {k: v.split()[0] for k, v in names.items()})}" if seconds else ""
+    runtime.note_choice("matmul", f"{names[step.matmul]} ({how}{detail})")
+
+    return report
 
 
 def _compiled_mlp_step() -> Any:
@@ -240,7 +401,7 @@ def _mlp_step(
     ``params``: per block ``[weight, bias, bn_weight, bn_bias]`` (None where
     absent), then the output layer's ``[weight, bias]``; ``spec``: per block
     ``(has_batchnorm, dropout p, eps)``; ``keys``: per block its dropout key.
-    Returns ``(loss, grads aligned with params, [(mean, invstd)] per BatchNorm)``.
+    Returns ``(loss, grads aligned with params, [(mean, unbiased variance)] per BatchNorm)``.
     Runs eagerly or as one compiled graph (plain products there, so inductor
     sees the whole step).
     """
@@ -256,7 +417,8 @@ def _mlp_step(
         zb = z
         if has_bn:
             zb, mean, invstd = torch.native_batch_norm(z, gamma, beta, None, None, True, 0.0, eps)
-            stats.append((mean, invstd))
+            # For the running statistics: the batch mean and the unbiased batch variance.
+            stats.append((mean, (invstd.pow(-2) - eps) * (len(x) / max(len(x) - 1, 1))))
         if p > 0:
             out, mult = _relu_dropout_kernel(zb, keys[i], _threshold(p), 1.0 / (1.0 - p))
         else:

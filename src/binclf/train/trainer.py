@@ -11,6 +11,7 @@ per-op overhead, with hashed dropout masks); everything else through autograd.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import math
 import sys
@@ -27,10 +28,11 @@ from binclf import runtime
 from binclf.errors import ConfigError, TrainingError
 from binclf.infer import eval_logits
 from binclf.train.adamw import FastAdamWStep, FusedAdamW
-from binclf.train.fused_step import FusedMLPStep
+from binclf.train.fused_step import FusedMLPStep, plan_speed
 from binclf.nn.losses import LOSS_NAMES, build_loss, resolve_pos_weight
 from binclf.nn.models.base import encoded_network, init_output_bias
 from binclf.numeric import logit, sigmoid
+from binclf.probe import ThreadGuard
 
 __all__ = ["FitSettings", "TrainConfig", "Trainer", "auto_batch_size", "predict_logits", "resolve_device"]
 
@@ -40,6 +42,9 @@ LRSchedule = Literal["cosine", "plateau"] | None
 # with inductor's disk cache warm); it saves ~0.3-1.5 us per row-epoch against
 # the eager step, so it pays from about this many row-epochs on.
 _COMPILE_MIN_ROW_EPOCHS = 10_000_000
+# Steps per window of the thread guard (binclf.probe.ThreadGuard); each
+# epoch's first step starts a window, so validation and compiling never count.
+_GUARD_STEPS = 16
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -90,9 +95,11 @@ class TrainConfig(FitSettings):
     to repay the few seconds compiling takes (with validation data: from the
     epoch at which it has proved so), or when this process has already
     compiled a step of the same shapes (``BINCLF_COMPILE=0`` in the environment
-    turns that automatic choice off). Results agree to float32 rounding; where
-    no compiler works, training falls back to the eager step. The shared
-    optimisation settings (``lr``, ``weight_decay``, ``max_epochs``,
+    turns that automatic choice off, ``BINCLF_COMPILE=1`` compiles every fit).
+    An automatic choice keeps the compiled step only where it measured faster
+    than the eager one (:mod:`binclf.probe`); ``compile=True`` compiles
+    unmeasured. Results agree to float32 rounding; where no compiler works,
+    training falls back to the eager step. The shared optimisation settings (``lr``, ``weight_decay``, ``max_epochs``,
     ``patience``, ``seed``, ``loss``, ``pos_weight``, ``sampler``) and their
     defaults are :class:`FitSettings`'.
     """
@@ -365,7 +372,14 @@ class Trainer:
                 init_output_bias(model, float(sigmoid(logit(self.train_prior_, eps=0.0) + self.logit_shift_)))
             n = len(X)
             steps_per_epoch = math.ceil(n / cfg.batch_size)
-            opt, opt_step, fused, sched = self._step_parts(model, loss_fn, device, n, has_valid, steps_per_epoch)
+            probe = (X[: cfg.batch_size], y[: cfg.batch_size], None if w is None else w[: cfg.batch_size])
+            opt, opt_step, fused, sched = self._step_parts(
+                model, loss_fn, device, n, has_valid, steps_per_epoch, probe=probe if n >= 2 else None
+            )
+            # Load that arrives mid-fit: several threads would wait for cores at every step.
+            guard = None
+            if device.type == "cpu" and torch.get_num_threads() > 1 and not runtime.threads_pinned():
+                guard = ThreadGuard(torch.get_num_threads())
             self.history_: list[dict[str, float]] = []
             self.best_epoch_ = 0
             self.best_valid_loss_ = math.inf
@@ -374,7 +388,9 @@ class Trainer:
             sampling_probs = self._sampling_probs(y) if cfg.sampler == "balanced" else None
             verbose = sys.stderr.isatty() if cfg.verbose is None else cfg.verbose
 
-            with _Progress(enabled=bool(verbose), total=cfg.max_epochs) as progress:
+            # FusedAdamW keeps parameters in one flat buffer while it steps; each gets its own storage back after.
+            release = getattr(opt, "release", None)
+            with _Progress(enabled=bool(verbose), total=cfg.max_epochs) as progress, _finally(release):
                 for epoch in range(1, cfg.max_epochs + 1):
                     t0 = time.perf_counter()
                     model.train()
@@ -392,7 +408,8 @@ class Trainer:
                         for lo in range(0, n, cfg.batch_size)
                     )
                     step_losses = self.train_steps(
-                        model, batches, loss_fn=loss_fn, opt=opt, opt_step=opt_step, fused=fused, sched=sched
+                        model, batches, loss_fn=loss_fn, opt=opt, opt_step=opt_step, fused=fused, sched=sched,
+                        guard=guard,
                     )
                     self._check_finite(step_losses, epoch)
                     if fused is not None and self._compile_from_now(n, epoch, has_valid):
@@ -438,25 +455,35 @@ class Trainer:
     # -- pieces of the loop ----------------------------------------------------
     def _step_parts(
         self, model: nn.Module, loss_fn: nn.Module, device: torch.device, n_rows: int, has_valid: bool,
-        steps_per_epoch: int,
+        steps_per_epoch: int, probe: tuple[Tensor, Tensor, Tensor | None] | None = None,
     ) -> tuple[Any, Callable[[], Any], FusedMLPStep | None, Any]:
-        """The optimiser, its step function, the fused step (binclf's MLP on the CPU, else None) and the scheduler."""
+        """The optimiser, its step function, the fused step (binclf's MLP on the CPU, else None) and the scheduler.
+
+        ``probe``, a real batch ``(x, y, w)``, lets the fused step measure its
+        matmul kernel and torch threads on it (:func:`binclf.train.fused_step.plan_speed`).
+        """
         opt = self._optimizer(model)
         opt_step = FastAdamWStep(opt) if FastAdamWStep.supports(opt) else opt.step
         fused = None
         if FusedMLPStep.supports(model, loss_fn, device):
-            fused = FusedMLPStep(model, loss_fn, compiled=self._compile_pays(n_rows, has_valid))
+            fused = FusedMLPStep(
+                model, loss_fn, compiled=self._compile_pays(n_rows, has_valid), forced=self.config.compile is True
+            )
+            if probe is not None:
+                plan_speed(fused, *probe)
         return opt, opt_step, fused, self._scheduler(opt, steps_per_epoch)
 
     def train_steps(
         self, model: nn.Module, batches: Iterable[tuple[Tensor, Tensor, Tensor | None]], *, loss_fn: nn.Module,
         opt: Any, opt_step: Callable[[], Any], fused: FusedMLPStep | None, sched: Any,
+        guard: ThreadGuard | None = None,
     ) -> Tensor:
         """One epoch's optimiser steps, one per batch ``(x (b, d), y (b,), w (b,) or None)``.
 
         The step loop of :meth:`fit` and of the streaming fit
         (:func:`binclf.train.stream.train_stream`), which feeds batches read
         from disk. Returns the per-step losses ``(steps,)``, left on the device.
+        ``guard`` drops to one torch thread when steps slow down mid-fit (load arrived).
         """
         cfg = self.config
         losses: list[Tensor] = []
@@ -478,6 +505,10 @@ class Trainer:
             if sched is not None and cfg.lr_schedule == "cosine":
                 sched.step()
             losses.append(loss.detach())
+            step = len(losses) - 1
+            if guard is not None and step % _GUARD_STEPS == 0 and guard.tick(step and _GUARD_STEPS):
+                runtime.lower_threads(1)
+                runtime.note_choice("threads", "1 thread (steps slowed down during the fit: load arrived)")
         return torch.stack(losses) if losses else torch.zeros(0)
 
     @staticmethod
@@ -515,6 +546,8 @@ class Trainer:
             return self.config.compile
         if not runtime.auto_compile_enabled():
             return False
+        if runtime.compile_forced():  # BINCLF_COMPILE=1
+            return True
         if not has_valid and n_rows * self.config.max_epochs >= _COMPILE_MIN_ROW_EPOCHS:
             return True
         return None
@@ -584,6 +617,16 @@ class Trainer:
     def _evaluate(self, model: nn.Module, loss_fn: nn.Module, X: Tensor, y: Tensor, w: Tensor | None) -> float:
         logits = predict_logits(model, X, batch_size=self.config.eval_batch_size)
         return float(loss_fn(logits, y, w)) if loss_fn.reduction == "mean" else math.nan
+
+
+@contextlib.contextmanager
+def _finally(fn: Callable[[], Any] | None) -> Any:
+    """Call ``fn`` (if any) on leaving the block, also when it raises."""
+    try:
+        yield
+    finally:
+        if fn is not None:
+            fn()
 
 
 def _has_batchnorm(model: nn.Module) -> bool:

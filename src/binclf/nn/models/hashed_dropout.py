@@ -46,12 +46,13 @@ def _uniform24(numel: int, shape: torch.Size, key: Tensor) -> Tensor:
     copies off.
     """
     m = (numel + 1) // 2
-    z = torch.arange(m, dtype=torch.int64, device=key.device) * _GOLDEN + key
-    z = z ^ ((z >> 30) & ((1 << 34) - 1))
-    z = z * _MIX1
-    z = z ^ ((z >> 27) & ((1 << 37) - 1))
-    z = z * _MIX2
-    z = z ^ ((z >> 31) & ((1 << 33) - 1))
+    # In place on one buffer: the same bits as the out-of-place chain, 17% less
+    # time eagerly (695 -> 575 us for a 512 x 128 mask on one thread); a
+    # compiled step fuses either form into one loop.
+    z = torch.arange(m, dtype=torch.int64, device=key.device).mul_(_GOLDEN).add_(key)
+    z.bitwise_xor_(z.bitwise_right_shift(30).bitwise_and_((1 << 34) - 1)).mul_(_MIX1)
+    z.bitwise_xor_(z.bitwise_right_shift(27).bitwise_and_((1 << 37) - 1)).mul_(_MIX2)
+    z.bitwise_xor_(z.bitwise_right_shift(31).bitwise_and_((1 << 33) - 1))
     return (z.view(torch.int32)[:numel] >> (32 - _UNIFORM_BITS)).view(shape)
 
 
