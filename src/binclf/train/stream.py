@@ -588,6 +588,11 @@ def train_stream(
                 say(f"interrupted in epoch {epoch}: the checkpoint in {ckpt_dir} holds the run up to epoch "
                     f"{epoch - 1}; run the same command with --resume to continue")
             raise
+        finally:
+            # FusedAdamW steps every parameter in one flat buffer; each gets its own storage back.
+            release = getattr(opt, "release", None)
+            if release is not None:
+                release()
         if best_state is not None:
             model.load_state_dict(best_state)
         model.eval()
