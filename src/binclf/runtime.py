@@ -11,6 +11,7 @@ also when the call raises:
 knob                                      inside a session                 on exit
 ========================================  ===============================  =====================
 torch intra-op threads (calling thread)   ``min(threads, current)``        restored
+torch threads of a torchrun rank          ``cores // local_world_size``    restored
 numpy/scipy BLAS threads (threadpoolctl)  1 (``purpose="train"``)          restored
 glibc malloc mmap / trim thresholds       raised, once per process         kept (see below)
 the compiled training step's cache        grows as graphs are built        kept (see below)
@@ -21,6 +22,12 @@ the compiled training step's cache        grows as graphs are built        kept 
   ceiling, and nested sessions (``train_table`` -> ``Trainer.fit``) never
   raise what an outer one chose. torch keeps this count per OS thread (OpenMP's
   own rule), so sessions in several threads at once do not disturb each other.
+* **a torchrun rank's threads**: ``torchrun`` sets ``OMP_NUM_THREADS=1`` in
+  every process it starts (unless the variable is set), which would leave
+  ``N`` processes on ``C`` cores with one thread each; inside
+  :func:`binclf.dist.init` each rank uses ``max(1, C // local_world_size)``
+  threads instead (:func:`rank_threads`; a user's ``OMP_NUM_THREADS`` above 1
+  is the ceiling), restored when the block ends.
 * **BLAS threads** are one process-wide count per library, which
   threadpoolctl lets one Python thread at a time change (the first to set it,
   while it lives); sessions in other threads leave it as it is.
@@ -64,10 +71,12 @@ __all__ = [
     "CompileCache",
     "Session",
     "auto_compile_enabled",
+    "available_cores",
     "describe",
     "entry_point",
     "note_fit",
     "one_blas_thread",
+    "rank_threads",
     "reset_compile_cache",
     "session",
     "state",
@@ -112,6 +121,51 @@ def torch_threads(threads: int | None) -> Iterator[int]:
     finally:
         if torch.get_num_threads() != before:
             torch.set_num_threads(before)
+
+
+def available_cores() -> int:
+    """CPU cores this process may run on (its affinity mask: taskset, cgroups' cpusets)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
+
+
+@contextlib.contextmanager
+def rank_threads(local_world_size: int) -> Iterator[int]:
+    """The calling thread's torch threads for one of ``local_world_size`` processes on this machine.
+
+    ``max(1, cores // local_world_size)``, where ``cores`` is
+    :func:`available_cores`; an ``OMP_NUM_THREADS`` above 1 in the environment
+    (the user's, since torchrun's own default is 1) caps it. Unlike
+    :func:`torch_threads` this may raise the count: it replaces torchrun's
+    blanket ``OMP_NUM_THREADS=1``.
+
+    Parameters
+    ----------
+    local_world_size : int
+        Processes sharing this machine's cores.
+
+    Yields
+    ------
+    int
+        The count in force inside the block; the count before is restored after.
+    """
+    import torch
+
+    n = max(1, available_cores() // max(1, int(local_world_size)))
+    try:
+        user = int(os.environ.get("OMP_NUM_THREADS", "1"))
+    except ValueError:
+        user = 1
+    if user > 1:
+        n = min(n, user)
+    before = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield n
+    finally:
+        torch.set_num_threads(before)
 
 
 # --------------------------------------------------------------------------- #

@@ -195,6 +195,9 @@ def resolve_device(device: str) -> torch.device:
 
 def _as_tensor(a: Any, dtype: torch.dtype, device: torch.device) -> Tensor:
     t = a if isinstance(a, Tensor) else torch.from_numpy(np.ascontiguousarray(a))
+    if device.type == "cuda" and t.device.type == "cpu":
+        # Page-locked host memory: the copy to the GPU runs asynchronously, overlapping what follows.
+        return t.to(dtype=dtype).contiguous().pin_memory().to(device, non_blocking=True)
     return t.to(device=device, dtype=dtype).contiguous()
 
 
@@ -280,11 +283,21 @@ class Trainer:
 
     ``callbacks`` are called as ``cb(trainer, epoch_log)`` after each epoch;
     one returning ``True`` stops training.
+
+    ``data_parallel`` (:func:`binclf.dist.data_parallel`, under ``torchrun``):
+    each rank trains on its shard of every epoch's rows with
+    ``ceil(batch_size / world_size)`` rows a step, the gradients are averaged
+    across ranks between the backward pass and the optimiser step, the
+    validation loss is summed over the ranks' shares of the validation rows,
+    and rank 0 decides when to stop. None: one process, as before.
     """
 
-    def __init__(self, config: TrainConfig | None = None, *, callbacks: Sequence[Callback] = ()) -> None:
+    def __init__(
+        self, config: TrainConfig | None = None, *, callbacks: Sequence[Callback] = (), data_parallel: Any = None
+    ) -> None:
         self.config = config or TrainConfig()
         self.callbacks = list(callbacks)
+        self.data_parallel = data_parallel
 
     # -- the fit loop ---------------------------------------------------------
     @runtime.entry_point("train")  # process knobs set here and restored on return (binclf.runtime)
@@ -364,12 +377,17 @@ class Trainer:
                 # The loss-minimising constant logit under the training objective.
                 init_output_bias(model, float(sigmoid(logit(self.train_prior_, eps=0.0) + self.logit_shift_)))
             opt = self._optimizer(model)
-            n = len(X)
+            dp = self.data_parallel
+            if dp is not None:
+                dp.start(model, seed=cfg.seed)
+            # Rows and batch of this process (a rank's share under data parallelism).
+            n = len(X) if dp is None else dp.rows_per_rank(len(X))
+            batch_size = cfg.batch_size if dp is None else dp.batch_per_rank(cfg.batch_size)
             opt_step = FastAdamWStep(opt) if FastAdamWStep.supports(opt) else opt.step
             fused = None
             if FusedMLPStep.supports(model, loss_fn, device):
                 fused = FusedMLPStep(model, loss_fn, compiled=self._compile_pays(n, has_valid))
-            steps_per_epoch = math.ceil(n / cfg.batch_size)
+            steps_per_epoch = math.ceil(n / batch_size)
             sched = self._scheduler(opt, steps_per_epoch)
             self.history_: list[dict[str, float]] = []
             self.best_epoch_ = 0
@@ -378,23 +396,25 @@ class Trainer:
             bad_epochs = 0
             sampling_probs = self._sampling_probs(y) if cfg.sampler == "balanced" else None
             step_losses = torch.empty(steps_per_epoch, device=device)
-            verbose = sys.stderr.isatty() if cfg.verbose is None else cfg.verbose
+            verbose = (sys.stderr.isatty() if cfg.verbose is None else cfg.verbose) and (dp is None or dp.ctx.is_main)
 
             with _Progress(enabled=bool(verbose), total=cfg.max_epochs) as progress:
                 for epoch in range(1, cfg.max_epochs + 1):
                     t0 = time.perf_counter()
                     model.train()
                     if sampling_probs is not None:
-                        idx = torch.multinomial(sampling_probs, n, replacement=True, generator=gen)
+                        idx = torch.multinomial(sampling_probs, len(X), replacement=True, generator=gen)
                     else:
-                        idx = self._permutation(n, gen)
+                        idx = self._permutation(len(X), gen)
                     idx = idx.to(device)
+                    if dp is not None:  # the same order on every rank (shared seed); this rank's share of it
+                        idx = dp.epoch_rows(idx)
                     # One gather per epoch, then contiguous slices per step.
                     Xe, ye = X.index_select(0, idx), y.index_select(0, idx)
                     we = None if w is None else w.index_select(0, idx)
                     for step in range(steps_per_epoch):
-                        lo = step * cfg.batch_size
-                        hi = lo + cfg.batch_size
+                        lo = step * batch_size
+                        hi = lo + batch_size
                         xb = Xe[lo:hi]
                         if len(xb) < 2 and _has_batchnorm(model):
                             # BatchNorm cannot normalise a single row; fold it into no step.
@@ -407,12 +427,16 @@ class Trainer:
                             loss = loss_fn(model(xb), yb, wb)
                             opt.zero_grad(set_to_none=True)
                             loss.backward()
+                        if dp is not None:
+                            dp.sync_grads()  # the gradient of the global batch on every rank
                         if cfg.max_grad_norm is not None:
                             nn.utils.clip_grad_norm_(model.parameters(), cfg.max_grad_norm)
                         opt_step()
                         if sched is not None and cfg.lr_schedule == "cosine":
                             sched.step()
                         step_losses[step] = loss.detach()
+                    if dp is not None:
+                        step_losses = dp.end_epoch(model, step_losses)
                     self._check_finite(step_losses, epoch)
                     if fused is not None and self._compile_from_now(n, epoch, has_valid):
                         fused.compile_from_now()
@@ -441,8 +465,10 @@ class Trainer:
                     self.history_.append(log)
                     info = f"train {train_loss:.4f}" + (f" valid {log['valid_loss']:.4f}" if has_valid else "")
                     progress.update(info)
-                    stop = any(cb(self, log) for cb in self.callbacks)
-                    if stop or (has_valid and bad_epochs >= cfg.patience):
+                    stop = any(cb(self, log) for cb in self.callbacks) or (has_valid and bad_epochs >= cfg.patience)
+                    if dp is not None:
+                        stop = dp.agree(stop)
+                    if stop:
                         break
             if best_state is not None:
                 model.load_state_dict(best_state)
@@ -557,6 +583,15 @@ class Trainer:
 
     @torch.inference_mode()
     def _evaluate(self, model: nn.Module, loss_fn: nn.Module, X: Tensor, y: Tensor, w: Tensor | None) -> float:
+        dp = self.data_parallel
+        if dp is not None:  # this rank's share of the rows, then the mean over all of them
+            part = dp.valid_rows(len(X))
+            n = part.stop - part.start
+            X, y, w = X[part], y[part], None if w is None else w[part]
+            return dp.mean_over_ranks(self._mean_loss(model, loss_fn, X, y, w) if n else 0.0, n)
+        return self._mean_loss(model, loss_fn, X, y, w)
+
+    def _mean_loss(self, model: nn.Module, loss_fn: nn.Module, X: Tensor, y: Tensor, w: Tensor | None) -> float:
         logits = predict_logits(model, X, batch_size=self.config.eval_batch_size)
         return float(loss_fn(logits, y, w)) if loss_fn.reduction == "mean" else math.nan
 
