@@ -334,10 +334,9 @@ def train(data: Path | None, demo: bool, **kw: Any) -> None:
 def _train(data: Path, **kw: Any) -> Any:
     from binclf.bundle import BUNDLE_LAYOUT, REPORT_FILE
     from binclf.cli_format import print_training
+    from binclf.dist import main_only
     from binclf.io.atomic import check_output_dir
     from binclf.io.tables import read_table
-
-    from binclf.dist import main_only
 
     # The output directory before any data is read (the options are checked by the caller);
     # rank 0 writes it, so rank 0 checks it and every rank learns the outcome.

@@ -101,7 +101,7 @@ def main_only(fn: Callable[..., T]) -> Callable[..., T | None]:
         if ctx.is_main:
             try:
                 result = fn(*args, **kwargs)
-            except BaseException as exc:  # noqa: BLE001 - told to every rank, then raised here as it was
+            except BaseException as exc:  # told to every rank, then raised here as it was
                 failure = (type(exc).__name__, str(exc), isinstance(exc, BinclfError))
                 broadcast_object(failure)
                 raise

@@ -51,7 +51,7 @@ class DistContext:
         return self.rank == 0
 
     @classmethod
-    def from_env(cls, *, device: str = "cpu") -> "DistContext":
+    def from_env(cls, *, device: str = "cpu") -> DistContext:
         """The context ``torchrun`` describes in this process's environment (one process without it).
 
         Parameters
