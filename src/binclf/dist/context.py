@@ -145,6 +145,11 @@ def init(*, device: str = "cpu", timeout_s: float = 1800.0) -> Iterator[DistCont
 
         if device == "cuda" and not torch.cuda.is_available():
             raise ConfigError("--device cuda: no CUDA GPU is visible to torch; use --device cpu")
+        if device == "cuda" and ctx.local_rank >= torch.cuda.device_count():
+            raise ConfigError(
+                f"--device cuda: {ctx.local_world_size} processes on this machine but {torch.cuda.device_count()} "
+                "GPU(s) visible; start at most one process per GPU"
+            )
     if _active is not None:  # nested: the outer block owns the group
         yield _active
         return

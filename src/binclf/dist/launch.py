@@ -88,6 +88,7 @@ def launch_train(nproc: int, args: Sequence[str], *, debug: bool = False) -> int
         raise ConfigError("--nproc cannot be used inside torchrun: the processes are already launched; drop --nproc")
     if nproc < 2:
         raise ConfigError(f"--nproc must be at least 2, got {nproc}; leave it out to train in one process")
+    from torch.distributed.elastic.multiprocessing.api import SignalException
     from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
     from torch.distributed.run import parse_args, run
 
@@ -99,6 +100,9 @@ def launch_train(nproc: int, args: Sequence[str], *, debug: bool = False) -> int
     try:
         with _quiet_launcher(debug), _environ(OMP_NUM_THREADS=threads):
             run(launcher)
+    except SignalException as exc:
+        # Ctrl-C or a kill: torchrun has stopped the ranks (on Ctrl-C rank 0 has said what was written).
+        return 128 + int(exc.sigval)
     except ChildFailedError as exc:
         failures = exc.failures
         main = failures.get(0)
