@@ -276,3 +276,14 @@ def test_averaged_gradients_equal_the_single_process_gradient_of_the_global_batc
     diffs = json.loads(r.stdout.strip().splitlines()[-1])
     assert set(diffs) == {"mlp", "logistic", "mean"}
     assert all(d < 1e-5 for d in diffs.values()), diffs
+
+
+def test_device_cuda_without_a_gpu_is_one_line_exit_2(small, tmp_path):
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("a GPU is present: --device cuda trains on it")
+    r = _run("-m", "binclf", "train", small, *FLAGS, "-o", "m", "--device", "cuda", cwd=tmp_path)
+    assert r.returncode == 2 and r.stderr.strip() == (
+        "error: --device cuda: no CUDA GPU is visible to torch; use --device cpu"), r.stderr[-2000:]
+    assert not (tmp_path / "m").exists()
