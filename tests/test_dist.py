@@ -99,6 +99,15 @@ def test_every_function_is_a_no_op_in_one_process():
     assert not torch.distributed.is_initialized()  # no process group was created
 
 
+def test_every_public_name_is_the_function_even_after_its_module_is_imported():
+    import importlib
+
+    for module in ("context", "collectives", "sharding", "parallel", "launch"):
+        importlib.import_module(f"binclf.dist.{module}")  # sets the package attribute of that name
+    for name in dist.__all__:
+        assert callable(getattr(dist, name)) and not isinstance(getattr(dist, name), type(dist)), name
+
+
 def test_importing_dist_loads_no_torch():
     code = "import sys, binclf.dist, binclf.dist.context, binclf.dist.launch; print('torch' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=_env(), timeout=60,

@@ -32,10 +32,10 @@ _LAZY = {
     "barrier": "binclf.dist.collectives",
     "broadcast_object": "binclf.dist.collectives",
     "main_only": "binclf.dist.collectives",
-    "shard": "binclf.dist.shard",
-    "shard_size": "binclf.dist.shard",
-    "DataParallel": "binclf.dist.data_parallel",
-    "data_parallel": "binclf.dist.data_parallel",
+    "shard": "binclf.dist.sharding",
+    "shard_size": "binclf.dist.sharding",
+    "DataParallel": "binclf.dist.parallel",
+    "data_parallel": "binclf.dist.parallel",
     "launch_train": "binclf.dist.launch",
 }
 

@@ -20,7 +20,7 @@ import torch
 from torch import Tensor, nn
 
 from binclf.dist.context import DistContext, current
-from binclf.dist.shard import shard, shard_size
+from binclf.dist.sharding import shard, shard_size
 
 __all__ = ["DataParallel", "data_parallel"]
 
