@@ -53,8 +53,8 @@ def test_train_options_keep_their_fields_and_validate_the_shared_settings_at_onc
     options = TrainOptions(target="y", lr=0.01, patience=3, sampler="balanced", pos_weight="balanced", seed=7)
     assert TrainOptions.from_dict(options.to_dict()) == options
     assert sorted(options.to_dict()) == [
-        "abstain_precision", "batch_size", "calibration", "categorical", "drop", "drop_missing_target", "dropout",
-        "folds", "hidden", "linear_member", "loss", "lr", "max_epochs", "model", "n_boot", "neural_member",
+        "abstain_precision", "batch_size", "calibration", "categorical", "device", "drop", "drop_missing_target",
+        "dropout", "folds", "hidden", "linear_member", "loss", "lr", "max_epochs", "model", "n_boot", "neural_member",
         "numeric", "numeric_scaling", "objective", "patience", "ple_bins", "pos_weight", "positive", "sampler",
         "seed", "target", "test_fraction", "text", "text_encoder", "valid_fraction", "weight_decay",
     ]

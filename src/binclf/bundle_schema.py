@@ -219,8 +219,8 @@ def validate_meta(meta: Any, *, where: str | Path = "bundle.json") -> int:
     _check_members(pr, meta["members"], width)
     _check_calibration(pr, meta["calibration"])
     _check_threshold(pr, meta.get("threshold"))
-    if "info" in meta and meta["info"] is not None:
-        pr.dict("info", meta["info"])
+    if "info" in meta and meta["info"] is not None and pr.dict("info", meta["info"]):
+        _check_distributed(pr, meta["info"].get("distributed"))
     if meta.get("versions") is not None:
         pr.dict("versions", meta["versions"])
     if META_HASH_KEY in meta and not (isinstance(meta[META_HASH_KEY], str) and _HEX64.match(meta[META_HASH_KEY])):
@@ -235,6 +235,15 @@ def _raise(where: str | Path, pr: _Problems) -> None:
     shown = "; ".join(pr.items[:3])
     more = f" (and {len(pr.items) - 3} more problem(s))" if len(pr.items) > 3 else ""
     raise BundleError(f"{where}: {shown}{more}; {_FIX}")
+
+
+def _check_distributed(pr: _Problems, d: Any) -> None:
+    """``info.distributed``: how many processes trained the model, over which backend (absent in older bundles)."""
+    if d is None or not pr.dict("info.distributed", d) or not pr.keys("info.distributed", d, ("world_size", "backend")):
+        return
+    pr.int("info.distributed.world_size", d["world_size"], low=1)
+    if d["backend"] is not None and d["backend"] not in ("gloo", "nccl", "mpi", "ucc"):
+        pr.add("info.distributed.backend", "null, 'gloo', 'nccl', 'mpi' or 'ucc'", d["backend"])
 
 
 def _check_weights(pr: _Problems, w: Any) -> None:

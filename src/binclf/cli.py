@@ -7,6 +7,7 @@ and progress to stderr, so ``binclf predict MODEL data.csv > out.csv`` works.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import os
@@ -44,7 +45,44 @@ def _fail(message: str, *, debug: bool, code: int = 2) -> None:
     click.echo(f"error: {message}", err=True)
     if not debug and code == 1:
         click.echo("(run again with --debug for the full traceback)", err=True)
+    _after_rank0(code)
     sys.exit(code)
+
+
+# -- several processes (torchrun; binclf.dist) ------------------------------------------
+def _rank() -> int:
+    """This process's rank under torchrun (0 without it), from the environment: no torch needed."""
+    from binclf.dist.context import launched
+
+    return int(os.environ.get("RANK", "0")) if launched() else 0
+
+
+@contextlib.contextmanager
+def _only_rank0_speaks(debug: bool) -> Any:
+    """Ranks other than 0 print nothing (rank 0 prints for the run), unless --debug."""
+    if _rank() == 0 or debug:
+        yield
+        return
+    with open(os.devnull, "w") as devnull, contextlib.redirect_stdout(devnull), contextlib.redirect_stderr(devnull):
+        yield
+
+
+# How long a failing rank other than 0 waits for the launcher to stop it once rank 0 has failed too.
+_RANK_EXIT_WAIT_S = 30.0
+
+
+def _after_rank0(code: int) -> None:
+    """On a rank other than 0, leave the exit to rank 0 (at most ``_RANK_EXIT_WAIT_S``).
+
+    Bad input fails every rank at the same point; torchrun stops the others as
+    soon as one exits with an error, so a rank exiting before rank 0 could
+    stop it before its one-line error is printed. Waiting here lets rank 0
+    report, exit with the code, and torchrun end this rank.
+    """
+    if code and _rank() != 0:
+        import time
+
+        time.sleep(_RANK_EXIT_WAIT_S)
 
 
 def handle_errors(fn: Callable) -> Callable:
@@ -59,7 +97,7 @@ def handle_errors(fn: Callable) -> Callable:
         from binclf.io.atomic import track
 
         debug = debug or bool(os.environ.get("BINCLF_DEBUG"))
-        with track() as written:
+        with track() as written, _only_rank0_speaks(debug):
             try:
                 result = fn(*args, **kwargs)
                 if debug and "torch" in sys.modules:
@@ -132,6 +170,8 @@ class OneLineErrors(click.Group):
 
     def main(self, args: Sequence[str] | None = None, prog_name: str | None = None, **extra: Any) -> Any:
         extra.pop("standalone_mode", None)
+        # The raw arguments, for `train --nproc`, which runs the same command on each rank.
+        extra.setdefault("obj", {"argv": list(sys.argv[1:] if args is None else args)})
         try:
             result = super().main(args, prog_name, standalone_mode=False, **extra)
         except click.exceptions.Abort:
@@ -217,6 +257,11 @@ _TRAIN_OPTIONS = [
     click.option("--checkpoint-dir", type=click.Path(path_type=Path), help="Streaming: save the training state here every epoch."),
     click.option("--resume", is_flag=True, help="Streaming: continue the run checkpointed in --checkpoint-dir."),
     click.option("--id-column", help="Streaming: split rows by a hash of this column [default: of the whole row]."),
+    # Several processes: binclf.dist (torchrun); tables only.
+    click.option("--nproc", type=click.IntRange(1), metavar="N",
+                 help="Train data-parallel on N processes of this machine (torchrun --standalone); see the README."),
+    click.option("--device", type=click.Choice(["cpu", "cuda"]), default="cpu", show_default=True,
+                 help="Train on the CPU or a CUDA GPU (one per process under torchrun)."),
 ]
 
 
@@ -285,24 +330,42 @@ def _train_command(data: Path | None, demo: bool, kw: dict[str, Any]) -> None:
 
     # Every option before any data is read: a typo fails in a blink.
     kw = _checked_train_options(kw)
+    nproc = kw.pop("nproc")
     from binclf.io.dataset import is_parquet_dataset
 
     if wants_images(data, kw) and not (is_parquet_dataset(data) or kw["stream"]):
+        from binclf.dist.context import launched
+
+        if (nproc or 1) > 1 or launched() or kw["device"] != "cpu":
+            from binclf.errors import ConfigError
+
+            raise ConfigError("images train in one process on the CPU: drop --nproc / --device (and torchrun)")
         return train_images_command(data, kw)
     if not kw["target"]:
         raise click.UsageError("missing --target: name the yes/no column to predict")
-    return _train(data, **kw)
+    if (nproc or 1) > 1:
+        from binclf.dist.launch import launch_train, strip_nproc
+
+        argv = click.get_current_context().find_root().obj["argv"]
+        debug = bool(os.environ.get("BINCLF_DEBUG")) or "--debug" in argv
+        sys.exit(launch_train(nproc, strip_nproc(argv[argv.index("train") + 1 :]), debug=debug))
+    from binclf import dist
+
+    with dist.init(device=kw["device"]):  # torchrun's process group, or nothing in one process
+        return _train(data, **kw)
 
 
 def _train(data: Path, **kw: Any) -> Any:
     from binclf.bundle import BUNDLE_LAYOUT, REPORT_FILE
+    from binclf.dist import main_only
     from binclf.io.atomic import check_output_dir
     from binclf.io.tables import read_table
 
-    # The output directory before any data is read (the options are checked by the caller).
+    # The output directory before any data is read (the options are checked by the caller);
+    # rank 0 writes it, so rank 0 checks it and every rank learns the outcome.
     out: Path = kw["out"] or Path(f"{_stem(data)}-model")
-    check_output_dir(out, layout=BUNDLE_LAYOUT, force=kw["force"], option="--out",
-                     inputs=[data, kw["valid_path"], kw["test_path"]], extra=(REPORT_FILE,))
+    main_only(check_output_dir)(out, layout=BUNDLE_LAYOUT, force=kw["force"], option="--out",
+                                inputs=[data, kw["valid_path"], kw["test_path"]], extra=(REPORT_FILE,))
 
     from binclf.train.pipeline import TrainOptions, train_table
 
@@ -326,6 +389,7 @@ def _train(data: Path, **kw: Any) -> Any:
         max_epochs=kw["max_epochs"],
         lr=kw["lr"],
         batch_size=kw["batch_size"],
+        device=kw["device"],
     )
     streamed = _streamed_training(data, options, kw, out)
     if streamed is not None:
@@ -356,17 +420,22 @@ def _finish_training(result: Any, out: Path, kw: dict[str, Any]) -> Any:
     """Print the decision and metrics, write the bundle and report (in-memory and streamed training alike)."""
     from binclf.bundle import REPORT_FILE
     from binclf.cli_format import print_training
+    from binclf.dist import main_only
 
-    print_training(result)
-    extra = {}
-    if not kw["no_report"]:
-        from binclf.report import render_training_report
+    @main_only  # under torchrun: rank 0 prints and writes; the others wait for the outcome
+    def write() -> None:
+        print_training(result)
+        extra = {}
+        if not kw["no_report"]:
+            from binclf.report import render_training_report
 
-        extra[REPORT_FILE] = render_training_report(result).encode("utf-8")
-    result.predictor.save(out, force=kw["force"], extra_files=extra)
-    click.echo(f"bundle written to {out}/ (model.safetensors + bundle.json)")
-    if extra:
-        click.echo(f"report written to {out / REPORT_FILE}")
+            extra[REPORT_FILE] = render_training_report(result).encode("utf-8")
+        result.predictor.save(out, force=kw["force"], extra_files=extra)
+        click.echo(f"bundle written to {out}/ (model.safetensors + bundle.json)")
+        if extra:
+            click.echo(f"report written to {out / REPORT_FILE}")
+
+    write()
     return result, out
 
 

@@ -12,6 +12,7 @@ knob                                      inside a session                 on ex
 ========================================  ===============================  =====================
 torch intra-op threads (calling thread)   ``min(threads, current)``        restored
 prediction worker threads (predict_file)  one per torch thread, each on 1  joined
+torch threads of a torchrun rank          ``cores // local_world_size``    restored
 numpy/scipy BLAS threads (threadpoolctl)  1 (``purpose="train"``)          restored
 glibc malloc mmap / trim thresholds       raised, once per process         kept (see below)
 the compiled training step's cache        grows as graphs are built        kept (see below)
@@ -27,6 +28,12 @@ measured speed choices (:data:`PROBES`)   filled by the fits' probes       kept 
   by side (:func:`prediction_workers`), each worker on one torch thread
   (:func:`in_predict_worker`); they wait on locks, never spin, and are joined
   before ``predict_file`` returns.
+* **a torchrun rank's threads**: ``torchrun`` sets ``OMP_NUM_THREADS=1`` in
+  every process it starts (unless the variable is set), which would leave
+  ``N`` processes on ``C`` cores with one thread each; inside
+  :func:`binclf.dist.init` each rank uses ``max(1, C // local_world_size)``
+  threads instead (:func:`rank_threads`; a user's ``OMP_NUM_THREADS`` above 1
+  is the ceiling), restored when the block ends.
 * **BLAS threads** are one process-wide count per library, which
   threadpoolctl lets one Python thread at a time change (the first to set it,
   while it lives); sessions in other threads leave it as it is.
@@ -81,6 +88,7 @@ __all__ = [
     "Session",
     "auto_compile_enabled",
     "compile_forced",
+    "available_cores",
     "describe",
     "entry_point",
     "in_predict_worker",
@@ -89,6 +97,7 @@ __all__ = [
     "note_fit",
     "one_blas_thread",
     "prediction_workers",
+    "rank_threads",
     "reset_compile_cache",
     "reset_probes",
     "session",
@@ -161,14 +170,55 @@ def prediction_workers(batches: int | None = None) -> int:
     """
     import torch
 
-    try:
-        cpus = len(os.sched_getaffinity(0))
-    except (AttributeError, OSError):
-        cpus = os.cpu_count() or 1
-    n = min(torch.get_num_threads(), cpus)
+    n = min(torch.get_num_threads(), available_cores())
     if batches is not None:
         n = min(n, batches)
     return max(1, n)
+
+
+def available_cores() -> int:
+    """CPU cores this process may run on (its affinity mask: taskset, cgroups' cpusets)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):  # not on Linux
+        return os.cpu_count() or 1
+
+
+@contextlib.contextmanager
+def rank_threads(local_world_size: int) -> Iterator[int]:
+    """The calling thread's torch threads for one of ``local_world_size`` processes on this machine.
+
+    ``max(1, cores // local_world_size)``, where ``cores`` is
+    :func:`available_cores`; an ``OMP_NUM_THREADS`` above 1 in the environment
+    (the user's, since torchrun's own default is 1) caps it. Unlike
+    :func:`torch_threads` this may raise the count: it replaces torchrun's
+    blanket ``OMP_NUM_THREADS=1``.
+
+    Parameters
+    ----------
+    local_world_size : int
+        Processes sharing this machine's cores.
+
+    Yields
+    ------
+    int
+        The count in force inside the block; the count before is restored after.
+    """
+    import torch
+
+    n = max(1, available_cores() // max(1, int(local_world_size)))
+    try:
+        user = int(os.environ.get("OMP_NUM_THREADS", "1"))
+    except ValueError:
+        user = 1
+    if user > 1:
+        n = min(n, user)
+    before = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield n
+    finally:
+        torch.set_num_threads(before)
 
 
 # --------------------------------------------------------------------------- #

@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from binclf import runtime
+from binclf import dist, runtime
 from binclf.decide.calibration import select_calibrator
 from binclf.train.crossfit import cross_fit
 from binclf.data.schema import Schema, infer_schema
@@ -75,6 +75,8 @@ class TrainOptions(FitSettings):
     linear_member: bool = True
     neural_member: str = "ple_mlp"
     ple_bins: int = 16
+    # Where networks train ("cpu" or "cuda"); under torchrun each rank takes its share (binclf.dist).
+    device: str = "cpu"
 
     def __post_init__(self) -> None:
         problems = self._problems()
@@ -86,6 +88,8 @@ class TrainOptions(FitSettings):
             problems.append(
                 f"neural_member must be one of {', '.join(_NEURAL)} or several joined by '+', got {self.neural_member!r}"
             )
+        if self.device not in ("cpu", "cuda"):
+            problems.append(f"--device must be cpu or cuda, got {self.device!r}")
         if self.text_encoder not in TEXT_ENCODERS:
             problems.append(f"--text-encoder must be one of {', '.join(TEXT_ENCODERS)}, got {self.text_encoder!r}")
         if not 2 <= int(self.folds) <= 20:
@@ -198,7 +202,10 @@ def _fit_members(
     config = _model_config(options, X.shape[1])
     module = build_model(options.model, seed=options.seed, **config)
     with runtime.session(purpose="train", threads=_training_threads()):
-        trainer = Trainer(_train_config(options, len(X))).fit(module, X, y, X_valid=Xv, y_valid=yv)
+        trainer = Trainer(_train_config(options, len(X)), data_parallel=dist.data_parallel()).fit(
+            module, X, y, X_valid=Xv, y_valid=yv
+        )
+    module.cpu()  # predictions run on the CPU (binclf.predictor), wherever training ran
     return [Member(options.model, config, module, 1.0, trainer.logit_shift_)], trainer.history_
 
 
@@ -264,8 +271,8 @@ def _fit_crossfit(
             seed = options.seed * 1000 + 100 * j + fold
             module = build_model(name, seed=seed, **configs[name])
             cfg = TrainConfig(**{**train_config.to_dict(), "seed": seed})
-            trainer = Trainer(cfg).fit(module, Xf, yf, X_valid=Xh, y_valid=yh)
-            return module, trainer.logit_shift_, trainer.history_
+            trainer = Trainer(cfg, data_parallel=dist.data_parallel()).fit(module, Xf, yf, X_valid=Xh, y_valid=yh)
+            return module.cpu(), trainer.logit_shift_, trainer.history_
 
         return fit_neural
 
@@ -511,6 +518,7 @@ def train_table(
             "history": history,
             "summary": summary,
             **({"crossfit": extra_info} if extra_info else {}),
+            "distributed": {"world_size": dist.current().world_size, "backend": dist.current().backend},
             "notices": notices,
             "train_seconds": seconds,
         },

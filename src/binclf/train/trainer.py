@@ -202,6 +202,9 @@ def resolve_device(device: str) -> torch.device:
 
 def _as_tensor(a: Any, dtype: torch.dtype, device: torch.device) -> Tensor:
     t = a if isinstance(a, Tensor) else torch.from_numpy(np.ascontiguousarray(a))
+    if device.type == "cuda" and t.device.type == "cpu":
+        # Page-locked host memory: the copy to the GPU runs asynchronously, overlapping what follows.
+        return t.to(dtype=dtype).contiguous().pin_memory().to(device, non_blocking=True)
     return t.to(device=device, dtype=dtype).contiguous()
 
 
@@ -287,11 +290,21 @@ class Trainer:
 
     ``callbacks`` are called as ``cb(trainer, epoch_log)`` after each epoch;
     one returning ``True`` stops training.
+
+    ``data_parallel`` (:func:`binclf.dist.data_parallel`, under ``torchrun``):
+    each rank trains on its shard of every epoch's rows with
+    ``ceil(batch_size / world_size)`` rows a step, the gradients are averaged
+    across ranks between the backward pass and the optimiser step, the
+    validation loss is summed over the ranks' shares of the validation rows,
+    and rank 0 decides when to stop. None: one process, as before.
     """
 
-    def __init__(self, config: TrainConfig | None = None, *, callbacks: Sequence[Callback] = ()) -> None:
+    def __init__(
+        self, config: TrainConfig | None = None, *, callbacks: Sequence[Callback] = (), data_parallel: Any = None
+    ) -> None:
         self.config = config or TrainConfig()
         self.callbacks = list(callbacks)
+        self.data_parallel = data_parallel
 
     # -- the fit loop ---------------------------------------------------------
     @runtime.entry_point("train")  # process knobs set here and restored on return (binclf.runtime)
@@ -370,12 +383,17 @@ class Trainer:
             if init_bias and cfg.loss != "hinge" and 0.0 < self.train_prior_ < 1.0:
                 # The loss-minimising constant logit under the training objective.
                 init_output_bias(model, float(sigmoid(logit(self.train_prior_, eps=0.0) + self.logit_shift_)))
-            n = len(X)
-            steps_per_epoch = math.ceil(n / cfg.batch_size)
-            probe = (X[: cfg.batch_size], y[: cfg.batch_size], None if w is None else w[: cfg.batch_size])
+            dp = self.data_parallel
+            # Rows and batch of this process (a rank's share under data parallelism).
+            n = len(X) if dp is None else dp.rows_per_rank(len(X))
+            batch_size = cfg.batch_size if dp is None else dp.batch_per_rank(cfg.batch_size)
+            steps_per_epoch = math.ceil(n / batch_size)
+            probe = (X[:batch_size], y[:batch_size], None if w is None else w[:batch_size])
             opt, opt_step, fused, sched = self._step_parts(
                 model, loss_fn, device, n, has_valid, steps_per_epoch, probe=probe if n >= 2 else None
             )
+            if dp is not None:
+                dp.start(model, seed=cfg.seed)
             # Load that arrives mid-fit: several threads would wait for cores at every step.
             guard = None
             if device.type == "cpu" and torch.get_num_threads() > 1 and not runtime.threads_pinned():
@@ -386,7 +404,7 @@ class Trainer:
             best_state = None
             bad_epochs = 0
             sampling_probs = self._sampling_probs(y) if cfg.sampler == "balanced" else None
-            verbose = sys.stderr.isatty() if cfg.verbose is None else cfg.verbose
+            verbose = (sys.stderr.isatty() if cfg.verbose is None else cfg.verbose) and (dp is None or dp.ctx.is_main)
 
             # FusedAdamW keeps parameters in one flat buffer while it steps; each gets its own storage back after.
             release = getattr(opt, "release", None)
@@ -395,22 +413,26 @@ class Trainer:
                     t0 = time.perf_counter()
                     model.train()
                     if sampling_probs is not None:
-                        idx = torch.multinomial(sampling_probs, n, replacement=True, generator=gen)
+                        idx = torch.multinomial(sampling_probs, len(X), replacement=True, generator=gen)
                     else:
-                        idx = self._permutation(n, gen)
+                        idx = self._permutation(len(X), gen)
                     idx = idx.to(device)
+                    if dp is not None:  # the same order on every rank (shared seed); this rank's share of it
+                        idx = dp.epoch_rows(idx)
                     # One gather per epoch, then contiguous slices per step.
                     Xe, ye = X.index_select(0, idx), y.index_select(0, idx)
                     we = None if w is None else w.index_select(0, idx)
                     batches = (
-                        (Xe[lo : lo + cfg.batch_size], ye[lo : lo + cfg.batch_size],
-                         None if we is None else we[lo : lo + cfg.batch_size])
-                        for lo in range(0, n, cfg.batch_size)
+                        (Xe[lo : lo + batch_size], ye[lo : lo + batch_size],
+                         None if we is None else we[lo : lo + batch_size])
+                        for lo in range(0, n, batch_size)
                     )
                     step_losses = self.train_steps(
                         model, batches, loss_fn=loss_fn, opt=opt, opt_step=opt_step, fused=fused, sched=sched,
-                        guard=guard,
+                        guard=guard, grad_sync=None if dp is None else dp.sync_grads,
                     )
+                    if dp is not None:
+                        step_losses = dp.end_epoch(model, step_losses)
                     self._check_finite(step_losses, epoch)
                     if fused is not None and self._compile_from_now(n, epoch, has_valid):
                         fused.compile_from_now()
@@ -439,8 +461,10 @@ class Trainer:
                     self.history_.append(log)
                     info = f"train {train_loss:.4f}" + (f" valid {log['valid_loss']:.4f}" if has_valid else "")
                     progress.update(info)
-                    stop = any(cb(self, log) for cb in self.callbacks)
-                    if stop or (has_valid and bad_epochs >= cfg.patience):
+                    stop = any(cb(self, log) for cb in self.callbacks) or (has_valid and bad_epochs >= cfg.patience)
+                    if dp is not None:
+                        stop = dp.agree(stop)
+                    if stop:
                         break
             if best_state is not None:
                 model.load_state_dict(best_state)
@@ -476,14 +500,16 @@ class Trainer:
     def train_steps(
         self, model: nn.Module, batches: Iterable[tuple[Tensor, Tensor, Tensor | None]], *, loss_fn: nn.Module,
         opt: Any, opt_step: Callable[[], Any], fused: FusedMLPStep | None, sched: Any,
-        guard: ThreadGuard | None = None,
+        guard: ThreadGuard | None = None, grad_sync: Callable[[], None] | None = None,
     ) -> Tensor:
         """One epoch's optimiser steps, one per batch ``(x (b, d), y (b,), w (b,) or None)``.
 
         The step loop of :meth:`fit` and of the streaming fit
         (:func:`binclf.train.stream.train_stream`), which feeds batches read
         from disk. Returns the per-step losses ``(steps,)``, left on the device.
-        ``guard`` drops to one torch thread when steps slow down mid-fit (load arrived).
+        ``guard`` drops to one torch thread when steps slow down mid-fit (load
+        arrived); ``grad_sync`` (data parallelism) turns each rank's gradients
+        into the global batch's before the optimiser steps.
         """
         cfg = self.config
         losses: list[Tensor] = []
@@ -499,6 +525,8 @@ class Trainer:
                 loss = loss_fn(model(xb), yb, wb)
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
+            if grad_sync is not None:
+                grad_sync()  # the gradient of the global batch on every rank
             if cfg.max_grad_norm is not None:
                 nn.utils.clip_grad_norm_(model.parameters(), cfg.max_grad_norm)
             opt_step()
@@ -615,6 +643,15 @@ class Trainer:
 
     @torch.inference_mode()
     def _evaluate(self, model: nn.Module, loss_fn: nn.Module, X: Tensor, y: Tensor, w: Tensor | None) -> float:
+        dp = self.data_parallel
+        if dp is not None:  # this rank's share of the rows, then the mean over all of them
+            part = dp.valid_rows(len(X))
+            n = part.stop - part.start
+            X, y, w = X[part], y[part], None if w is None else w[part]
+            return dp.mean_over_ranks(self._mean_loss(model, loss_fn, X, y, w) if n else 0.0, n)
+        return self._mean_loss(model, loss_fn, X, y, w)
+
+    def _mean_loss(self, model: nn.Module, loss_fn: nn.Module, X: Tensor, y: Tensor, w: Tensor | None) -> float:
         logits = predict_logits(model, X, batch_size=self.config.eval_batch_size)
         return float(loss_fn(logits, y, w)) if loss_fn.reduction == "mean" else math.nan
 
