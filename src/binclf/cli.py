@@ -441,13 +441,17 @@ def _finish_training(result: Any, out: Path, kw: dict[str, Any]) -> Any:
 
 def _streamed_training(data: Path, options: Any, kw: dict[str, Any], out: Path) -> Any:
     """Train by streaming when the table would not fit in --memory (or --stream); None: train in memory."""
+    from binclf import dist
     from binclf.errors import ConfigError
     from binclf.io.dataset import TableSource, estimate_decoded_bytes
     from binclf.train import stream as st
 
+    ctx = dist.current()
     memory = st.parse_memory(kw["memory"]) if kw["memory"] else st.default_memory()
+    # --memory is this machine's: its processes share it (in memory, every one holds the whole table).
+    sharing = ctx.local_world_size if ctx.distributed else 1
     decoded = estimate_decoded_bytes(data)
-    if not kw["stream"] and (decoded is None or not st.should_stream(decoded, memory)):
+    if not kw["stream"] and (decoded is None or not st.should_stream(decoded * sharing, memory)):
         if kw["checkpoint_dir"] or kw["resume"] or kw["id_column"]:
             raise ConfigError("--checkpoint-dir, --resume and --id-column apply to streamed training; add --stream")
         return None
@@ -464,12 +468,17 @@ def _streamed_training(data: Path, options: Any, kw: dict[str, Any], out: Path) 
     )
     _note(f"streaming from disk {why}; streaming trains a single network "
           "(not the in-memory default's cross-fitted ensemble)")
-    stream_options = st.StreamOptions(memory_bytes=memory, id_column=kw["id_column"],
+    stream_options = st.StreamOptions(memory_bytes=memory // sharing, id_column=kw["id_column"],
                                       checkpoint_dir=None if kw["checkpoint_dir"] is None else str(kw["checkpoint_dir"]),
                                       resume=kw["resume"])
-    result = st.train_stream(source, options, stream_options, log=_note)
+    result = st.train_stream(source, options, stream_options, log=_note, data_parallel=dist.data_parallel())
     done = _finish_training(result, out, kw)
-    click.echo(f"peak memory: {_size(st.peak_rss_bytes())} RSS (--memory {_size(memory)})")
+    peaks = dist.all_gather_object(st.peak_rss_bytes())  # every rank's, rank 0 prints
+    if len(peaks) == 1:
+        click.echo(f"peak memory: {_size(peaks[0])} RSS (--memory {_size(memory)})")
+    else:
+        click.echo(f"peak memory: {_size(max(peaks))} RSS per process, the largest of {len(peaks)} "
+                   f"({', '.join(_size(p) for p in peaks)}; --memory {_size(memory)} for {sharing} on this machine)")
     return done
 
 

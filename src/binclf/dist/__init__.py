@@ -32,6 +32,7 @@ _LAZY = {
     "barrier": "binclf.dist.collectives",
     "broadcast_object": "binclf.dist.collectives",
     "main_only": "binclf.dist.collectives",
+    "together": "binclf.dist.collectives",
     "shard": "binclf.dist.sharding",
     "shard_size": "binclf.dist.sharding",
     "DataParallel": "binclf.dist.parallel",

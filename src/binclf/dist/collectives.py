@@ -6,14 +6,15 @@ rank) they return at once without loading ``torch.distributed``.
 
 from __future__ import annotations
 
+import contextlib
 import functools
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any, TypeVar
 
 from binclf.dist.context import current
 from binclf.errors import BinclfError
 
-__all__ = ["all_gather_object", "all_reduce_sum", "barrier", "broadcast_object", "main_only"]
+__all__ = ["all_gather_object", "all_reduce_sum", "barrier", "broadcast_object", "main_only", "together"]
 
 T = TypeVar("T")
 
@@ -114,6 +115,39 @@ def main_only(fn: Callable[..., T]) -> Callable[..., T | None]:
         return result
 
     return guarded
+
+
+@contextlib.contextmanager
+def together() -> Iterator[None]:
+    """A block every rank runs on its own data (its shard): if it fails on any rank, it fails on every rank.
+
+    For steps where a rank can fail alone (a damaged row group in its shard):
+    at the end of the block the ranks exchange their outcome (one
+    all-gather), so a rank whose block went well does not go on to wait
+    forever in the next collective for one that failed. The failing rank
+    raises its own exception; the others raise the lowest failing rank's
+    :class:`~binclf.errors.BinclfError` message again (a ``RuntimeError``
+    for anything else). In a single process it is an empty block.
+    """
+    if not current().distributed:
+        yield
+        return
+    failure: Exception | None = None
+    try:
+        yield
+    except Exception as exc:  # noqa: BLE001 - told to every rank, then raised here as it was
+        failure = exc
+    outcomes = all_gather_object(
+        None if failure is None else (type(failure).__name__, str(failure), isinstance(failure, BinclfError))
+    )
+    if failure is not None:
+        raise failure
+    for rank, outcome in enumerate(outcomes):
+        if outcome is not None:
+            name, message, expected = outcome
+            if expected:
+                raise _RankError(message)
+            raise RuntimeError(f"rank {rank} failed ({name}: {message})")
 
 
 class _RankError(BinclfError):

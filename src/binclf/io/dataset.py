@@ -99,6 +99,18 @@ def _decoded_bytes(md: pq.FileMetaData) -> int:
     return total
 
 
+def _balanced(units: Sequence[Unit], world_size: int) -> list[list[int]]:
+    """Indices of ``units`` per rank, balanced by rows (greedy, largest first); each rank's in file order."""
+    order = sorted(range(len(units)), key=lambda i: -(units[i].rows or 0))  # stable: file order among equals
+    load = [0] * world_size
+    shards: list[list[int]] = [[] for _ in range(world_size)]
+    for i in order:
+        r = min(range(world_size), key=lambda k: (load[k], k))
+        shards[r].append(i)
+        load[r] += units[i].rows or 0
+    return [sorted(s) for s in shards]
+
+
 class TableSource:
     """A Parquet file, a directory of Parquet files (hive partitions allowed) or a CSV, read in batches.
 
@@ -192,8 +204,18 @@ class TableSource:
 
     # -- reading ---------------------------------------------------------------------
     def shard(self, *, rank: int = 0, world_size: int = 1, seed: int | None = None) -> list[Unit]:
-        """This rank's units (every ``world_size``-th, from ``rank``), shuffled by ``seed`` when given."""
-        units = self.units[rank::world_size] if self.kind == "parquet" else list(self.units)
+        """This rank's units, shuffled by ``seed`` when given.
+
+        Parquet units are dealt out balanced by rows (largest first, each to
+        the rank with the fewest rows so far; ties to the lowest rank): ranks
+        must take equal steps, so the rows a rank holds beyond the smallest
+        shard are left out of an epoch, at most about one unit's worth. Row
+        groups of equal size are dealt round-robin.
+        """
+        if self.kind != "parquet" or world_size == 1:
+            units = list(self.units)
+        else:
+            units = [self.units[i] for i in _balanced(self.units, world_size)[rank]]
         if seed is not None:
             order = np.random.default_rng(seed).permutation(len(units))
             units = [units[i] for i in order]

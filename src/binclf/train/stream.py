@@ -27,12 +27,17 @@ Streaming trains one network (``mlp``: it takes the fused step directly and
 needs no fitted input encoding, which ``ple_mlp`` would have to learn from one
 more pass); the in-memory default's cross-fitted ensemble is for tables that fit.
 
-Several processes (``stream.rank`` / ``world_size``): each reads its shard of
-the row groups; pass 1's statistics are merged through ``gather`` (an
-all-gather of :meth:`~binclf.data.sketch.TableStats.to_arrays`), so every rank
-fits the same preprocessing. Gradient averaging, equal step counts, the
-early-stopping decision and gathering the held-out logits belong to
-:mod:`binclf.dist`.
+Several processes (``data_parallel``, under torchrun): each rank reads its
+shard of the row groups (balanced by rows); pass 1's statistics are merged
+through an all-gather of :meth:`~binclf.data.sketch.TableStats.to_arrays`, so
+every rank fits the same preprocessing and target; the gradients are averaged
+every step by :meth:`binclf.dist.DataParallel.sync_grads` (as in memory); every
+rank takes as many steps per epoch as the smallest shard gives; the
+validation loss is averaged over all ranks' rows and rank 0 decides when to
+stop; the held-out logits are gathered (in the rows' key order), so the
+decision is the one a single process would make from the same logits. A
+failure reading one rank's shard stops every rank with its message
+(:func:`binclf.dist.together`).
 
 With ``checkpoint_dir`` the training state (weights, optimiser moments, best
 weights, random state, history, and the fitted preprocessing) is written
@@ -262,6 +267,21 @@ def _logits(member: Member, X: np.ndarray) -> np.ndarray:
     return member_logits([member], X)[:n].astype(np.float32)
 
 
+def _held_out(parts: tuple[list, list, list], *, gather: Callable[[Any], list] | None) -> tuple[np.ndarray, np.ndarray]:
+    """One split's held-out ``(logits (n,), labels (n,))`` over every rank, in the order of the rows' keys.
+
+    Ordered by key, not by where the rows were read, so that every process
+    count and file order hands calibration, threshold and the bootstrap the
+    same rows in the same order (the same decision from the same logits).
+    """
+    z, y, k = (np.concatenate(p) if p else np.empty(0, t) for p, t in zip(parts, (np.float32, np.float32, np.uint64)))
+    if gather is not None:
+        every = gather((z, y, k))
+        z, y, k = (np.concatenate([e[i] for e in every]) for i in range(3))
+    order = np.argsort(k, kind="stable")
+    return z[order], y[order]
+
+
 # --------------------------------------------------------------------------- checkpoints
 def _opt_params(opt: Any) -> list[torch.Tensor]:
     return [p for g in opt.param_groups for p in g["params"]]
@@ -321,6 +341,7 @@ def train_stream(
     log: Callable[[str], None] | None = None,
     callbacks: Sequence[Callback] = (),
     gather: Callable[[dict[str, np.ndarray]], list[dict[str, np.ndarray]]] | None = None,
+    data_parallel: Any = None,
 ) -> Any:
     """Train on a dataset read in batches (see the module docstring); returns a ``TrainResult``.
 
@@ -335,11 +356,25 @@ def train_stream(
     callbacks : called as ``cb(trainer, epoch_log)`` after each epoch (and its checkpoint); ``True`` stops.
     gather : with several ranks (``stream.world_size``), a function returning every rank's
         ``TableStats.to_arrays()`` (an all-gather): pass 1's statistics are merged from them.
+        With ``data_parallel`` it defaults to :func:`binclf.dist.all_gather_object`.
+    data_parallel : :class:`binclf.dist.DataParallel` (:func:`binclf.dist.data_parallel` under torchrun)
+        Train on several ranks: ``stream.rank`` / ``world_size`` become the process group's; each
+        rank reads its shard, the gradients are averaged every step (``sync_grads``), every rank
+        takes the same number of steps per epoch (as many as the smallest shard gives) with
+        ``ceil(batch_size / world_size)`` rows each, the validation loss is averaged over every
+        rank's rows and rank 0 decides when to stop; the held-out logits are gathered, so every
+        rank fits the same calibration and threshold. Only rank 0 logs and writes checkpoints.
 
     Returns
     -------
     TrainResult
     """
+    from binclf.dist.collectives import (
+        all_gather_object,
+        broadcast_object,
+        main_only,
+        together,
+    )
     from binclf.train.pipeline import (
         TrainResult,
         _model_config,
@@ -348,7 +383,11 @@ def train_stream(
     )
 
     t0 = time.perf_counter()
-    say = log or (lambda _msg: None)
+    dp = data_parallel
+    if dp is not None:
+        stream = replace(stream, rank=dp.ctx.rank, world_size=dp.ctx.world_size)
+        gather = gather or all_gather_object
+    say = log if (log is not None and stream.rank == 0) else (lambda _msg: None)
     source = path if isinstance(path, TableSource) else TableSource.open(path, sep=sep, encoding=encoding)
     notices: list[str] = []
     if options.model == "auto":
@@ -358,7 +397,7 @@ def train_stream(
     if options.sampler is not None:
         raise ConfigError("--sampler balanced cannot stream; use --pos-weight balanced instead")
     if stream.world_size > 1 and gather is None:
-        raise ConfigError("streaming on several ranks needs gather= to merge their statistics (binclf.dist)")
+        raise ConfigError("streaming on several ranks needs data_parallel= (binclf.dist.data_parallel()) or gather=")
     if stream.id_column is not None and stream.id_column not in source.columns:
         raise DataError(f"{source.path}: --id-column {stream.id_column!r} is not a column; the columns are {source.columns}")
 
@@ -383,7 +422,9 @@ def train_stream(
     fingerprint = _fingerprint(source, options, stream)
     checkpoint = None
     if ckpt_dir is not None:
-        found = _load_checkpoint(ckpt_dir)
+        with together():  # rank 0 holds the checkpoints (it alone writes them) and hands them out
+            found = _load_checkpoint(ckpt_dir) if stream.rank == 0 else None
+        found = broadcast_object(found)
         if found is not None and not stream.resume:
             raise ConfigError(
                 f"--checkpoint-dir {ckpt_dir} already holds a checkpoint; pass --resume to continue it, "
@@ -406,18 +447,22 @@ def train_stream(
         counts = meta["counts"]
         summary_columns = meta["summary_columns"]
         stats_seconds = meta["stats_seconds"]
+        rank_train_rows = meta.get("rank_train_rows") or [sum(counts["train"])]
         notices += meta["notices"]
         say(f"resuming from {ckpt_dir} after epoch {meta['epoch']}")
     else:
         tp = time.perf_counter()
-        stats = collect_stats(source, schema, options, stream, columns=columns, key_columns=key_columns,
-                              batch_rows=batch_rows, column_types=column_types if source.kind == "csv" else None)
+        with together():  # a damaged row group in one rank's shard stops every rank, with its message
+            stats = collect_stats(source, schema, options, stream, columns=columns, key_columns=key_columns,
+                                  batch_rows=batch_rows, column_types=column_types if source.kind == "csv" else None)
+        rank_train_rows = [stats.labels.rows(0)]
         if gather is not None:  # every rank's statistics, merged in rank order: the same on every rank
-            merged = None
-            for arrays in gather(stats.to_arrays()):
-                part = TableStats.from_arrays(arrays)
-                merged = part if merged is None else merged.merge(part)
-            stats = merged
+            parts = [TableStats.from_arrays(arrays) for arrays in gather(stats.to_arrays())]
+            rank_train_rows = [part.labels.rows(0) for part in parts]  # what each rank trains on
+            stats = parts[0]
+            for part in parts[1:]:
+                stats.merge(part)
+            del parts
         missing = dict(zip(stats.columns, stats.missing_cells.tolist()))
         if stats.labels.n_missing and not options.drop_missing_target:
             raise DataError(
@@ -474,6 +519,27 @@ def train_stream(
     )
 
     trainer = Trainer(cfg, callbacks=callbacks)
+    # Rows per step on this rank (the global batch is cfg.batch_size) and, on several ranks, the steps
+    # every rank takes per epoch: as many full batches as the smallest shard gives (a collective per step
+    # needs every rank there; the larger shards' extra rows, different ones each epoch, wait a turn).
+    batch_size = cfg.batch_size if dp is None else dp.batch_per_rank(cfg.batch_size)
+    step_limit = None
+    if dp is not None:
+        if min(rank_train_rows) < batch_size:
+            r = int(np.argmin(rank_train_rows))
+            raise DataError(
+                f"{source.path}: rank {r} of {stream.world_size} holds {rank_train_rows[r]} training rows, fewer "
+                f"than one batch of {batch_size} per process: use fewer processes or a smaller --batch-size"
+            )
+        step_limit = min(rows // batch_size for rows in rank_train_rows)
+        left_out = n_train - step_limit * batch_size * stream.world_size
+        notices.append(
+            f"{stream.world_size} processes ({dp.ctx.backend}): each reads its share of the row groups and takes "
+            f"{step_limit} steps of {batch_size} rows per epoch (global batch {cfg.batch_size}), gradients "
+            f"averaged every step" + (f"; {left_out} training rows ({100 * left_out / n_train:.1f}%) beyond the "
+                                      "equal steps wait each epoch, other ones each time" if left_out else "")
+        )
+        say(notices[-1])
     es_cap = max(1, min(stream.held_out_cap, stream.memory_bytes // 8 // (4 * max(d, 1))))
     es_share = min(1.0, es_cap / max(n_valid, 1))
     # Held-out rows kept: ~40 bytes each for logits, labels, probabilities and the report's curves.
@@ -482,11 +548,16 @@ def train_stream(
     test_share = min(1.0, held_cap / max(n_test, 1))
 
     def batches_of(epoch: int, valid_out: list | None) -> Iterator[tuple[torch.Tensor, torch.Tensor, None]]:
-        rng = np.random.default_rng([options.seed, epoch])
-        buf = _ShuffleBuffer(shuffle_rows, cfg.batch_size, rng)
+        """The epoch's training batches (at most ``step_limit``); collects the validation sample into ``valid_out``."""
+        rng = np.random.default_rng([options.seed, epoch, *([stream.rank] if stream.rank else [])])
+        buf = _ShuffleBuffer(shuffle_rows, batch_size, rng)
+        given = 0
         for df in source.iter_batches(batch_rows=batch_rows, columns=columns, rank=stream.rank,
                                       world_size=stream.world_size, seed=options.seed * 100_003 + epoch,
                                       column_types=column_types if source.kind == "csv" else None):
+            done = step_limit is not None and given >= step_limit
+            if done and valid_out is None:
+                return
             df, keys, split = _keyed(df, target=options.target, key_columns=key_columns, options=options)
             if valid_out is not None:
                 take = (split == 1) & _keep_share(keys, es_share)
@@ -494,10 +565,18 @@ def train_stream(
                     part = df.loc[take]
                     valid_out.append((prep.transform(part), target.encode(part[options.target])))
             train = split == 0
-            if train.any():
+            if train.any() and not done:
                 part = df.loc[train] if not train.all() else df
-                yield from buf.add(prep.transform(part), target.encode(part[options.target]))
-        yield from buf.flush()
+                for batch in buf.add(prep.transform(part), target.encode(part[options.target])):
+                    yield batch
+                    given += 1
+                    if step_limit is not None and given >= step_limit:
+                        break  # the rest of the shard is read for validation rows only (first epoch)
+        for batch in buf.flush():
+            if step_limit is not None and given >= step_limit:
+                break
+            yield batch
+            given += 1
 
     device = torch.device("cpu")
     pos_weight = cfg.pos_weight
@@ -518,13 +597,15 @@ def train_stream(
                 "best_epoch": best_epoch, "best_valid_loss": best_loss if math.isfinite(best_loss) else None,
                 "bad_epochs": bad_epochs, "preprocessor": prep.to_dict(), "target": target.to_dict(),
                 "counts": counts, "summary_columns": summary_columns, "notices": notices,
-                "stats_seconds": stats_seconds}
+                "stats_seconds": stats_seconds, "rank_train_rows": rank_train_rows}
+
+    save_checkpoint = main_only(_save_checkpoint)  # rank 0 writes; a failed write stops every rank
 
     with runtime.session(purpose="train", threads=_training_threads()), torch.random.fork_rng(devices=[]):
         torch.manual_seed(cfg.seed)
         if 0.0 < prior < 1.0 and cfg.loss != "hinge":
             init_output_bias(model, float(sigmoid(logit(prior, eps=0.0) + trainer.logit_shift_)))
-        steps_per_epoch = math.ceil(n_train / cfg.batch_size)
+        steps_per_epoch = math.ceil(n_train / cfg.batch_size) if step_limit is None else step_limit
         opt, opt_step, fused, sched = trainer._step_parts(model, loss_fn, device, n_train, True, steps_per_epoch)
         if checkpoint is not None:
             meta, tensors = checkpoint
@@ -543,7 +624,9 @@ def train_stream(
             best_loss = math.inf if meta["best_valid_loss"] is None else meta["best_valid_loss"]
             start = meta["epoch"] + 1
         elif ckpt_dir is not None:
-            _save_checkpoint(ckpt_dir, meta=meta_at(0))  # pass 1 is never repeated
+            save_checkpoint(ckpt_dir, meta=meta_at(0))  # pass 1 is never repeated
+        if dp is not None:  # rank 0's weights on every rank; each rank its own dropout keys
+            dp.start(model, seed=cfg.seed)
         epoch = start - 1
         try:
             stopped = bool(history) and (bad_epochs >= cfg.patience)
@@ -554,9 +637,12 @@ def train_stream(
                 model.train()
                 valid_parts: list | None = [] if X_es is None else None
                 step_losses = trainer.train_steps(model, batches_of(epoch, valid_parts), loss_fn=loss_fn, opt=opt,
-                                                  opt_step=opt_step, fused=fused, sched=sched)
+                                                  opt_step=opt_step, fused=fused, sched=sched,
+                                                  grad_sync=None if dp is None else dp.sync_grads)
                 if len(step_losses) == 0:
                     raise DataError(f"{source.path}: no training rows were read in epoch {epoch}")
+                if dp is not None:  # BatchNorm statistics and step losses averaged: the ranks stay identical
+                    step_losses = dp.end_epoch(model, step_losses)
                 trainer._check_finite(step_losses, epoch)
                 if fused is not None and trainer._compile_from_now(n_train, epoch, True):
                     fused.compile_from_now()
@@ -566,7 +652,12 @@ def train_stream(
                     del valid_parts
                 entry = {"epoch": epoch, "train_loss": float(step_losses.mean()), "lr": opt.param_groups[0]["lr"]}
                 tv = time.perf_counter()
-                valid_loss = trainer._evaluate(model, loss_fn, torch.from_numpy(X_es), torch.from_numpy(y_es), None)
+                if dp is None:
+                    valid_loss = trainer._evaluate(model, loss_fn, torch.from_numpy(X_es), torch.from_numpy(y_es), None)
+                else:  # each rank's validation sample is from its shard: the mean over all of them
+                    mean = (trainer._mean_loss(model, loss_fn, torch.from_numpy(X_es), torch.from_numpy(y_es), None)
+                            if len(y_es) else 0.0)
+                    valid_loss = dp.mean_over_ranks(mean, len(y_es))
                 entry["valid_loss"] = valid_loss
                 entry["valid_seconds"] = time.perf_counter() - tv
                 if valid_loss < best_loss - cfg.min_delta:
@@ -579,9 +670,12 @@ def train_stream(
                 say(f"epoch {epoch}: train loss {entry['train_loss']:.4f}, validation loss {valid_loss:.4f} "
                     f"({entry['seconds']:.1f} s)")
                 if ckpt_dir is not None:
-                    _save_checkpoint(ckpt_dir, meta=meta_at(epoch), model=model, opt=opt, best_state=best_state)
+                    save_checkpoint(ckpt_dir, meta=meta_at(epoch), model=model, opt=opt, best_state=best_state)
                 trainer.history_ = history
-                if any(cb(trainer, entry) for cb in trainer.callbacks) or bad_epochs >= cfg.patience:
+                stop = any(cb(trainer, entry) for cb in trainer.callbacks) or bad_epochs >= cfg.patience
+                if dp is not None:
+                    stop = dp.agree(stop)  # decided once, by rank 0
+                if stop:
                     break
         except KeyboardInterrupt:
             if ckpt_dir is not None:
@@ -600,19 +694,21 @@ def train_stream(
 
         # The held-out rows' logits (float32, at most held_out_cap per split), one last pass.
         member = Member(options.model, config, model, 1.0, trainer.logit_shift_)
-        held: dict[int, tuple[list, list]] = {1: ([], []), 2: ([], [])}
-        for df in source.iter_batches(batch_rows=batch_rows, columns=columns, rank=stream.rank,
-                                      world_size=stream.world_size,
-                                      column_types=column_types if source.kind == "csv" else None):
-            df, keys, split = _keyed(df, target=options.target, key_columns=key_columns, options=options)
-            for s, share in ((1, held_share), (2, test_share)):
-                take = (split == s) & _keep_share(keys, share)
-                if take.any():
-                    part = df.loc[take]
-                    held[s][0].append(_logits(member, prep.transform(part)))
-                    held[s][1].append(target.encode(part[options.target]))
-    z_held, y_held = (np.concatenate(held[1][0]), np.concatenate(held[1][1]))
-    z_test, y_test = (np.concatenate(held[2][0]), np.concatenate(held[2][1]))
+        held: dict[int, tuple[list, list, list]] = {1: ([], [], []), 2: ([], [], [])}
+        with together():
+            for df in source.iter_batches(batch_rows=batch_rows, columns=columns, rank=stream.rank,
+                                          world_size=stream.world_size,
+                                          column_types=column_types if source.kind == "csv" else None):
+                df, keys, split = _keyed(df, target=options.target, key_columns=key_columns, options=options)
+                for s, share in ((1, held_share), (2, test_share)):
+                    take = (split == s) & _keep_share(keys, share)
+                    if take.any():
+                        part = df.loc[take]
+                        held[s][0].append(_logits(member, prep.transform(part)))
+                        held[s][1].append(target.encode(part[options.target]))
+                        held[s][2].append(keys[take])
+    z_held, y_held = _held_out(held[1], gather=None if dp is None else all_gather_object)
+    z_test, y_test = _held_out(held[2], gather=None if dp is None else all_gather_object)
     if held_share < 1 or test_share < 1:
         notices.append(f"calibration, threshold and test metrics use {len(y_held)} validation and {len(y_test)} "
                        f"test rows drawn by hash (of {n_valid} and {n_test})")
@@ -627,13 +723,17 @@ def train_stream(
     }
     stream_info = {"batch_rows": batch_rows, "shuffle_rows": shuffle_rows, "memory_bytes": stream.memory_bytes,
                    "sketch_size": stream.sketch_size, "stats_seconds": stats_seconds, "split": "hash of " + (stream.id_column or "the row"),
-                   "world_size": stream.world_size}
+                   "world_size": stream.world_size, "steps_per_epoch": steps_per_epoch}
+    if dp is not None:  # for benchmarks: the gradient all-reduce's share of a step
+        stream_info["comm_seconds_per_step"] = dp.comm_seconds / max(dp.steps, 1)
     predictor = Predictor(
         schema=prep.schema, target=target, preprocessor=prep, members=[member], calibrator=dec.calibrator,
         threshold=dec.policy,
         info={"options": options.to_dict(), "metrics": {"test": dec.metrics, "valid": dec.valid_metrics},
               "intervals": {k: list(v) for k, v in dec.intervals.items()}, "calibration": dec.calibration_info,
-              "history": history, "summary": summary, "stream": stream_info, "notices": notices,
+              "history": history, "summary": summary, "stream": stream_info,
+              "distributed": {"world_size": stream.world_size, "backend": None if dp is None else dp.ctx.backend},
+              "notices": notices,
               "train_seconds": seconds},
     )
     return TrainResult(
