@@ -431,6 +431,15 @@ def train_stream(
                 "or choose another directory"
             )
         if found is not None:
+            made_by = found[0]["fingerprint"].get("world_size", 1)
+            if made_by != stream.world_size:
+                raise ConfigError(
+                    f"the checkpoint in {ckpt_dir} was made by {made_by} process(es), this run has "
+                    f"{stream.world_size}: resume with the same number of processes (--nproc {made_by})"
+                    if made_by > 1 else
+                    f"the checkpoint in {ckpt_dir} was made by 1 process, this run has {stream.world_size}: "
+                    "resume it without --nproc (or torchrun)"
+                )
             if found[0]["fingerprint"] != fingerprint:
                 raise ConfigError(
                     f"the checkpoint in {ckpt_dir} was made for other data or options; resume with the same "
@@ -533,13 +542,15 @@ def train_stream(
             )
         step_limit = min(rows // batch_size for rows in rank_train_rows)
         left_out = n_train - step_limit * batch_size * stream.world_size
-        notices.append(
+        note = (
             f"{stream.world_size} processes ({dp.ctx.backend}): each reads its share of the row groups and takes "
             f"{step_limit} steps of {batch_size} rows per epoch (global batch {cfg.batch_size}), gradients "
             f"averaged every step" + (f"; {left_out} training rows ({100 * left_out / n_train:.1f}%) beyond the "
                                       "equal steps wait each epoch, other ones each time" if left_out else "")
         )
-        say(notices[-1])
+        if note not in notices:  # a resumed run has it from its checkpoint (and has said it)
+            notices.append(note)
+            say(note)
     es_cap = max(1, min(stream.held_out_cap, stream.memory_bytes // 8 // (4 * max(d, 1))))
     es_share = min(1.0, es_cap / max(n_valid, 1))
     # Held-out rows kept: ~40 bytes each for logits, labels, probabilities and the report's curves.
