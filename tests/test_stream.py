@@ -371,8 +371,9 @@ def test_two_processes_stream_one_bundle_close_to_one_process(dataset: Path, tmp
     # into batches, dropout masks and the ~2% of rows each epoch leaves out for equal steps. Measured with
     # seeds 0, 1, 2: |two - one| = 0.0025, 0.0014, 0.0037 (test log-loss ~0.49, 560 test rows, bootstrap
     # 95% interval +-0.04); seeds 0-4 of one process spread over 0.035 (the seed also moves the split).
-    # 0.01 leaves room for the unlucky draw and still fails a broken average (a 2x-scaled or unsynced
-    # gradient moves it by more).
+    # 0.01 leaves room for the unlucky draw. (It would not catch a broken average: Adam hardly minds a
+    # 2x-scaled gradient, and unsynced ranks train well apart; train_stream checks that the ranks end with
+    # the same weights, which a missing average breaks: measured, the run then fails.)
     ll_two, ll_one = a.info["metrics"]["test"]["log_loss"], b.info["metrics"]["test"]["log_loss"]
     assert abs(ll_two - ll_one) < 0.01, (ll_two, ll_one)
     df = TableSource.open(dataset).read_all()

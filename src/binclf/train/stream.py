@@ -267,6 +267,18 @@ def _logits(member: Member, X: np.ndarray) -> np.ndarray:
     return member_logits([member], X)[:n].astype(np.float32)
 
 
+def _check_same_model(model: torch.nn.Module, gather: Callable[[Any], list]) -> None:
+    """Every rank ends with the same weights (averaged gradients, averaged BatchNorm statistics), or an error.
+
+    The held-out logits of every rank are read as one model's: a rank that
+    drifted (a gradient left out of the average) would make them a mix.
+    """
+    state = torch.cat([v.detach().double().reshape(-1) for v in model.state_dict().values() if v.is_floating_point()])
+    sums = gather((float(state.sum()), float(state.abs().sum())))
+    if any(s != sums[0] for s in sums):
+        raise RuntimeError(f"the ranks' models differ after training ({sums}): the gradient average failed")
+
+
 def _held_out(parts: tuple[list, list, list], *, gather: Callable[[Any], list] | None) -> tuple[np.ndarray, np.ndarray]:
     """One split's held-out ``(logits (n,), labels (n,))`` over every rank, in the order of the rows' keys.
 
@@ -700,6 +712,8 @@ def train_stream(
                 release()
         if best_state is not None:
             model.load_state_dict(best_state)
+        if dp is not None:
+            _check_same_model(model, all_gather_object)
         model.eval()
         runtime.note_fit("autograd step" if fused is None else "fused step", torch.get_num_threads())
 
