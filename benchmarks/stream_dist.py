@@ -70,7 +70,7 @@ def train(data: Path, out: Path, *, epochs: int, nproc: int) -> dict:
         raise SystemExit(f"{' '.join(cmd)} failed:\n{done.stderr[-3000:]}")
     info = json.loads((out / "bundle.json").read_text())["info"]
     stream, history = info["stream"], info["history"]
-    batch = info["options"]["batch_size"]
+    batch = stream["batch_size"]  # the global batch of every step
     train_s = sum(h["seconds"] - h.get("valid_seconds", 0.0) for h in history)
     stepped = stream["steps_per_epoch"] * batch * len(history)  # global batch: every rank's rows together
     peak = re.search(r"peak memory: ([\d.]+ [KMG]B)", done.stdout)

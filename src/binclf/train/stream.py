@@ -748,7 +748,8 @@ def train_stream(
     }
     stream_info = {"batch_rows": batch_rows, "shuffle_rows": shuffle_rows, "memory_bytes": stream.memory_bytes,
                    "sketch_size": stream.sketch_size, "stats_seconds": stats_seconds, "split": "hash of " + (stream.id_column or "the row"),
-                   "world_size": stream.world_size, "steps_per_epoch": steps_per_epoch}
+                   "world_size": stream.world_size, "steps_per_epoch": steps_per_epoch,
+                   "batch_size": cfg.batch_size}
     if dp is not None:  # for benchmarks: the gradient all-reduce's share of a step
         stream_info["comm_seconds_per_step"] = dp.comm_seconds / max(dp.steps, 1)
     predictor = Predictor(
