@@ -557,7 +557,7 @@ def train_stream(
         note = (
             f"{stream.world_size} processes ({dp.ctx.backend}): each reads its share of the row groups and takes "
             f"{step_limit} steps of {batch_size} rows per epoch (global batch {cfg.batch_size}), gradients "
-            f"averaged every step" + (f"; {left_out} training rows ({100 * left_out / n_train:.1f}%) beyond the "
+            f"averaged every step" + (f"; {left_out} training rows ({100 * left_out / n_train:.2g}%) beyond the "
                                       "equal steps wait each epoch, other ones each time" if left_out else "")
         )
         if note not in notices:  # a resumed run has it from its checkpoint (and has said it)
@@ -737,7 +737,13 @@ def train_stream(
     if held_share < 1 or test_share < 1:
         notices.append(f"calibration, threshold and test metrics use {len(y_held)} validation and {len(y_test)} "
                        f"test rows drawn by hash (of {n_valid} and {n_test})")
-    dec = decide_on_held_out(z_held.astype(np.float64), y_held, z_test.astype(np.float64), y_test, options, notices=notices)
+    if dp is None or stream.rank == 0:
+        dec = decide_on_held_out(z_held.astype(np.float64), y_held, z_test.astype(np.float64), y_test, options,
+                                 notices=notices)
+    else:
+        dec = None
+    if dp is not None:  # rank 0 decides (the bootstrap once, not on every rank's share of the cores); all get it
+        dec, notices = broadcast_object((dec, notices))
     notices.append("streamed: one network trained (the in-memory default's cross-fitted ensemble is for tables that fit)")
     seconds = time.perf_counter() - t0
     summary = {
