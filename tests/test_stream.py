@@ -328,6 +328,18 @@ def test_units_are_dealt_balanced_by_rows() -> None:
     assert _balanced([Unit(Path("f"), i, 10) for i in range(5)], 2) == [[0, 2, 4], [1, 3]]
 
 
+def test_csv_shards_are_every_nth_row_of_each_batch(dataset: Path, tmp_path: Path) -> None:
+    """A CSV on several ranks: each keeps every world_size-th row of each batch; disjoint, covering, balanced."""
+    csv = tmp_path / "t.csv"
+    TableSource.open(dataset).read_all().to_csv(csv, index=False)
+    source = TableSource.open(csv)
+    shards = [pd.concat(source.iter_batches(batch_rows=1000, rank=r, world_size=3)) for r in range(3)]
+    # 2,800 rows in batches of 1000, 1000, 800: rank 0 takes 334 + 334 + 267 (at most a row a batch more).
+    assert [len(s) for s in shards] == [935, 933, 932]
+    x1 = np.concatenate([s.x1.to_numpy() for s in shards])
+    assert len(np.unique(x1)) == N_FILES * ROWS == len(x1)
+
+
 def _dist_cli(*args: str, cwd: Path) -> subprocess.CompletedProcess:
     """``binclf ARGS`` in a fresh process, with no torchrun variables inherited and one thread per rank."""
     import os

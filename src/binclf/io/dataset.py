@@ -5,8 +5,9 @@
 file's footer (so a file that is not Parquet, or whose columns differ from the
 first file's, fails before any training, naming the file) and splits the data
 into **units**: one per row group (a CSV file is one unit). Readers take
-``rank`` / ``world_size`` and read only their shard of the units (a CSV's
-batches are dealt out by rank instead), in an order shuffled by a seed if asked.
+``rank`` / ``world_size`` and read only their shard of the units (of a CSV,
+every rank parses the file and keeps every ``world_size``-th row), in an order
+shuffled by a seed if asked.
 
 Batches are DataFrames with the dtypes of :func:`binclf.io.tables.read_table`
 (numbers float64/int64, text ``str``, booleans ``boolean``); partition keys
@@ -228,16 +229,17 @@ class TableSource:
         """This rank's rows as DataFrames of at most ``batch_rows`` rows.
 
         Parquet: the units of :meth:`shard`, in that order. CSV: the file's
-        batches in order, batch ``i`` going to rank ``i % world_size``
-        (``column_types`` fixes the CSV columns' types, see
-        :func:`binclf.io.tables.iter_batches`).
+        batches in order, each rank keeping every ``world_size``-th row of
+        each (every rank parses the whole file; ``column_types`` fixes the CSV
+        columns' types, see :func:`binclf.io.tables.iter_batches`).
         """
         if self.kind == "csv":
             it = iter_batches(self.path, batch_rows=batch_rows, sep=self.sep, columns=columns,
                               column_types=column_types, encoding=self.encoding)
-            for i, df in enumerate(it):
-                if i % world_size == rank:
-                    yield df
+            for df in it:
+                # Rows cannot be found in a CSV without parsing it: every rank parses the file and keeps
+                # every world_size-th row of each batch (shards balanced to a row; the same in every pass).
+                yield df if world_size == 1 else df.iloc[rank::world_size]
             return
         for unit in self.shard(rank=rank, world_size=world_size, seed=seed):
             yield from self._read_unit(unit, batch_rows=batch_rows, columns=columns)

@@ -555,11 +555,14 @@ def train_stream(
         step_limit = min(rows // batch_size for rows in rank_train_rows)
         left_out = n_train - step_limit * batch_size * stream.world_size
         note = (
-            f"{stream.world_size} processes ({dp.ctx.backend}): each reads its share of the row groups and takes "
+            f"{stream.world_size} processes ({dp.ctx.backend}): each reads its share of the "
+            f"{'rows' if source.kind == 'csv' else 'row groups'} and takes "
             f"{step_limit} steps of {batch_size} rows per epoch (global batch {cfg.batch_size}), gradients "
             f"averaged every step" + (f"; {left_out} training rows ({100 * left_out / n_train:.2g}%) beyond the "
                                       "equal steps wait each epoch, other ones each time" if left_out else "")
         )
+        if source.kind == "csv":
+            note += "; every process parses the whole CSV (convert it to Parquet for each to read only its own)"
         if note not in notices:  # a resumed run has it from its checkpoint (and has said it)
             notices.append(note)
             say(note)
