@@ -408,6 +408,8 @@ def train_stream(
         raise ConfigError(f"--model {options.model} cannot stream; use one of {', '.join(STREAM_MODELS)}")
     if options.sampler is not None:
         raise ConfigError("--sampler balanced cannot stream; use --pos-weight balanced instead")
+    if dp is not None and dp.ctx.device != "cpu":
+        raise ConfigError("streamed training runs on the CPU (gloo between processes): drop --device cuda")
     if stream.world_size > 1 and gather is None:
         raise ConfigError("streaming on several ranks needs data_parallel= (binclf.dist.data_parallel()) or gather=")
     if stream.id_column is not None and stream.id_column not in source.columns:
