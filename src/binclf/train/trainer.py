@@ -419,7 +419,9 @@ class Trainer:
                     idx = idx.to(device)
                     if dp is not None:  # the same order on every rank (shared seed); this rank's share of it
                         idx = dp.epoch_rows(idx)
-                    # One gather per epoch, then contiguous slices per step.
+                    # One gather per epoch, then contiguous slices per step; the last
+                    # epoch's copy is released first (else two copies live at the gather).
+                    Xe = ye = we = None
                     Xe, ye = X.index_select(0, idx), y.index_select(0, idx)
                     we = None if w is None else w.index_select(0, idx)
                     batches = (
