@@ -254,7 +254,9 @@ def import_baseline() -> float:
 
 
 def train_help() -> str:
-    return subprocess.run([sys.executable, "-m", "binclf", "train", "--help"], capture_output=True, text=True).stdout
+    return subprocess.run(
+        [sys.executable, "-m", "binclf", "train", "--help"], capture_output=True, text=True, check=False
+    ).stdout
 
 
 # --------------------------------------------------------------------------- #

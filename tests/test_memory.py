@@ -12,7 +12,12 @@ from binclf.data.preprocessing import Preprocessor
 from binclf.data.schema import infer_schema
 from binclf.decide import metrics, thresholds
 from binclf.io.tables import read_table
-from binclf.train.memory import IN_MEMORY_PEAK_FACTOR, decoded_bytes, fits_in_memory, in_memory_peak_bytes
+from binclf.train.memory import (
+    IN_MEMORY_PEAK_FACTOR,
+    decoded_bytes,
+    fits_in_memory,
+    in_memory_peak_bytes,
+)
 
 
 def _table(n: int, seed: int = 0) -> pa.Table:
