@@ -11,6 +11,7 @@ import pytest
 from binclf.data.preprocessing import Preprocessor
 from binclf.data.schema import infer_schema
 from binclf.decide import metrics, thresholds
+from binclf.errors import DataError
 from binclf.io.tables import read_table
 from binclf.train.memory import (
     IN_MEMORY_PEAK_FACTOR,
@@ -100,3 +101,19 @@ def test_bootstrap_passes_do_not_change_the_intervals(monkeypatch, pass_entries)
     for k in ref_m:
         np.testing.assert_allclose(got_m[k], ref_m[k], rtol=1e-12)
     assert got_t == ref_t
+
+
+def test_check_raises_what_transform_raises_without_making_inputs():
+    """Rows checked early fail with transform's own message: text in a numeric column, a missing column."""
+    train = pd.DataFrame({"x": ["1", "2", "?", "4"] * 5, "y": [0, 1] * 10})
+    schema, _ = infer_schema(train, target="y", numeric=("x",))
+    prep = Preprocessor(schema=schema).fit(train)
+    prep.check(pd.DataFrame({"x": ["3", "?"]}))  # the training's spelling of missing is fine
+    bad = pd.DataFrame({"x": ["3", "n/a!"]})
+    with pytest.raises(DataError, match=r"column 'x' should hold numbers but holds 'n/a!' at row 3") as checked:
+        prep.check(bad)
+    with pytest.raises(DataError) as transformed:
+        prep.transform(bad)
+    assert str(checked.value) == str(transformed.value)
+    with pytest.raises(DataError, match="missing feature column"):
+        prep.check(pd.DataFrame({"z": [1.0]}))

@@ -358,6 +358,26 @@ class Preprocessor:
         types.update({st["name"]: "categorical" for st in self.categorical_})
         return types
 
+    def check(self, df: pd.DataFrame, *, row_offset: int = 0) -> None:
+        """Raise the DataError :meth:`transform` would raise for its columns, without making the inputs.
+
+        Missing columns and text in a numeric column, one column at a time
+        (infinite values are :func:`check_finite`'s): a caller can validate rows
+        early and transform them later, when memory allows.
+        """
+        self._check_fitted()
+        problems = self._missing_columns(df)
+        if problems:
+            raise DataError("; ".join(problems))
+        for st in self.numeric_:
+            if not st["na_tokens"] and pd.api.types.is_numeric_dtype(df[st["name"]].dtype):
+                continue  # numbers already: nothing to parse
+            _, _, problem = _to_float(df[st["name"]], name=st["name"], na_tokens=st["na_tokens"], row_offset=row_offset)
+            if problem:
+                problems.append(problem)
+        if problems:
+            raise DataError("; ".join(problems))
+
     def transform(
         self, df: pd.DataFrame, *, row_offset: int = 0, unseen: UnseenCounts | None = None
     ) -> np.ndarray:

@@ -479,7 +479,9 @@ def train_table(
     X_linear = X_train if schema.text else None
     X_train = dense_part(X_train, prep.n_dense_) if schema.text else X_train
     del train_df  # the model inputs are made: the rows' copy goes before the next part's is made
-    X_test = prep.transform(_rows_frame(df, parts["test"][0]))
+    # The test rows are transformed after training (their inputs never live beside the
+    # training ones) but checked now: a bad value fails before any training.
+    (prep.table if schema.text else prep).check(_rows_frame(df, parts["test"][0]))
     y_test = parts["test"][1]
     extra_info: dict[str, Any] = {}
     t_fit = time.perf_counter()
@@ -511,9 +513,12 @@ def train_table(
     timings["fit_seconds"] = time.perf_counter() - t_fit
     for m in members:
         m.module.eval()
+    # The test rows' inputs are made only now, once the training inputs are gone:
+    # only logits from here on (the bootstrap and the report hold none).
+    del X_train, X_linear
+    X_test = prep.transform(_rows_frame(df, parts["test"][0]))
     z_test = member_logits(members, X_test)
-    # Only logits from here on: the model inputs go before the bootstrap and the report.
-    del X_train, X_test, X_linear
+    del X_test
     d = decide_on_held_out(z_held, y_held, z_test, y_test, options, notices=notices)
     if crossfit:
         d.calibration_info["fitted_on"] = "out-of-fold predictions of train + validation"
