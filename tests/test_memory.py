@@ -14,7 +14,9 @@ from binclf.decide import metrics, thresholds
 from binclf.errors import DataError
 from binclf.io.tables import read_table
 from binclf.train.memory import (
+    IN_MEMORY_OVERHEAD_BYTES,
     IN_MEMORY_PEAK_FACTOR,
+    MODEL_INPUT_COPIES,
     decoded_bytes,
     fits_in_memory,
     in_memory_peak_bytes,
@@ -62,12 +64,15 @@ def test_decoded_bytes_of_a_csv_is_close_to_the_table_read(tmp_path):
     assert decoded_bytes(path) == pytest.approx(table.nbytes, rel=0.2)
 
 
-def test_peak_factor_decides_what_fits():
-    """A table fits when the factor times its decoded size is within the memory given."""
+def test_peak_estimate_decides_what_fits():
+    """A table fits when overhead + factor x decoded (+ wider inputs' copies) is within the memory given."""
     assert IN_MEMORY_PEAK_FACTOR >= 1.0
-    assert in_memory_peak_bytes(100) == int(IN_MEMORY_PEAK_FACTOR * 100)
-    assert fits_in_memory(100, int(IN_MEMORY_PEAK_FACTOR * 100))
-    assert not fits_in_memory(100, int(IN_MEMORY_PEAK_FACTOR * 100) - 1)
+    need = in_memory_peak_bytes(10**8)
+    assert need == IN_MEMORY_OVERHEAD_BYTES + int(IN_MEMORY_PEAK_FACTOR * 10**8)
+    assert fits_in_memory(10**8, need) and not fits_in_memory(10**8, need - 1)
+    # Numeric inputs no wider than the table add nothing; one-hot inputs 10x wider do.
+    assert in_memory_peak_bytes(10**8, rows=10**6, features_out=20) == need
+    assert in_memory_peak_bytes(10**8, rows=10**6, features_out=250) == need + int(MODEL_INPUT_COPIES * 9 * 10**8)
 
 
 def test_float32_columns_transform_as_if_widened(tmp_path):

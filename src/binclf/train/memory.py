@@ -8,9 +8,11 @@ would not fit. The decision needs two numbers, both here:
   width as binclf reads them, text as Arrow strings), estimated from a Parquet
   file's metadata plus a small sample of its text columns, or from a sample of
   a CSV file;
-* :data:`IN_MEMORY_PEAK_FACTOR`: the peak RSS of an in-memory ``binclf
-  train`` above the process's import baseline, as a multiple of the decoded
-  table (measured, see the constant).
+* :func:`in_memory_peak_bytes`: the peak RSS of an in-memory ``binclf
+  train`` above the process's import baseline: a fixed overhead plus
+  :data:`IN_MEMORY_PEAK_FACTOR` times the decoded table (measured, see the
+  constants), plus copies of the model inputs where one-hot encoding makes
+  them wider than the table.
 
 Nothing here reads a whole table.
 """
@@ -26,23 +28,37 @@ from collections.abc import Iterable
 from pathlib import Path
 
 __all__ = [
+    "IN_MEMORY_OVERHEAD_BYTES",
     "IN_MEMORY_PEAK_FACTOR",
+    "MODEL_INPUT_COPIES",
     "decoded_bytes",
     "fits_in_memory",
     "in_memory_peak_bytes",
     "peak_rss_bytes",
 ]
 
-#: Peak RSS of an in-memory ``binclf train`` above the import baseline, as a
-#: multiple of the decoded table (:func:`decoded_bytes`): the worst case
-#: measured over numeric tables (float32 and float64, 8 to 50 columns, with
-#: missing values and a few categoricals), ``--model mlp`` and the default
-#: ``--model auto``, the report included; rounded up. Tables whose
-#: categoricals one-hot encode into many more columns than they have take
-#: more (the model inputs are ``rows x one-hot width`` float32).
-#: Measured with benchmarks/scale.py and /tmp profiling runs (see the
-#: "memory" notes of issue 18).
-IN_MEMORY_PEAK_FACTOR: float = 3.0
+#: Peak RSS of an in-memory ``binclf train`` above the import baseline, per
+#: byte of decoded table (:func:`decoded_bytes`), once the fixed
+#: :data:`IN_MEMORY_OVERHEAD_BYTES` is set aside: the slope of the peak over
+#: table sizes, worst case measured on numeric tables (float32 and float64,
+#: ``--model mlp`` and the default ``--model auto``, the report included),
+#: rounded up. Measured 3.4 for 1M -> 3M rows x 8 float32 columns with
+#: ``--model mlp`` (636 -> 854 MB with glibc's default malloc, 658 -> 880 MB
+#: with binclf's), where the table itself, pyarrow's decoding buffers and the
+#: per-column statistics of the schema inference peak before training.
+IN_MEMORY_PEAK_FACTOR: float = 3.5
+
+#: The part of the in-memory peak that does not grow with the table: glibc
+#: keeps up to 256 MiB of freed memory (binclf.runtime.tune_malloc), and
+#: ``torch.compile``'s first compiled training step costs ~150 MB.
+IN_MEMORY_OVERHEAD_BYTES: int = 400_000_000
+
+#: Copies of the dense model inputs (rows x features out x 4 bytes, float32)
+#: alive at the peak, for tables whose one-hot encoding makes them wider than
+#: the table: the training rows and their transform (``--model mlp``, measured
+#: ~0.6), the cross-fitted folds' copies (``--model auto``, measured ~1.3,
+#: 500k rows x 288 one-hot features); rounded up.
+MODEL_INPUT_COPIES: float = 1.6
 
 # Rows of text columns read to estimate their bytes per row.
 _SAMPLE_ROWS = 65_536
@@ -57,14 +73,32 @@ def peak_rss_bytes() -> int:
     return int(peak if sys.platform == "darwin" else peak * 1024)  # bytes on macOS, KiB on Linux
 
 
-def in_memory_peak_bytes(decoded: int) -> int:
-    """Expected peak RSS above the import baseline of training a table of ``decoded`` bytes in memory."""
-    return int(IN_MEMORY_PEAK_FACTOR * decoded)
+def in_memory_peak_bytes(decoded: int, *, rows: int = 0, features_out: int = 0) -> int:
+    """Expected peak RSS above the import baseline of training a table in memory, in bytes.
+
+    ``overhead + factor x decoded``, plus, when the model inputs (``rows x
+    features_out`` float32, known once the preprocessing is fitted) are wider
+    than the table (one-hot encoded categoricals), their extra copies.
+
+    Parameters
+    ----------
+    decoded : int
+        The table's decoded bytes (:func:`decoded_bytes`).
+    rows, features_out : int
+        Rows and model input features, when known (0: not counted).
+
+    Returns
+    -------
+    int
+    """
+    inputs = 4 * rows * features_out
+    wider = MODEL_INPUT_COPIES * max(0, inputs - decoded)
+    return int(IN_MEMORY_OVERHEAD_BYTES + IN_MEMORY_PEAK_FACTOR * decoded + wider)
 
 
-def fits_in_memory(decoded: int, memory: int) -> bool:
-    """Whether training a table of ``decoded`` bytes in memory stays within ``memory`` bytes above the baseline."""
-    return in_memory_peak_bytes(decoded) <= memory
+def fits_in_memory(decoded: int, memory: int, *, rows: int = 0, features_out: int = 0) -> bool:
+    """Whether training a table in memory stays within ``memory`` bytes above the import baseline."""
+    return in_memory_peak_bytes(decoded, rows=rows, features_out=features_out) <= memory
 
 
 def _parquet_files(path: Path) -> list[Path]:
