@@ -26,7 +26,9 @@ available". Columns: training rows/s (rows x epochs over the fit's epoch
 seconds, validation excluded), seconds of the statistics pass (the
 preprocessing fit; pass 1 when streaming), wall seconds, peak RSS per process
 (MB, and as a multiple of the decoded data read: above the import baseline,
-then in all), the test log-loss. The import baseline is a child importing what
+then in all), what :func:`binclf.train.memory.in_memory_peak_bytes` predicts
+for the in-memory run (plus the baseline; "inputs" is the model's input
+width, one-hot levels included), the test log-loss. The import baseline is a child importing what
 ``binclf train`` imports.
 
 Never part of the test suite: timings depend on the machine and its load.
@@ -274,12 +276,15 @@ class Row:
     wall_s: float = float("nan")
     peak_mb: float = float("nan")
     test_log_loss: float = float("nan")
+    features_out: int = 0
+    estimate_mb: float = float("nan")
     note: str = ""
 
 
 def _bundle_figures(bundle: Path) -> dict:
     """Training rows/s, statistics seconds and test log-loss from a bundle's ``bundle.json``."""
-    info = json.loads((bundle / "bundle.json").read_text()).get("info", {})
+    meta = json.loads((bundle / "bundle.json").read_text())
+    info = meta.get("info", {})
     history = info.get("history") or []
     n_train = (info.get("summary") or {}).get("split_rows", {}).get("train", 0)
     fit_s = sum(h.get("seconds", 0.0) - h.get("valid_seconds", 0.0) for h in history)
@@ -288,7 +293,14 @@ def _bundle_figures(bundle: Path) -> dict:
         "rows_per_s": n_train * len(history) / fit_s if fit_s > 0 else float("nan"),
         "stats_s": timings.get("statistics_seconds", float("nan")),
         "test_log_loss": ((info.get("metrics") or {}).get("test") or {}).get("log_loss", float("nan")),
+        "features_out": _features_out(meta.get("preprocessing") or {}),
     }
+
+
+def _features_out(prep: dict) -> int:
+    """Model input features of a bundle's table preprocessing (numbers, indicators, one-hot levels)."""
+    n = sum(1 + bool(st.get("indicator")) for st in prep.get("numeric_", []))
+    return n + sum(len(st["levels"]) + bool(st.get("missing")) + bool(st.get("unknown")) for st in prep.get("categorical_", []))
 
 
 def _train_row(name: str, cmd: list[str], bundle: Path, rows: int, decoded: int, timeout: float) -> Row:
@@ -311,13 +323,16 @@ def _common_flags(args: argparse.Namespace) -> list[str]:
 
 def row_in_memory(args: argparse.Namespace, workdir: Path) -> Row:
     """In memory, one process, on the first ``--in-memory-rows`` rows (one Parquet file)."""
-    from binclf.train.memory import decoded_bytes
+    from binclf.train.memory import decoded_bytes, in_memory_peak_bytes
 
     rows = min(args.in_memory_rows, args.rows)
     path = subset(workdir, rows)
     bundle = workdir / "bundle-in-memory"
     cmd = [sys.executable, "-m", "binclf", "train", str(path), *_common_flags(args), "--out", str(bundle)]
-    return _train_row("in memory, 1 process", cmd, bundle, rows, decoded_bytes(path), args.timeout)
+    row = _train_row("in memory, 1 process", cmd, bundle, rows, decoded_bytes(path), args.timeout)
+    # What binclf.train.memory predicts for this table (above the import baseline).
+    row.estimate_mb = in_memory_peak_bytes(int(row.decoded_mb * 1e6), rows=rows, features_out=row.features_out) / 1e6
+    return row
 
 
 def row_streaming(args: argparse.Namespace, workdir: Path, help_text: str) -> Row:
@@ -368,16 +383,18 @@ def _fmt(x: float, spec: str) -> str:
 
 
 def print_table(rows: list[Row], baseline_mb: float) -> None:
-    head = ("run", "rows", "decoded MB", "train rows/s", "stats s", "wall s", "peak RSS MB",
-            "(peak-base)/decoded", "peak/decoded", "test log-loss")
+    head = ("run", "rows", "decoded MB", "inputs", "train rows/s", "stats s", "wall s", "peak RSS MB",
+            "(peak-base)/decoded", "peak/decoded", "estimate MB", "test log-loss")
     lines = []
     for r in rows:
         ok = not math.isnan(r.peak_mb) and r.decoded_mb > 0 and not r.note
         lines.append((
-            r.name, f"{r.rows:,}" if r.rows else "", _fmt(r.decoded_mb, ",.0f"), _fmt(r.rows_per_s, ",.0f"),
+            r.name, f"{r.rows:,}" if r.rows else "", _fmt(r.decoded_mb, ",.0f"), str(r.features_out or ""),
+            _fmt(r.rows_per_s, ",.0f"),
             _fmt(r.stats_s, ".1f"), _fmt(r.wall_s, ".0f"), _fmt(r.peak_mb, ",.0f"),
             _fmt((r.peak_mb - baseline_mb) / r.decoded_mb, ".2f") if ok else "",
             _fmt(r.peak_mb / r.decoded_mb, ".2f") if ok else "",
+            _fmt(baseline_mb + r.estimate_mb, ",.0f") if not math.isnan(r.estimate_mb) else "",
             _fmt(r.test_log_loss, ".4f"),
         ))
     widths = [max(len(h), *(len(ln[i]) for ln in lines)) for i, h in enumerate(head)]
