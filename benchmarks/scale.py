@@ -289,9 +289,10 @@ def _bundle_figures(bundle: Path) -> dict:
     n_train = (info.get("summary") or {}).get("split_rows", {}).get("train", 0)
     fit_s = sum(h.get("seconds", 0.0) - h.get("valid_seconds", 0.0) for h in history)
     timings = info.get("timings") or {}
+    stats_s = timings.get("statistics_seconds", (info.get("stream") or {}).get("stats_seconds", float("nan")))
     return {
         "rows_per_s": n_train * len(history) / fit_s if fit_s > 0 else float("nan"),
-        "stats_s": timings.get("statistics_seconds", float("nan")),
+        "stats_s": stats_s,  # in memory: the preprocessing fit; streaming: pass 1
         "test_log_loss": ((info.get("metrics") or {}).get("test") or {}).get("log_loss", float("nan")),
         "features_out": _features_out(meta.get("preprocessing") or {}),
     }
