@@ -105,16 +105,22 @@ def _evaluate(obj: Objective, tp, fp, pos, neg) -> dict[str, np.ndarray]:
     when no candidate is feasible. Zero divisions count as 0, as scikit-learn's
     ``zero_division=0``.
     """
+    # Only what the objective reads is computed: on a bootstrap pass each of these
+    # is a (resamples, candidates) array, ~candidates x 8 bytes a resample.
     fn = pos - tp
     tn = neg - fp
     n = pos + neg
-    precision = _div(tp, tp + fp)
-    recall = _div(tp, pos)
-    fpr = _div(fp, neg)
     p = obj.params
-    ones = np.ones(tp.shape, dtype=bool)
-    zeros = np.zeros(tp.shape)
     name = obj.name
+    if name in ("youden", "balanced_accuracy", "precision", "recall", "fpr"):
+        recall = _div(tp, pos)
+    if name in ("precision", "recall"):
+        precision = _div(tp, tp + fp)
+    if name in ("youden", "fpr"):
+        fpr = _div(fp, neg)
+    # Read-only views, not arrays: constant columns cost no memory.
+    ones = np.broadcast_to(True, tp.shape)
+    zeros = np.broadcast_to(0.0, tp.shape)
     if name in ("f1", "fbeta"):
         b2 = 1.0 if name == "f1" else p["beta"] ** 2
         value = _div((1.0 + b2) * tp, (1.0 + b2) * tp + b2 * fn + fp)
