@@ -389,7 +389,7 @@ class Trainer:
             n = len(X) if dp is None else dp.rows_per_rank(len(X))
             batch_size = cfg.batch_size if dp is None else dp.batch_per_rank(cfg.batch_size)
             steps_per_epoch = math.ceil(n / batch_size)
-            probe = (X[:batch_size], y[:batch_size], None if w is None else w[:batch_size])
+            probe = self._batch(X, y, w, torch.arange(min(batch_size, len(X)), device=X.device), encode)
             opt, opt_step, fused, sched = self._step_parts(
                 model, loss_fn, device, n, has_valid, steps_per_epoch, probe=probe if n >= 2 else None
             )
