@@ -442,12 +442,16 @@ def _finish_training(result: Any, out: Path, kw: dict[str, Any]) -> Any:
 def _streamed_training(data: Path, options: Any, kw: dict[str, Any], out: Path) -> Any:
     """Train by streaming when the table would not fit in --memory (or --stream); None: train in memory."""
     from binclf.errors import ConfigError
-    from binclf.io.dataset import TableSource, estimate_decoded_bytes
+    from binclf.io.dataset import TableSource
+    from binclf.train import memory
     from binclf.train import stream as st
 
-    memory = st.parse_memory(kw["memory"]) if kw["memory"] else st.default_memory()
-    decoded = estimate_decoded_bytes(data)
-    if not kw["stream"] and (decoded is None or not st.should_stream(decoded, memory)):
+    budget = st.parse_memory(kw["memory"]) if kw["memory"] else st.default_memory()
+    try:
+        decoded = memory.decoded_bytes(data)
+    except Exception:  # noqa: BLE001 - an unreadable file: reading it below words the failure
+        decoded = None
+    if not kw["stream"] and (decoded is None or not st.should_stream(decoded, budget)):
         if kw["checkpoint_dir"] or kw["resume"] or kw["id_column"]:
             raise ConfigError("--checkpoint-dir, --resume and --id-column apply to streamed training; add --stream")
         return None
@@ -459,17 +463,17 @@ def _streamed_training(data: Path, options: Any, kw: dict[str, Any], out: Path) 
     rows = f"{source.num_rows} rows" if source.num_rows is not None else "rows not counted"
     _say(f"binclf {__version__}: {data} ({rows}, {len(source.columns)} columns), target {options.target!r}")
     why = "as asked (--stream)" if kw["stream"] else (
-        f"the table decodes to about {_size(source.decoded_bytes)} and training in memory would need about "
-        f"{_size(source.decoded_bytes * st.IN_MEMORY_PEAK_FACTOR)}, more than --memory {_size(memory)}"
+        f"the table decodes to about {_size(decoded)} and training it in memory would need about "
+        f"{_size(memory.in_memory_peak_bytes(decoded))}, more than --memory {_size(budget)}"
     )
     _note(f"streaming from disk {why}; streaming trains a single network "
           "(not the in-memory default's cross-fitted ensemble)")
-    stream_options = st.StreamOptions(memory_bytes=memory, id_column=kw["id_column"],
+    stream_options = st.StreamOptions(memory_bytes=budget, id_column=kw["id_column"],
                                       checkpoint_dir=None if kw["checkpoint_dir"] is None else str(kw["checkpoint_dir"]),
                                       resume=kw["resume"])
     result = st.train_stream(source, options, stream_options, log=_note)
     done = _finish_training(result, out, kw)
-    click.echo(f"peak memory: {_size(st.peak_rss_bytes())} RSS (--memory {_size(memory)})")
+    click.echo(f"peak memory: {_size(memory.peak_rss_bytes())} RSS (--memory {_size(budget)})")
     return done
 
 
