@@ -443,15 +443,19 @@ def _streamed_training(data: Path, options: Any, kw: dict[str, Any], out: Path) 
     """Train by streaming when the table would not fit in --memory (or --stream); None: train in memory."""
     from binclf import dist
     from binclf.errors import ConfigError
-    from binclf.io.dataset import TableSource, estimate_decoded_bytes
+    from binclf.io.dataset import TableSource
+    from binclf.train import memory
     from binclf.train import stream as st
 
     ctx = dist.current()
-    memory = st.parse_memory(kw["memory"]) if kw["memory"] else st.default_memory()
+    budget = st.parse_memory(kw["memory"]) if kw["memory"] else st.default_memory()
     # --memory is this machine's: its processes share it (in memory, every one holds the whole table).
     sharing = ctx.local_world_size if ctx.distributed else 1
-    decoded = estimate_decoded_bytes(data)
-    if not kw["stream"] and (decoded is None or not st.should_stream(decoded * sharing, memory)):
+    try:
+        decoded = memory.decoded_bytes(data)
+    except Exception:  # noqa: BLE001 - an unreadable file: reading it below words the failure
+        decoded = None
+    if not kw["stream"] and (decoded is None or not st.should_stream(decoded, budget // sharing)):
         if kw["checkpoint_dir"] or kw["resume"] or kw["id_column"]:
             raise ConfigError("--checkpoint-dir, --resume and --id-column apply to streamed training; add --stream")
         return None
@@ -463,22 +467,23 @@ def _streamed_training(data: Path, options: Any, kw: dict[str, Any], out: Path) 
     rows = f"{source.num_rows} rows" if source.num_rows is not None else "rows not counted"
     _say(f"binclf {__version__}: {data} ({rows}, {len(source.columns)} columns), target {options.target!r}")
     why = "as asked (--stream)" if kw["stream"] else (
-        f"the table decodes to about {_size(source.decoded_bytes)} and training in memory would need about "
-        f"{_size(source.decoded_bytes * st.IN_MEMORY_PEAK_FACTOR)}, more than --memory {_size(memory)}"
+        f"the table decodes to about {_size(decoded)} and training it in memory would need about "
+        f"{_size(memory.in_memory_peak_bytes(decoded) * sharing)}"
+        f"{f' ({sharing} processes, each holding it)' if sharing > 1 else ''}, more than --memory {_size(budget)}"
     )
     _note(f"streaming from disk {why}; streaming trains a single network "
           "(not the in-memory default's cross-fitted ensemble)")
-    stream_options = st.StreamOptions(memory_bytes=memory // sharing, id_column=kw["id_column"],
+    stream_options = st.StreamOptions(memory_bytes=budget // sharing, id_column=kw["id_column"],
                                       checkpoint_dir=None if kw["checkpoint_dir"] is None else str(kw["checkpoint_dir"]),
                                       resume=kw["resume"])
     result = st.train_stream(source, options, stream_options, log=_note, data_parallel=dist.data_parallel())
     done = _finish_training(result, out, kw)
-    peaks = dist.all_gather_object(st.peak_rss_bytes())  # every rank's, rank 0 prints
+    peaks = dist.all_gather_object(memory.peak_rss_bytes())  # every rank's, rank 0 prints
     if len(peaks) == 1:
-        click.echo(f"peak memory: {_size(peaks[0])} RSS (--memory {_size(memory)})")
+        click.echo(f"peak memory: {_size(peaks[0])} RSS (--memory {_size(budget)})")
     else:
         click.echo(f"peak memory: {_size(max(peaks))} RSS per process, the largest of {len(peaks)} "
-                   f"({', '.join(_size(p) for p in peaks)}; --memory {_size(memory)} for {sharing} on this machine)")
+                   f"({', '.join(_size(p) for p in peaks)}; --memory {_size(budget)} for {sharing} on this machine)")
     return done
 
 

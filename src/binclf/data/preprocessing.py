@@ -243,7 +243,8 @@ class Preprocessor:
         return self
 
     def _fit_numeric(self, name: str, x: np.ndarray, na_tokens: list[str]) -> dict[str, Any]:
-        present = x[~np.isnan(x)]
+        # Statistics in float64 whatever the column's width (a float32 column: one column's copy).
+        present = x[~np.isnan(x)].astype(np.float64, copy=False)
         return self._numeric_state(name, present, has_missing=present.size < x.size, na_tokens=na_tokens)
 
     def _numeric_state(
@@ -357,6 +358,26 @@ class Preprocessor:
         types.update({st["name"]: "categorical" for st in self.categorical_})
         return types
 
+    def check(self, df: pd.DataFrame, *, row_offset: int = 0) -> None:
+        """Raise the DataError :meth:`transform` would raise for its columns, without making the inputs.
+
+        Missing columns and text in a numeric column, one column at a time
+        (infinite values are :func:`check_finite`'s): a caller can validate rows
+        early and transform them later, when memory allows.
+        """
+        self._check_fitted()
+        problems = self._missing_columns(df)
+        if problems:
+            raise DataError("; ".join(problems))
+        for st in self.numeric_:
+            if not st["na_tokens"] and pd.api.types.is_numeric_dtype(df[st["name"]].dtype):
+                continue  # numbers already: nothing to parse
+            _, _, problem = _to_float(df[st["name"]], name=st["name"], na_tokens=st["na_tokens"], row_offset=row_offset)
+            if problem:
+                problems.append(problem)
+        if problems:
+            raise DataError("; ".join(problems))
+
     def transform(
         self, df: pd.DataFrame, *, row_offset: int = 0, unseen: UnseenCounts | None = None
     ) -> np.ndarray:
@@ -442,7 +463,9 @@ class Preprocessor:
             b = stop - start
             sc = scratch[:, :b]
             for j, st in enumerate(self.numeric_):
-                x = num_x[j][start:stop]
+                # float32 columns are scaled in float64 a block at a time: the same
+                # numbers as a table widened to float64 whole, without its copy.
+                x = num_x[j][start:stop].astype(np.float64, copy=False)
                 row = sc[j]
                 self._scale_block(x, st, out=row)
                 # One cheap reduction tells whether the block holds NaN or inf at all
@@ -620,7 +643,7 @@ def _inf_problem(name: str, i: int, row_offset: int) -> str:
 def _to_float(
     s: pd.Series, *, name: str, na_tokens: list[str] | None, row_offset: int
 ) -> tuple[np.ndarray, list[str], str | None]:
-    """A column as float64 numbers (NaN = missing).
+    """A column as float numbers (NaN = missing): float64, or float32 for a float32 column (no copy).
 
     Text is parsed as numbers. At fit (``na_tokens is None``) text that is not a
     number is taken as a spelling of "missing" and returned in the token list; at
@@ -629,7 +652,7 @@ def _to_float(
     if pd.api.types.is_numeric_dtype(s.dtype) and not pd.api.types.is_bool_dtype(s.dtype):
         if pd.api.types.is_extension_array_dtype(s.dtype):
             return s.to_numpy(dtype=np.float64, na_value=np.nan), [], None
-        return s.to_numpy(), [], None  # float64 / int64: no copy
+        return s.to_numpy(), [], None  # float64 / float32 / int64: no copy
     if pd.api.types.is_bool_dtype(s.dtype):
         return s.astype("float64").to_numpy(dtype=np.float64, na_value=np.nan), [], None
     text = s.astype("str") if s.dtype != "str" else s

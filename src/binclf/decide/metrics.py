@@ -137,8 +137,12 @@ BOOTSTRAP_METRICS: tuple[str, ...] = (
 )
 
 _STRATEGIES = ("uniform", "quantile")
-# Upper bound on the entries of one (resamples, rows) block, to bound memory.
+# Resamples drawn at once: (resamples, rows) entries at most. Fixed, because
+# the block decides which draws of the generator go to which resample.
 _BLOCK = 4_000_000
+# Entries of the (resamples, rows) arrays the metrics are computed on at once
+# (~10 of them, so ~20 MiB a pass).
+_PASS = 1 << 18
 
 
 # --------------------------------------------------------------------------- validation
@@ -326,13 +330,18 @@ def _resample_counts(y: np.ndarray, *, n_boot: int, rng: np.random.Generator) ->
     ``y`` has both).
     """
     n = y.shape[0]
-    draws = [
-        rows[rng.integers(0, rows.shape[0], size=(n_boot, rows.shape[0]))]
-        for rows in (np.flatnonzero(y == 1), np.flatnonzero(y == 0))
-        if rows.shape[0] > 0
-    ]
-    flat = np.concatenate(draws, axis=1) + (np.arange(n_boot) * n)[:, None]
-    return np.bincount(flat.ravel(), minlength=n_boot * n).reshape(n_boot, n).astype(np.float64)
+    counts = np.zeros((n_boot, n))
+    # Positives then negatives, each drawn as one (n_boot, rows) block: the
+    # generator's order, so a seed gives the same resamples. Counted a resample
+    # at a time, so memory is the counts plus one class's draws.
+    for rows in (np.flatnonzero(y == 1), np.flatnonzero(y == 0)):
+        if rows.shape[0] == 0:
+            continue
+        draws = rng.integers(0, rows.shape[0], size=(n_boot, rows.shape[0]))
+        for b in range(n_boot):
+            counts[b] += np.bincount(rows[draws[b]], minlength=n)
+        del draws
+    return counts
 
 
 def _safe_div(num: np.ndarray, den: np.ndarray) -> np.ndarray:
@@ -343,6 +352,13 @@ def _safe_div(num: np.ndarray, den: np.ndarray) -> np.ndarray:
     return out
 
 
+def _sort_groups(proba: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The order of decreasing ``proba`` and the start of each tie group in it (for the ranking metrics)."""
+    order = np.argsort(-proba, kind="stable")
+    sorted_p = proba[order]
+    return order, np.flatnonzero(np.r_[True, sorted_p[1:] != sorted_p[:-1]])
+
+
 def _weighted_metrics(
     y: np.ndarray,
     proba: np.ndarray,
@@ -350,12 +366,14 @@ def _weighted_metrics(
     *,
     threshold: float,
     names: Sequence[str],
+    groups: tuple[np.ndarray, np.ndarray] | None = None,
 ) -> dict[str, np.ndarray]:
     """Metrics of many resamples at once.
 
     ``counts`` ``(B, n)`` holds how often each row appears in each resample;
     returns ``{name: (B,) array}``, equal to the scikit-learn metric computed on
-    the rows repeated accordingly (``nan`` where undefined).
+    the rows repeated accordingly (``nan`` where undefined). ``groups``:
+    :func:`_sort_groups` of ``proba``, when the caller sorted once for many calls.
     """
     yf = y.astype(np.float64)
     w_pos = counts * yf
@@ -367,9 +385,7 @@ def _weighted_metrics(
 
     if "roc_auc" in names or "pr_auc" in names:
         # Ties share a group: sort once, sum the multiplicities per distinct value.
-        order = np.argsort(-proba, kind="stable")
-        sorted_p = proba[order]
-        starts = np.flatnonzero(np.r_[True, sorted_p[1:] != sorted_p[:-1]])
+        order, starts = groups if groups is not None else _sort_groups(proba)
         g_pos = np.add.reduceat(w_pos[:, order], starts, axis=1)
         g_neg = np.add.reduceat(w_neg[:, order], starts, axis=1)
         cum_pos = np.cumsum(g_pos, axis=1)
@@ -456,12 +472,17 @@ def bootstrap_intervals(
     rng = np.random.default_rng(seed)
     block = max(1, _BLOCK // y.shape[0])
     values: dict[str, list[np.ndarray]] = {name: [] for name in names}
+    rows_per_pass = max(1, _PASS // y.shape[0])
+    groups = _sort_groups(proba) if {"roc_auc", "pr_auc"} & set(names) else None
     for start in range(0, n_boot, block):
         counts = _resample_counts(y, n_boot=min(block, n_boot - start), rng=rng)
-        for name, vals in _weighted_metrics(
-            y, proba, counts, threshold=float(threshold), names=names
-        ).items():
-            values[name].append(vals)
+        # The metrics make ~10 arrays the shape of the counts: a few resamples at a time.
+        for lo in range(0, counts.shape[0], rows_per_pass):
+            for name, vals in _weighted_metrics(
+                y, proba, counts[lo : lo + rows_per_pass], threshold=float(threshold), names=names, groups=groups
+            ).items():
+                values[name].append(vals)
+        del counts
     tail = 50.0 * (1.0 - confidence)
     intervals: dict[str, tuple[float, float]] = {}
     for name in names:

@@ -45,7 +45,12 @@ _CONSTRAINED = ("precision", "recall", "fpr")
 # Relative tolerance for "the same objective value": equal rationals computed
 # along different float paths (MCC's square root) may differ in the last bits.
 _TIE = 1e-12
+# Resamples drawn at once: (resamples, rows) entries at most. Fixed, because
+# the block decides which draws of the generator go to which resample.
 _BLOCK = 4_000_000
+# Entries of the (resamples, candidates) arrays evaluated at once: the search
+# makes ~15 of them, so a pass holds ~15 x 8 x _PASS bytes (~30 MiB).
+_PASS = 1 << 18
 
 
 # --------------------------------------------------------------------------- the search
@@ -100,16 +105,22 @@ def _evaluate(obj: Objective, tp, fp, pos, neg) -> dict[str, np.ndarray]:
     when no candidate is feasible. Zero divisions count as 0, as scikit-learn's
     ``zero_division=0``.
     """
+    # Only what the objective reads is computed: on a bootstrap pass each of these
+    # is a (resamples, candidates) array, ~candidates x 8 bytes a resample.
     fn = pos - tp
     tn = neg - fp
     n = pos + neg
-    precision = _div(tp, tp + fp)
-    recall = _div(tp, pos)
-    fpr = _div(fp, neg)
     p = obj.params
-    ones = np.ones(tp.shape, dtype=bool)
-    zeros = np.zeros(tp.shape)
     name = obj.name
+    if name in ("youden", "balanced_accuracy", "precision", "recall", "fpr"):
+        recall = _div(tp, pos)
+    if name in ("precision", "recall"):
+        precision = _div(tp, tp + fp)
+    if name in ("youden", "fpr"):
+        fpr = _div(fp, neg)
+    # Read-only views, not arrays: constant columns cost no memory.
+    ones = np.broadcast_to(True, tp.shape)
+    zeros = np.broadcast_to(0.0, tp.shape)
     if name in ("f1", "fbeta"):
         b2 = 1.0 if name == "f1" else p["beta"] ** 2
         value = _div((1.0 + b2) * tp, (1.0 + b2) * tp + b2 * fn + fp)
@@ -436,13 +447,18 @@ def choose_threshold(
     if n_boot:
         rng = np.random.default_rng(seed)
         block = max(1, _BLOCK // n)
+        rows_per_pass = max(1, _PASS // n)
         chosen_t, chosen_v = [], []
         for start in range(0, n_boot, block):
             counts = _resample_counts(y, n_boot=min(block, n_boot - start), rng=rng)
-            b_tp, b_fp, b_pos, b_neg = _cumulative_counts(y, order, starts, counts)
-            b_idx, b_value, _, _ = _select(obj, b_tp, b_fp, b_pos, b_neg)
-            chosen_t.append(thresholds[b_idx])
-            chosen_v.append(b_value)
+            # The draws keep their block (the same resamples for a seed); the ~15
+            # (resamples, candidates) arrays of the search are made a few rows at a time.
+            for lo in range(0, counts.shape[0], rows_per_pass):
+                b_tp, b_fp, b_pos, b_neg = _cumulative_counts(y, order, starts, counts[lo : lo + rows_per_pass])
+                b_idx, b_value, _, _ = _select(obj, b_tp, b_fp, b_pos, b_neg)
+                chosen_t.append(thresholds[b_idx])
+                chosen_v.append(b_value)
+            del counts
         tail = 50.0 * (1.0 - confidence)
         qs = [tail, 100.0 - tail]
         threshold_ci = _pair(np.percentile(np.concatenate(chosen_t), qs))

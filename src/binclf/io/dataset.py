@@ -31,7 +31,7 @@ from binclf.io.formats import check_path
 from binclf.io.read_errors import arrow_error
 from binclf.io.tables import _check_names, _to_pandas, iter_batches
 
-__all__ = ["TableSource", "Unit", "estimate_decoded_bytes", "is_parquet_dataset"]
+__all__ = ["TableSource", "Unit", "is_parquet_dataset"]
 
 
 def is_parquet_dataset(path: str | Path) -> bool:
@@ -42,26 +42,6 @@ def is_parquet_dataset(path: str | Path) -> bool:
     return path.is_dir() and any(
         f.suffix.lower() in PARQUET_EXTENSIONS for f in path.rglob("*") if not f.name.startswith((".", "_"))
     )
-
-
-def estimate_decoded_bytes(path: str | Path) -> int | None:
-    """The decoded (in-memory) size of a table from metadata only; None where it cannot be told.
-
-    A directory is opened as a :class:`TableSource` (its files are checked); a
-    Parquet file is sized from its footer; a CSV by its size (4x when gzipped).
-    A file that cannot be read gives None: reading it reports why.
-    """
-    path = Path(path)
-    if path.is_dir():
-        return TableSource.open(path).decoded_bytes
-    name = path.name.lower()
-    try:
-        if name.endswith((".parquet", ".pq")):
-            return _decoded_bytes(pq.read_metadata(path))
-        size = os.path.getsize(path)
-    except Exception:  # noqa: BLE001 - the reader words the failure
-        return None
-    return size * (4 if name.endswith(".gz") else 1)
 
 
 @dataclass(frozen=True)

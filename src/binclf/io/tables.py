@@ -10,7 +10,8 @@ Conventions
   format follows the extension: ``.csv .tsv .txt`` (optionally ``.gz``) and
   ``.parquet .pq``.
 * Column dtypes in the returned DataFrames: numbers are ``float64`` (or
-  ``int64`` for integer columns without missing values), text is pandas' default
+  ``int64`` for integer columns without missing values; Parquet ``float32``
+  columns stay ``float32``, half the memory), text is pandas' default
   string dtype ``str`` (missing = ``NaN``), Parquet booleans are the nullable
   ``boolean`` dtype. CSV cells are never read as booleans or dates: ``"yes"``,
   ``"true"`` and ``"2020-01-01"`` stay text, as written. Dates, times and
@@ -93,7 +94,9 @@ def _normalise_arrow(table: pa.Table, path: Path) -> pa.Table:
                 raise utf8_error(path, name) from None
         elif pa.types.is_integer(t) and t != pa.int64():
             new = new.cast(pa.float64() if t == pa.uint64() else pa.int64())
-        elif pa.types.is_floating(t) and t != pa.float64() or pa.types.is_decimal(t):
+        elif pa.types.is_floating(t) and t not in (pa.float32(), pa.float64()) or pa.types.is_decimal(t):
+            # float32 stays float32: widening doubled a float table in memory (the
+            # preprocessing computes in float64 a block at a time, with the same results).
             new = new.cast(pa.float64())
         elif pa.types.is_null(t):
             new = pa.chunked_array([pa.nulls(len(col), pa.float64())])
@@ -101,7 +104,7 @@ def _normalise_arrow(table: pa.Table, path: Path) -> pa.Table:
             new = new.cast(pa.string())
         elif pa.types.is_large_string(t):
             new = new.cast(pa.string())
-        elif not (pa.types.is_string(t) or pa.types.is_boolean(t) or t in (pa.int64(), pa.float64())):
+        elif not (pa.types.is_string(t) or pa.types.is_boolean(t) or t in (pa.int64(), pa.float32(), pa.float64())):
             raise DataError(
                 f"{path}: column {name!r} has the nested type {t}, expected numbers or text; "
                 "flatten it into plain columns or drop it"
@@ -141,7 +144,10 @@ def read_table(
     p, fmt = check_path(path, encoding=encoding)
     if fmt == "parquet":
         try:
-            pf = pq.ParquetFile(p)
+            # No pre-buffering: it holds every compressed column chunk next to the
+            # decoded table (measured, 1M x 8 float32: +112 MB of RSS for a 32 MB
+            # table with it, +72 MB without, and 3x faster on a local disk).
+            pf = pq.ParquetFile(p, pre_buffer=False)
             names = list(pf.schema_arrow.names)
             _check_names(p, names, columns)
             table = pf.read(columns=list(columns) if columns else None, use_threads=True)

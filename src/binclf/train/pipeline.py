@@ -419,7 +419,10 @@ def train_table(
     for n in notices:
         say(n)
 
-    parts = {}
+    # Each part: (its rows, its labels); the rows are positions in df (a DataFrame
+    # only for --valid / --test tables), made into a DataFrame one at a time when
+    # transformed, so the table's splits are never all copied at once (_rows_frame).
+    parts: dict[str, tuple[np.ndarray | pd.DataFrame, np.ndarray]] = {}
     if valid_df is None or test_df is None:
         fractions = [1 - (valid_df is None) * options.valid_fraction - (test_df is None) * options.test_fraction]
         if valid_df is None:
@@ -429,7 +432,7 @@ def train_table(
         idx = stratified_split(y, fractions=tuple(fractions), seed=options.seed)
         names = ["train"] + (["valid"] if valid_df is None else []) + (["test"] if test_df is None else [])
         for name, rows in zip(names, idx):
-            parts[name] = (df.iloc[rows].reset_index(drop=True), y[rows])
+            parts[name] = (rows, y[rows])
     else:
         parts["train"] = (df, y)
     if valid_df is not None:
@@ -443,31 +446,45 @@ def train_table(
                 "to split; provide more rows of the rarer class or pass --valid / --test files"
             )
 
-    train_df, y_train = parts["train"]
+    train_rows, y_train = parts["train"]
     crossfit = options.model == "auto"
     if crossfit:
         # The default model cross-fits over train + validation: every one of
         # those rows trains k - 1 fold members and is predicted out of fold by
         # the one that did not see it; calibration and threshold use all of them.
-        train_df = pd.concat([train_df, parts["valid"][0]], ignore_index=True)
+        valid_rows = parts["valid"][0]
+        if isinstance(train_rows, np.ndarray) and isinstance(valid_rows, np.ndarray):
+            train_df = _rows_frame(df, np.concatenate([train_rows, valid_rows]))  # one copy, not two
+        else:
+            train_df = pd.concat([_rows_frame(df, train_rows), _rows_frame(df, valid_rows)], ignore_index=True)
         y_train = np.concatenate([y_train, parts["valid"][1]])
+    else:
+        train_df = _rows_frame(df, train_rows)
+    t_stats = time.perf_counter()
     if schema.text:  # free-text columns: TF-IDF + projection (binclf.data.text), one pass over the training rows
         prep = TextPreprocessor(
             schema=schema, numeric=options.numeric_scaling, seed=options.seed, encoder=options.text_encoder
         )
         X_train = prep.fit_transform_cached(train_df)
+        timings = {"statistics_seconds": time.perf_counter() - t_stats}  # with the transform, here
         for n in prep.notices:
             say(n)
         notices += prep.notices
     else:
         prep = Preprocessor(schema=schema, numeric=options.numeric_scaling).fit(train_df)
+        # The statistics pass: what a streamed table spends its first pass on (benchmarks/scale.py).
+        timings = {"statistics_seconds": time.perf_counter() - t_stats}
         X_train = prep.transform(train_df)
     # Networks read the dense block; the linear member all of it (TF-IDF included).
     X_linear = X_train if schema.text else None
     X_train = dense_part(X_train, prep.n_dense_) if schema.text else X_train
-    X_test = prep.transform(parts["test"][0])
+    del train_df  # the model inputs are made: the rows' copy goes before the next part's is made
+    # The test rows are transformed after training (their inputs never live beside the
+    # training ones) but checked now: a bad value fails before any training.
+    (prep.table if schema.text else prep).check(_rows_frame(df, parts["test"][0]))
     y_test = parts["test"][1]
     extra_info: dict[str, Any] = {}
+    t_fit = time.perf_counter()
     # z_held, y_held: the held-out logits and labels that calibration and the threshold are
     # chosen on: the validation split, or with cross-fitting the out-of-fold logits of train + validation.
     if crossfit:
@@ -480,7 +497,7 @@ def train_table(
         )
         y_held = y_train
     else:
-        X_valid = prep.transform(parts["valid"][0])
+        X_valid = prep.transform(_rows_frame(df, parts["valid"][0]))
         y_held = parts["valid"][1]
         X_valid_dense = dense_part(X_valid, prep.n_dense_) if schema.text else X_valid
         say(
@@ -491,10 +508,17 @@ def train_table(
         for m in members:
             m.module.eval()
         z_held = member_logits(members, X_valid)
+        del X_valid, X_valid_dense
 
+    timings["fit_seconds"] = time.perf_counter() - t_fit
     for m in members:
         m.module.eval()
+    # The test rows' inputs are made only now, once the training inputs are gone:
+    # only logits from here on (the bootstrap and the report hold none).
+    del X_train, X_linear
+    X_test = prep.transform(_rows_frame(df, parts["test"][0]))
     z_test = member_logits(members, X_test)
+    del X_test
     d = decide_on_held_out(z_held, y_held, z_test, y_test, options, notices=notices)
     if crossfit:
         d.calibration_info["fitted_on"] = "out-of-fold predictions of train + validation"
@@ -521,6 +545,7 @@ def train_table(
             "distributed": {"world_size": dist.current().world_size, "backend": dist.current().backend},
             "notices": notices,
             "train_seconds": seconds,
+            "timings": timings,
         },
     )
     return TrainResult(
@@ -542,6 +567,11 @@ def train_table(
         },
         seconds=seconds,
     )
+
+
+def _rows_frame(df: pd.DataFrame, part: np.ndarray | pd.DataFrame) -> pd.DataFrame:
+    """A part of the table: ``df``'s rows at the positions ``part``, or ``part`` itself (a --valid / --test table)."""
+    return df.iloc[part].reset_index(drop=True) if isinstance(part, np.ndarray) else part
 
 
 def _summary(df: pd.DataFrame, schema: Schema, target: TargetInfo, split_rows: dict[str, int], source: str) -> dict:

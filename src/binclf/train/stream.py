@@ -50,7 +50,6 @@ import json
 import math
 import os
 import re
-import resource
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, replace
@@ -77,19 +76,14 @@ from binclf.predictor import Member, Predictor, member_logits
 from binclf.train.trainer import Callback, TrainConfig, Trainer
 
 __all__ = [
-    "IN_MEMORY_PEAK_FACTOR",
     "StreamOptions",
     "collect_stats",
     "default_memory",
     "parse_memory",
-    "peak_rss_bytes",
     "should_stream",
     "train_stream",
 ]
 
-# Peak memory of the in-memory path as a multiple of the decoded table (the
-# import baseline apart): what should_stream compares against --memory.
-IN_MEMORY_PEAK_FACTOR = 3.0
 # Share of the available RAM that --memory defaults to.
 MEMORY_FRACTION = 0.5
 SCHEMA_ROWS = 50_000
@@ -101,9 +95,14 @@ _FORMAT = "binclf.checkpoint/1"
 _UNITS = {"": 1, "B": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
 
 
-def should_stream(decoded_bytes: int, memory_bytes: int, factor: float = IN_MEMORY_PEAK_FACTOR) -> bool:
-    """Whether a table of ``decoded_bytes`` must be streamed: the in-memory peak (``factor`` x) exceeds ``memory_bytes``."""
-    return decoded_bytes * factor > memory_bytes
+def should_stream(decoded_bytes: int, memory_bytes: int) -> bool:
+    """Whether a table of ``decoded_bytes`` must be streamed: training it in memory would exceed ``memory_bytes``.
+
+    The in-memory peak is the measured one (:func:`binclf.train.memory.in_memory_peak_bytes`).
+    """
+    from binclf.train.memory import fits_in_memory
+
+    return not fits_in_memory(decoded_bytes, memory_bytes)
 
 
 def parse_memory(text: str, *, option: str = "--memory") -> int:
@@ -124,11 +123,6 @@ def default_memory() -> int:
     except OSError:
         pass
     return int(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") * MEMORY_FRACTION)
-
-
-def peak_rss_bytes() -> int:
-    """This process's peak resident memory so far (``ru_maxrss``; kilobytes on Linux)."""
-    return int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss) * 1024
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -355,18 +355,19 @@ class Trainer:
             wv = None if sample_weight_valid is None else _as_tensor(sample_weight_valid, torch.float32, device)
         self._check_inputs(X, y, w)
         outer = model
+        encode = None
         network = encoded_network(model)
         if network is not None:
             # A first stage without trainable parameters (binclf.nn.models.PLEMLP's
-            # encoding): fit it to the training rows, encode them once and train
-            # the network behind it.
+            # encoding): fit it to the training rows and train the network behind
+            # it on each batch's encoding. Encoding the rows once instead held two
+            # copies of inputs ~17x wider than the table (the epoch's gather too):
+            # measured 1.55 GB peak for 1M x 7 float32 rows. The encoding is
+            # elementwise, so the numbers are the same.
             model.to(device)
             if callable(getattr(model, "fit_encoding", None)):
                 model.fit_encoding(X)
-            with torch.no_grad():
-                X = model.encode(X).contiguous()
-                if has_valid:
-                    Xv = model.encode(Xv).contiguous()
+            encode = model.encode
             model = network
 
         self.pos_weight_ = resolve_pos_weight(cfg.pos_weight, y)
@@ -388,7 +389,7 @@ class Trainer:
             n = len(X) if dp is None else dp.rows_per_rank(len(X))
             batch_size = cfg.batch_size if dp is None else dp.batch_per_rank(cfg.batch_size)
             steps_per_epoch = math.ceil(n / batch_size)
-            probe = (X[:batch_size], y[:batch_size], None if w is None else w[:batch_size])
+            probe = self._batch(X, y, w, torch.arange(min(batch_size, len(X)), device=X.device), encode)
             opt, opt_step, fused, sched = self._step_parts(
                 model, loss_fn, device, n, has_valid, steps_per_epoch, probe=probe if n >= 2 else None
             )
@@ -419,12 +420,11 @@ class Trainer:
                     idx = idx.to(device)
                     if dp is not None:  # the same order on every rank (shared seed); this rank's share of it
                         idx = dp.epoch_rows(idx)
-                    # One gather per epoch, then contiguous slices per step.
-                    Xe, ye = X.index_select(0, idx), y.index_select(0, idx)
-                    we = None if w is None else w.index_select(0, idx)
+                    # Each batch gathers its own rows (and encodes them, for an encoded
+                    # model): a gather of the whole epoch up front held a second copy of
+                    # the training inputs (the same rows in the same order either way).
                     batches = (
-                        (Xe[lo : lo + batch_size], ye[lo : lo + batch_size],
-                         None if we is None else we[lo : lo + batch_size])
+                        self._batch(X, y, w, idx[lo : lo + batch_size], encode)
                         for lo in range(0, n, batch_size)
                     )
                     step_losses = self.train_steps(
@@ -440,7 +440,8 @@ class Trainer:
                     log = {"epoch": epoch, "train_loss": train_loss, "lr": opt.param_groups[0]["lr"]}
                     if has_valid:
                         tv = time.perf_counter()
-                        valid_loss = self._evaluate(model, loss_fn, Xv, yv, wv)
+                        # The outer model: its rows are encoded a chunk at a time (binclf.infer).
+                        valid_loss = self._evaluate(outer if encode is not None else model, loss_fn, Xv, yv, wv)
                         log["valid_loss"] = valid_loss
                         log["valid_seconds"] = time.perf_counter() - tv
                         if not math.isfinite(valid_loss):
@@ -477,6 +478,17 @@ class Trainer:
         return self
 
     # -- pieces of the loop ----------------------------------------------------
+    @staticmethod
+    def _batch(
+        X: Tensor, y: Tensor, w: Tensor | None, rows: Tensor, encode: Callable[[Tensor], Tensor] | None
+    ) -> tuple[Tensor, Tensor, Tensor | None]:
+        """The rows ``rows`` of ``X``, ``y``, ``w``; ``X``'s through ``encode`` (no gradient) when given."""
+        xb = X.index_select(0, rows)
+        if encode is not None:
+            with torch.no_grad():
+                xb = encode(xb)
+        return xb, y.index_select(0, rows), None if w is None else w.index_select(0, rows)
+
     def _step_parts(
         self, model: nn.Module, loss_fn: nn.Module, device: torch.device, n_rows: int, has_valid: bool,
         steps_per_epoch: int, probe: tuple[Tensor, Tensor, Tensor | None] | None = None,

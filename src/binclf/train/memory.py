@@ -1,0 +1,227 @@
+"""How much memory training a table in memory takes, measured, and the decoded size of a table on disk.
+
+``binclf train`` holds the decoded table, its transformed model inputs and
+the training copies at once; the streaming path exists for tables where that
+would not fit. The decision needs two numbers, both here:
+
+* :func:`decoded_bytes`: the bytes of a table once read (numbers at their
+  width as binclf reads them, text as Arrow strings), estimated from a Parquet
+  file's metadata plus a small sample of its text columns, or from a sample of
+  a CSV file;
+* :func:`in_memory_peak_bytes`: the peak RSS of an in-memory ``binclf
+  train`` above the process's import baseline: a fixed overhead plus
+  :data:`IN_MEMORY_PEAK_FACTOR` times the decoded table (measured, see the
+  constants), plus copies of the model inputs where one-hot encoding makes
+  them wider than the table.
+
+Nothing here reads a whole table.
+"""
+
+from __future__ import annotations
+
+import gzip
+import io
+import resource
+import struct
+import sys
+from collections.abc import Iterable
+from pathlib import Path
+
+__all__ = [
+    "IN_MEMORY_OVERHEAD_BYTES",
+    "IN_MEMORY_PEAK_FACTOR",
+    "MODEL_INPUT_COPIES",
+    "decoded_bytes",
+    "fits_in_memory",
+    "in_memory_peak_bytes",
+    "peak_rss_bytes",
+]
+
+#: Peak RSS of an in-memory ``binclf train`` above the import baseline, per
+#: byte of decoded table (:func:`decoded_bytes`), once the fixed
+#: :data:`IN_MEMORY_OVERHEAD_BYTES` is set aside: the slope of the peak over
+#: table sizes, worst case measured on numeric tables (float32 and float64,
+#: ``--model mlp`` and the default ``--model auto``, the report included),
+#: rounded up. Measured on 1M -> 3M rows x 8 float32 columns, 2 epochs: 3.2
+#: with ``--model mlp`` (685 -> 890 MB; the table, pyarrow's decoding buffers
+#: and the schema inference's per-column statistics peak before training) and
+#: 7.2 with the default ``--model auto`` (799 -> 1261 MB: the cross-fit's fold
+#: copies, the encodings' statistics, the linear members' float64 copies and
+#: the out-of-fold threshold bootstrap on top); the intercepts (~170-185 MB)
+#: are within :data:`IN_MEMORY_OVERHEAD_BYTES`.
+IN_MEMORY_PEAK_FACTOR: float = 7.5
+
+#: The part of the in-memory peak that does not grow with the table: glibc
+#: keeps up to 256 MiB of freed memory (binclf.runtime.tune_malloc), and
+#: ``torch.compile``'s first compiled training step costs ~150 MB.
+IN_MEMORY_OVERHEAD_BYTES: int = 400_000_000
+
+#: Copies of the dense model inputs (rows x features out x 4 bytes, float32)
+#: alive at the peak, for tables whose one-hot encoding makes them wider than
+#: the table: the training rows and their transform (``--model mlp``, measured
+#: ~0.6), the cross-fitted folds' copies (``--model auto``, measured ~1.3,
+#: 500k rows x 288 one-hot features); rounded up.
+MODEL_INPUT_COPIES: float = 1.6
+
+# Rows of text columns read to estimate their bytes per row.
+_SAMPLE_ROWS = 65_536
+# Bytes of a CSV read to estimate the decoded bytes per byte of file.
+_CSV_SAMPLE_BYTES = 4 << 20
+_PARQUET_EXT = (".parquet", ".pq")
+
+
+def peak_rss_bytes() -> int:
+    """This process's peak resident memory so far, in bytes (``getrusage``'s ``ru_maxrss``)."""
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return int(peak if sys.platform == "darwin" else peak * 1024)  # bytes on macOS, KiB on Linux
+
+
+def in_memory_peak_bytes(decoded: int, *, rows: int = 0, features_out: int = 0) -> int:
+    """Expected peak RSS above the import baseline of training a table in memory, in bytes.
+
+    ``overhead + factor x decoded``, plus, when the model inputs (``rows x
+    features_out`` float32, known once the preprocessing is fitted) are wider
+    than the table (one-hot encoded categoricals), their extra copies.
+
+    Parameters
+    ----------
+    decoded : int
+        The table's decoded bytes (:func:`decoded_bytes`).
+    rows, features_out : int
+        Rows and model input features, when known (0: not counted).
+
+    Returns
+    -------
+    int
+    """
+    inputs = 4 * rows * features_out
+    wider = MODEL_INPUT_COPIES * max(0, inputs - decoded)
+    return int(IN_MEMORY_OVERHEAD_BYTES + IN_MEMORY_PEAK_FACTOR * decoded + wider)
+
+
+def fits_in_memory(decoded: int, memory: int, *, rows: int = 0, features_out: int = 0) -> bool:
+    """Whether training a table in memory stays within ``memory`` bytes above the import baseline."""
+    return in_memory_peak_bytes(decoded, rows=rows, features_out=features_out) <= memory
+
+
+def _parquet_files(path: Path) -> list[Path]:
+    if path.is_dir():
+        return sorted(p for p in path.rglob("*") if p.suffix.lower() in _PARQUET_EXT and p.is_file())
+    return [path]
+
+
+def _fixed_width(t) -> float | None:
+    """Bytes per row of an Arrow type as binclf reads it (io.tables), or None for text."""
+    import pyarrow as pa
+
+    if pa.types.is_dictionary(t):
+        t = t.value_type
+    if pa.types.is_boolean(t):
+        return 2.0  # pandas' nullable boolean: values and mask, a byte each
+    if t == pa.float32():
+        return 4.0
+    if pa.types.is_integer(t) or pa.types.is_floating(t) or pa.types.is_decimal(t) or pa.types.is_null(t):
+        return 8.0  # widened to int64 / float64
+    return None  # strings, binary, dates and times (read as text)
+
+
+def _text_bytes_per_row(files: list[Path], names: list[str]) -> float:
+    """Mean Arrow bytes per row of the text columns ``names``, from the first rows of a few files."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    if not names:
+        return 0.0
+    step = max(1, len(files) // 4)
+    total, rows = 0, 0
+    for f in files[::step][:4]:
+        pf = pq.ParquetFile(f)
+        batch = next(pf.iter_batches(batch_size=_SAMPLE_ROWS, columns=names), None)
+        if batch is None:
+            continue
+        for col in batch.columns:
+            if pa.types.is_dictionary(col.type):
+                col = col.cast(col.type.value_type)
+            if not (pa.types.is_string(col.type) or pa.types.is_large_string(col.type)):
+                col = col.cast(pa.string())
+            total += col.nbytes
+        rows += batch.num_rows
+    return total / rows if rows else 0.0
+
+
+def _parquet_decoded(files: list[Path], columns: Iterable[str] | None) -> int:
+    import pyarrow.parquet as pq
+
+    if not files:
+        return 0
+    schema = pq.read_schema(files[0])
+    wanted = set(columns) if columns is not None else None
+    fixed, text = 0.0, []
+    for field in schema:
+        if wanted is not None and field.name not in wanted:
+            continue
+        w = _fixed_width(field.type)
+        if w is None:
+            text.append(field.name)
+        else:
+            fixed += w
+    rows = sum(pq.ParquetFile(f).metadata.num_rows for f in files)
+    return int(rows * (fixed + _text_bytes_per_row(files, text)))
+
+
+def _csv_decoded(path: Path) -> int:
+    """Decoded bytes of a CSV: those of its first few MB, scaled by the file's (uncompressed) size."""
+    import pyarrow as pa
+    import pyarrow.csv as pacsv
+
+    gz = path.suffix.lower() == ".gz"
+    if gz:
+        # gzip's trailer holds the uncompressed size modulo 4 GiB; a file can only have grown, not shrunk.
+        with open(path, "rb") as fh:
+            fh.seek(-4, 2)
+            size = struct.unpack("<I", fh.read(4))[0]
+        compressed = path.stat().st_size
+        while size < compressed:
+            size += 1 << 32
+        opener = gzip.open
+    else:
+        size = path.stat().st_size
+        opener = open
+    with opener(path, "rb") as fh:
+        head = fh.read(_CSV_SAMPLE_BYTES)
+    if len(head) < size:
+        head = head[: head.rfind(b"\n") + 1]  # whole lines only
+    if not head:
+        return 0
+    table = pacsv.read_csv(io.BytesIO(head))
+    per_byte = sum(
+        c.nbytes if pa.types.is_string(c.type) else table.num_rows * (_fixed_width(c.type) or 8.0)
+        for c in table.columns
+    ) / len(head)
+    return int(per_byte * size)
+
+
+def decoded_bytes(path: str | Path, *, columns: Iterable[str] | None = None) -> int:
+    """Bytes the table at ``path`` takes once read into memory, estimated without reading it whole.
+
+    Numbers count at the width binclf reads them with (float32 stays 4 bytes,
+    other numbers 8, booleans 2), text as Arrow strings (4-byte offsets plus
+    the characters, measured on the first rows of up to 4 files).
+
+    Parameters
+    ----------
+    path : str or Path
+        A Parquet file, a directory of Parquet files (searched recursively, as
+        a hive-partitioned dataset is laid out) or a CSV file (``.gz`` too).
+    columns : iterable of str, optional
+        Count only these columns (Parquet).
+
+    Returns
+    -------
+    int
+        Estimated decoded bytes (exact for numeric Parquet tables).
+    """
+    p = Path(path)
+    if p.is_dir() or p.suffix.lower() in _PARQUET_EXT:
+        return _parquet_decoded(_parquet_files(p), columns)
+    return _csv_decoded(p)
