@@ -68,6 +68,7 @@ from binclf.data.target import TargetInfo, target_from_counts
 from binclf.errors import ConfigError, DataError
 from binclf.io.atomic import Layout, write_directory
 from binclf.io.dataset import TableSource
+from binclf.io.prefetch import prefetch
 from binclf.nn.losses import build_loss, resolve_pos_weight
 from binclf.nn.models import build_model
 from binclf.nn.models.base import init_output_bias
@@ -152,10 +153,30 @@ class StreamOptions:
     rank: int = 0
     world_size: int = 1
 
+    @property
+    def buffer_bytes(self) -> int:
+        """The part of ``memory_bytes`` the buffers are sized from.
+
+        The rest is the process's fixed overhead, which does not shrink with
+        the buffers: freed memory glibc keeps (:func:`binclf.runtime.tune_malloc`)
+        and the compiled training step (:data:`binclf.train.memory.IN_MEMORY_OVERHEAD_BYTES`
+        in all); at least half the budget.
+        """
+        from binclf.train.memory import IN_MEMORY_OVERHEAD_BYTES
+
+        return max(self.memory_bytes // 2, self.memory_bytes - IN_MEMORY_OVERHEAD_BYTES)
+
     def sizes(self, n_columns: int, n_features: int) -> tuple[int, int]:
-        """``(batch_rows, shuffle_rows)``: a read batch within 1/16 of the budget, the buffer within 1/8."""
-        batch = self.batch_rows or int(np.clip(self.memory_bytes // 16 // (24 * max(n_columns, 1)), 1024, 262_144))
-        shuffle = self.shuffle_rows or int(np.clip(self.memory_bytes // 8 // (4 * max(n_features, 1)), 4096, 1 << 20))
+        """``(batch_rows, shuffle_rows)``: a read batch within 1/16 of the buffers' share, the shuffle buffer 1/8.
+
+        A read batch costs its decoded columns (~24 bytes a value with pandas'
+        overhead) and, while it is transformed, its model inputs in float64
+        and float32 (12 bytes a feature: one-hot levels make them the larger part).
+        """
+        budget = self.buffer_bytes
+        per_row = 24 * max(n_columns, 1) + (12 * n_features if n_features > 1 else 0)
+        batch = self.batch_rows or int(np.clip(budget // 16 // per_row, 1024, 262_144))
+        shuffle = self.shuffle_rows or int(np.clip(budget // 8 // (4 * max(n_features, 1)), 4096, 1 << 20))
         return batch, shuffle
 
 
@@ -562,34 +583,46 @@ def train_stream(
         if note not in notices:  # a resumed run has it from its checkpoint (and has said it)
             notices.append(note)
             say(note)
-    es_cap = max(1, min(stream.held_out_cap, stream.memory_bytes // 8 // (4 * max(d, 1))))
+    es_cap = max(1, min(stream.held_out_cap, stream.buffer_bytes // 8 // (4 * max(d, 1))))
     es_share = min(1.0, es_cap / max(n_valid, 1))
     # Held-out rows kept: ~40 bytes each for logits, labels, probabilities and the report's curves.
-    held_cap = max(1000, min(stream.held_out_cap, stream.memory_bytes // 64))
+    held_cap = max(1000, min(stream.held_out_cap, stream.buffer_bytes // 64))
     held_share = min(1.0, held_cap / max(n_valid, 1))
     test_share = min(1.0, held_cap / max(n_test, 1))
 
-    def batches_of(epoch: int, valid_out: list | None) -> Iterator[tuple[torch.Tensor, torch.Tensor, None]]:
-        """The epoch's training batches (at most ``step_limit``); collects the validation sample into ``valid_out``."""
-        rng = np.random.default_rng([options.seed, epoch, *([stream.rank] if stream.rank else [])])
-        buf = _ShuffleBuffer(shuffle_rows, batch_size, rng)
-        given = 0
+    def prepared(epoch: int, with_valid: bool) -> Iterator[tuple[tuple | None, tuple | None]]:
+        """Each read batch's ``(training part, validation sample part)``, transformed: ``(X, y)`` or None."""
         for df in source.iter_batches(batch_rows=batch_rows, columns=columns, rank=stream.rank,
                                       world_size=stream.world_size, seed=options.seed * 100_003 + epoch,
                                       column_types=column_types if source.kind == "csv" else None):
-            done = step_limit is not None and given >= step_limit
-            if done and valid_out is None:
-                return
             df, keys, split = _keyed(df, target=options.target, key_columns=key_columns, options=options)
-            if valid_out is not None:
+            valid = None
+            if with_valid:
                 take = (split == 1) & _keep_share(keys, es_share)
                 if take.any():
                     part = df.loc[take]
-                    valid_out.append((prep.transform(part), target.encode(part[options.target])))
+                    valid = (prep.transform(part), target.encode(part[options.target]))
             train = split == 0
-            if train.any() and not done:
-                part = df.loc[train] if not train.all() else df
-                for batch in buf.add(prep.transform(part), target.encode(part[options.target])):
+            part = df.loc[train] if not train.all() else df
+            yield (prep.transform(part), target.encode(part[options.target])) if train.any() else None, valid
+
+    def batches_of(epoch: int, valid_out: list | None) -> Iterator[tuple[torch.Tensor, torch.Tensor, None]]:
+        """The epoch's training batches (at most ``step_limit``); collects the validation sample into ``valid_out``.
+
+        Reading and transforming run one batch ahead on a background thread
+        (pyarrow and numpy release the GIL), beside the training steps.
+        """
+        rng = np.random.default_rng([options.seed, epoch, *([stream.rank] if stream.rank else [])])
+        buf = _ShuffleBuffer(shuffle_rows, batch_size, rng)
+        given = 0
+        for train_part, valid_part in prefetch(prepared(epoch, valid_out is not None)):
+            done = step_limit is not None and given >= step_limit
+            if done and valid_out is None:
+                return
+            if valid_part is not None:
+                valid_out.append(valid_part)
+            if train_part is not None and not done:
+                for batch in buf.add(*train_part):
                     yield batch
                     given += 1
                     if step_limit is not None and given >= step_limit:
