@@ -451,10 +451,12 @@ def _streamed_training(data: Path, options: Any, kw: dict[str, Any], out: Path) 
     budget = st.parse_memory(kw["memory"]) if kw["memory"] else st.default_memory()
     # --memory is this machine's: its processes share it (in memory, every one holds the whole table).
     sharing = ctx.local_world_size if ctx.distributed else 1
-    try:
-        decoded = memory.decoded_bytes(data)
-    except Exception:  # noqa: BLE001 - an unreadable file: reading it below words the failure
-        decoded = None
+    decoded = None
+    if data.is_dir() or data.is_file():  # never open a pipe or device here: the reader words those
+        try:
+            decoded = memory.decoded_bytes(data)
+        except Exception:  # noqa: BLE001 - an unreadable file: reading it below words the failure
+            decoded = None
     if not kw["stream"] and (decoded is None or not st.should_stream(decoded, budget // sharing)):
         if kw["checkpoint_dir"] or kw["resume"] or kw["id_column"]:
             raise ConfigError("--checkpoint-dir, --resume and --id-column apply to streamed training; add --stream")
