@@ -433,6 +433,29 @@ def test_stratified_split_survives_a_tiny_class():
     assert sum(len(p) for p in parts) == 30
 
 
+@pytest.mark.parametrize("n, rate, n_second, seed", [(1000, 0.3, 200, 0), (777, 0.05, 350, 3), (60, 0.5, 59, 7), (10, 0.1, 3, 1)])
+def test_stratified_shuffle_split_matches_scikit_learn(n, rate, n_second, seed):
+    """The array-based stratified split draws the same parts, in the same order, as train_test_split."""
+    from sklearn.model_selection import train_test_split
+
+    from binclf.data.split import _stratified_shuffle_split
+
+    rng = np.random.default_rng(seed)
+    y = (rng.random(n) < rate).astype(np.float32)
+    y[:2] = 1  # at least two rows of each class
+    y[2:4] = 0
+    rows = rng.permutation(2 * n)[:n]
+    try:
+        want = train_test_split(rows, test_size=n_second, random_state=seed, stratify=y)
+    except ValueError:
+        with pytest.raises(ValueError, match="too few rows"):
+            _stratified_shuffle_split(rows, y, n_second=n_second, seed=seed)
+        return
+    got = _stratified_shuffle_split(rows, y, n_second=n_second, seed=seed)
+    for a, b in zip(want, got):
+        np.testing.assert_array_equal(a, b)
+
+
 def test_stratified_split_bad_fractions():
     with pytest.raises(ConfigError, match="summing to 1"):
         stratified_split(np.zeros(10), fractions=(0.5, 0.2))
