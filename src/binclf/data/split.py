@@ -42,11 +42,13 @@ def _stratified_shuffle_split(
     """
     from sklearn.utils.extmath import _approximate_mode
 
-    classes, y_indices, class_counts = np.unique(y, return_inverse=True, return_counts=True)
+    classes, class_counts = np.unique(y, return_counts=True)
     n_first, n_classes = len(rows) - n_second, len(classes)
     if class_counts.min() < 2 or n_first < n_classes or n_second < n_classes:
         raise ValueError("too few rows of a class to stratify")
-    class_indices = np.split(np.argsort(y_indices, kind="stable"), np.cumsum(class_counts)[:-1])
+    # A stable argsort of the class codes lists each class's positions in order: flatnonzero
+    # gives the same without the (n,) codes and their argsort.
+    class_indices = [np.flatnonzero(y == c) for c in classes]
     rng = np.random.RandomState(seed)
     n_i = _approximate_mode(class_counts, n_first, rng)
     t_i = _approximate_mode(class_counts - n_i, n_second, rng)
