@@ -73,9 +73,9 @@ IN_MEMORY_OVERHEAD_BYTES: int = 400_000_000
 #: them wider than the table. Measured on 500k rows x (4 float32 + 4 text
 #: columns of 50-110 levels), 30 MB decoded, 315 features out: ``--model
 #: mlp`` ~1.25 (1016 MB; the training rows and their transform), the default
-#: ``--model auto`` 1.55-1.72 by the slope taken (1530 MB, was 1765 MB and
-#: ~2.0 before the in-place blend weights and the fold copies' release; the
-#: cross-fitted folds' copies of the inputs); rounded up.
+#: ``--model auto`` 1.55-1.72 by the slope taken (1530 MB: the cross-fitted
+#: folds' copies of the inputs; 1765 MB and ~2.0 before each fold made one
+#: held-out copy and freed pages went back between folds); rounded up.
 MODEL_INPUT_COPIES: float = 1.8
 
 # Rows of text columns read to estimate their bytes per row.
