@@ -459,3 +459,29 @@ def test_stratified_shuffle_split_matches_scikit_learn(n, rate, n_second, seed):
 def test_stratified_split_bad_fractions():
     with pytest.raises(ConfigError, match="summing to 1"):
         stratified_split(np.zeros(10), fractions=(0.5, 0.2))
+
+
+def test_infer_schema_numpy_numbers_get_the_roles_of_nullable_ones():
+    """NumPy float/int columns (no hash table on floats) get the roles pandas' nullable columns get."""
+    rng = np.random.default_rng(0)
+    n = 200
+    cols = {
+        "measure": rng.normal(size=n),
+        "with_nan": np.where(rng.random(n) < 0.2, np.nan, rng.normal(size=n)),
+        "code": rng.integers(0, 4, n).astype(float),
+        "code_nan": np.where(rng.random(n) < 0.1, np.nan, rng.integers(0, 3, n)),
+        "score": rng.integers(0, 10, n).astype(float),
+        "const": np.full(n, 2.5),
+        "row_id": np.arange(n, dtype=float),
+        "inf_col": np.where(rng.random(n) < 0.1, np.inf, 1.0),
+    }
+    plain = pd.DataFrame({**cols, "y": rng.integers(0, 2, n)})
+    schemas = []
+    for df in (plain, plain.astype({c: np.float32 for c in cols}), plain.astype({c: "Float64" for c in cols})):
+        schema, notices = infer_schema(df, target="y")
+        schemas.append(([(c.name, c.role) for c in schema.columns], schema.dropped, len(notices)))
+    assert schemas[0] == schemas[1] == schemas[2]
+    roles = dict(schemas[0][0])
+    assert roles["measure"] == roles["with_nan"] == roles["score"] == "numeric"
+    assert roles["code"] == roles["code_nan"] == "categorical"
+    assert dict(schemas[0][1]) == {"const": "constant", "row_id": "identifier"}
