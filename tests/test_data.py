@@ -433,6 +433,55 @@ def test_stratified_split_survives_a_tiny_class():
     assert sum(len(p) for p in parts) == 30
 
 
+@pytest.mark.parametrize("n, rate, n_second, seed", [(1000, 0.3, 200, 0), (777, 0.05, 350, 3), (60, 0.5, 59, 7), (10, 0.1, 3, 1)])
+def test_stratified_shuffle_split_matches_scikit_learn(n, rate, n_second, seed):
+    """The array-based stratified split draws the same parts, in the same order, as train_test_split."""
+    from sklearn.model_selection import train_test_split
+
+    from binclf.data.split import _stratified_shuffle_split
+
+    rng = np.random.default_rng(seed)
+    y = (rng.random(n) < rate).astype(np.float32)
+    y[:2] = 1  # at least two rows of each class
+    y[2:4] = 0
+    rows = rng.permutation(2 * n)[:n]
+    try:
+        want = train_test_split(rows, test_size=n_second, random_state=seed, stratify=y)
+    except ValueError:
+        with pytest.raises(ValueError, match="too few rows"):
+            _stratified_shuffle_split(rows, y, n_second=n_second, seed=seed)
+        return
+    got = _stratified_shuffle_split(rows, y, n_second=n_second, seed=seed)
+    for a, b in zip(want, got):
+        np.testing.assert_array_equal(a, b)
+
+
 def test_stratified_split_bad_fractions():
     with pytest.raises(ConfigError, match="summing to 1"):
         stratified_split(np.zeros(10), fractions=(0.5, 0.2))
+
+
+def test_infer_schema_numpy_numbers_get_the_roles_of_nullable_ones():
+    """NumPy float/int columns (no hash table on floats) get the roles pandas' nullable columns get."""
+    rng = np.random.default_rng(0)
+    n = 200
+    cols = {
+        "measure": rng.normal(size=n),
+        "with_nan": np.where(rng.random(n) < 0.2, np.nan, rng.normal(size=n)),
+        "code": rng.integers(0, 4, n).astype(float),
+        "code_nan": np.where(rng.random(n) < 0.1, np.nan, rng.integers(0, 3, n)),
+        "score": rng.integers(0, 10, n).astype(float),
+        "const": np.full(n, 2.5),
+        "row_id": np.arange(n, dtype=float),
+        "inf_col": np.where(rng.random(n) < 0.1, np.inf, 1.0),
+    }
+    plain = pd.DataFrame({**cols, "y": rng.integers(0, 2, n)})
+    schemas = []
+    for df in (plain, plain.astype({c: np.float32 for c in cols}), plain.astype({c: "Float64" for c in cols})):
+        schema, notices = infer_schema(df, target="y")
+        schemas.append(([(c.name, c.role) for c in schema.columns], schema.dropped, len(notices)))
+    assert schemas[0] == schemas[1] == schemas[2]
+    roles = dict(schemas[0][0])
+    assert roles["measure"] == roles["with_nan"] == roles["score"] == "numeric"
+    assert roles["code"] == roles["code_nan"] == "categorical"
+    assert dict(schemas[0][1]) == {"const": "constant", "row_id": "identifier"}

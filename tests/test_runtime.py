@@ -379,3 +379,26 @@ def test_an_error_in_the_producer_reaches_the_consumer_after_the_items_before_it
             got.append(item)  # noqa: PERF402 - each item must arrive before the error
     assert got == [1, 2]
     assert _prefetch_threads() == []
+
+
+def test_release_freed_memory_only_where_malloc_is_tuned():
+    """A subprocess: untuned, nothing is trimmed; once tune_malloc is in force (glibc), freed pages go back."""
+    code = (
+        "import os, sys\n"
+        "from binclf import runtime\n"
+        "assert runtime.release_freed_memory() is False\n"
+        "tuned = runtime.tune_malloc()\n"
+        "blocks = [bytearray(1 << 20) for _ in range(64)]\n"
+        "del blocks\n"
+        "print(tuned, runtime.release_freed_memory())\n"
+    )
+    import os
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MALLOC_") and k != "BINCLF_MALLOC"}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True).stdout.split()
+    # Tuned (glibc) -> trimmed; off glibc neither.
+    assert out in (["True", "True"], ["False", "False"])
+    import platform
+
+    if sys.platform.startswith("linux") and platform.libc_ver()[0] == "glibc":
+        assert out == ["True", "True"]

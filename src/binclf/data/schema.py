@@ -94,9 +94,28 @@ def _is_numeric_dtype(s: pd.Series) -> bool:
     return pd.api.types.is_numeric_dtype(s.dtype) and not pd.api.types.is_bool_dtype(s.dtype)
 
 
+def _is_plain_number(s: pd.Series) -> bool:
+    """A NumPy int or float column (not pandas' nullable or extension types)."""
+    return isinstance(s.dtype, np.dtype) and s.dtype.kind in "iuf"
+
+
+# Rows tested at a time for whole numbers: a measurement's first block already
+# holds a fraction, and the test's temporaries stay small.
+_INTEGRAL_BLOCK = 1 << 16
+
+
 def _is_integral(values: np.ndarray) -> bool:
+    """Whether every value is a whole number (``values`` ``(n,)``, any numeric dtype)."""
+    if not values.size:
+        return False
+    if values.dtype.kind in "iu":
+        return True
     with np.errstate(invalid="ignore"):  # inf % 1 is NaN: not integral, and no warning on stderr
-        return bool(values.size) and bool(np.all(np.mod(values, 1.0) == 0))
+        # x % 1 == 0 is exact at any float width: float32 need not be widened.
+        return all(
+            bool(np.all(np.mod(values[lo : lo + _INTEGRAL_BLOCK], 1.0) == 0))
+            for lo in range(0, values.size, _INTEGRAL_BLOCK)
+        )
 
 
 def _text_role(name: str, present: pd.Series, n_distinct: int, notices: list[str]) -> Role | None:
@@ -187,12 +206,29 @@ def infer_schema(
         if name == target or name in drop:
             continue
         s = df[name]
-        present = s.dropna()
-        if present.empty:
-            all_missing.append(name)
-            continue
-        n_distinct = present.nunique()
-        has_missing = len(present) < n
+        if _is_plain_number(s):
+            # NumPy numbers: no hash table of a whole float column (~6x the
+            # column's bytes at the peak); the distinct count is needed only
+            # for whole numbers (codes, identifiers), a constant is min == max.
+            arr = s.to_numpy()
+            missing = np.isnan(arr) if arr.dtype.kind == "f" else None
+            has_missing = missing is not None and bool(missing.any())
+            present = pd.Series(arr[~missing] if has_missing else arr, copy=False)
+            if present.empty:
+                all_missing.append(name)
+                continue
+            lo, hi = present.min(), present.max()
+            whole = _is_integral(present.to_numpy())
+            n_distinct = present.nunique() if whole else 1 if lo == hi else 2  # 2: "more than one"
+            del missing
+        else:
+            present = s.dropna()
+            if present.empty:
+                all_missing.append(name)
+                continue
+            n_distinct = present.nunique()
+            has_missing = len(present) < n
+            whole = None
         dtype = str(s.dtype)
         if n_distinct == 1 and not has_missing:
             dropped.append((name, "constant"))
@@ -205,7 +241,9 @@ def infer_schema(
             specs.append(ColumnSpec(name, forced, dtype))
             continue
         values: np.ndarray | None = None  # the numbers, when the column holds numbers
-        if _is_numeric_dtype(s):
+        if whole is not None:
+            values = present.to_numpy()  # float64 only where an identifier test below needs it
+        elif _is_numeric_dtype(s):
             values = present.to_numpy(dtype=np.float64)
         elif not pd.api.types.is_bool_dtype(s.dtype):
             # Parse each distinct text once (a category column of 22k rows has
@@ -227,7 +265,7 @@ def infer_schema(
             if role is not None:
                 specs.append(ColumnSpec(name, role, dtype))
                 continue
-        integral = values is not None and _is_integral(values)
+        integral = values is not None and (whole if whole is not None else _is_integral(values))
         if values is None or integral:
             unique_per_row = n_distinct == n and n >= 20
             if unique_per_row and values is None:
@@ -235,6 +273,7 @@ def infer_schema(
                 notices.append(f"column {name!r} dropped: a different text in every row, like an identifier")
                 continue
             if unique_per_row and integral:
+                values = values.astype(np.float64, copy=False)
                 sorted_ = bool(np.all(np.diff(values) > 0) or np.all(np.diff(values) < 0))
                 gapless = values.max() - values.min() == n - 1
                 if sorted_ or gapless:

@@ -166,7 +166,13 @@ def read_table(
             table = table.select(list(columns))
     if table.num_rows == 0:
         raise _no_rows(p)
-    return _to_pandas(table, p)
+    df = _to_pandas(table, p)
+    del table
+    # Arrow's allocator keeps the decoding buffers it freed (~0.45x a numeric
+    # table, measured 3M x 8 float32) for reuse; NumPy's copies that follow
+    # cannot use them, so hand them back to the system.
+    pa.default_memory_pool().release_unused()
+    return df
 
 
 _ROLE_TYPES = {"numeric": pa.float64(), "categorical": pa.string()}

@@ -31,7 +31,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from binclf.runtime import one_blas_thread
+from binclf.runtime import one_blas_thread, release_freed_memory
 from binclf.nn.models import LogisticModel
 from binclf.numeric import log_loss, logit, sigmoid
 
@@ -184,14 +184,24 @@ def mixture_weights(P: np.ndarray, y: np.ndarray) -> np.ndarray:
     """
     from scipy.optimize import minimize
 
-    Q = np.clip(np.where(y[:, None] == 1, P, 1 - P), _EPS, 1.0)
-    m = Q.shape[1]
+    m = P.shape[1]
     if m == 1:
         return np.ones(1)
+    # Each row's probability of its own class, built in place: no (n, m) temporaries
+    # beyond Q itself (np.where and np.clip made three).
+    Q = np.subtract(1.0, P, dtype=np.float64)
+    np.copyto(Q, P, where=(y == 1)[:, None])
+    np.clip(Q, _EPS, 1.0, out=Q)
+    n = len(Q)
+    chunk = 1 << 16
 
     def loss(w: np.ndarray) -> tuple[float, np.ndarray]:
         mix = np.maximum(Q @ w, _EPS)
-        return float(-np.log(mix).mean()), -(Q / mix[:, None]).mean(axis=0)
+        # The gradient -mean(Q / mix) a block of rows at a time: Q / mix whole is another (n, m).
+        grad = np.zeros(m)
+        for lo in range(0, n, chunk):
+            grad += (Q[lo : lo + chunk] / mix[lo : lo + chunk, None]).sum(axis=0)
+        return float(-np.log(mix).mean()), -grad / n
 
     res = minimize(
         loss, np.full(m, 1.0 / m), jac=True, method="SLSQP", bounds=[(0.0, 1.0)] * m,
@@ -291,8 +301,10 @@ def cross_fit(
     for name, fit in fit_neural.items():
         bag = Bag(name, [], [], np.zeros(n), [])
         for i, (fit_rows, held) in enumerate(folds):
-            module, shift, history = fit(X[fit_rows], y[fit_rows], X[held], y[held], i)
-            Xh = torch.from_numpy(np.ascontiguousarray(X[held], dtype=np.float32))
+            X_held = X[held]  # one copy, for the early stopping and the OOF logits
+            module, shift, history = fit(X[fit_rows], y[fit_rows], X_held, y[held], i)
+            Xh = torch.from_numpy(np.ascontiguousarray(X_held, dtype=np.float32))
+            del X_held
             with torch.inference_mode():
                 # In chunks: a network's activations (and an encoding's inputs, ~17x the
                 # rows' width) over a whole fold took ~330 MB at 267k rows; rows are
@@ -302,6 +314,8 @@ def cross_fit(
             bag.modules.append(module)
             bag.shifts.append(shift)
             bag.histories.append(history)
+            del Xh, z
+            release_freed_memory()  # the fold's copies, before the next fold's
         bags.append(bag)
         info[f"{name}_oof_log_loss"] = log_loss(y, sigmoid(bag.oof), eps=_EPS)
     if bags:

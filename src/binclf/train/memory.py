@@ -42,26 +42,41 @@ __all__ = [
 #: :data:`IN_MEMORY_OVERHEAD_BYTES` is set aside: the slope of the peak over
 #: table sizes, worst case measured on numeric tables (float32 and float64,
 #: ``--model mlp`` and the default ``--model auto``, the report included),
-#: rounded up. Measured on 1M -> 3M rows x 8 float32 columns, 2 epochs: 3.2
-#: with ``--model mlp`` (685 -> 890 MB; the table, pyarrow's decoding buffers
-#: and the schema inference's per-column statistics peak before training) and
-#: 7.2 with the default ``--model auto`` (799 -> 1261 MB: the cross-fit's fold
-#: copies, the encodings' statistics, the linear members' float64 copies and
-#: the out-of-fold threshold bootstrap on top); the intercepts (~170-185 MB)
-#: are within :data:`IN_MEMORY_OVERHEAD_BYTES`.
+#: rounded up. Measured on 1M -> 3M rows x 8 float32 columns (40 -> 120 MB
+#: decoded), 2 epochs, ``/usr/bin/time -v``, on a loaded 2-core machine (run to
+#: run spread ~+-35 MB):
+#:
+#: * ``--model mlp``: 2.8 (611 -> 835 MB; was 3.1, 656 -> 902 MB, before the
+#:   schema inference stopped hashing float columns, Arrow's freed decoding
+#:   buffers were released after reading and the stratified split stopped
+#:   gathering rows into Python lists, ~100 bytes a row);
+#: * ``--model auto``: 5.0-6.1 over three runs each before and after those
+#:   changes (744-787 -> 1168-1234 MB; 7.2 in an earlier measurement, 799 ->
+#:   1261 MB): the cross-fit's per-fold copies of the training matrix (the
+#:   fit rows and the held-out rows, one matrix's worth, made by the trainer's
+#:   API that takes whole arrays), the encodings' statistics and the networks'
+#:   training tensors dominate, and did not move.
+#:
+#: The factor stays at the worst measured slope, rounded up; the intercepts
+#: (~100-190 MB) are within :data:`IN_MEMORY_OVERHEAD_BYTES`.
 IN_MEMORY_PEAK_FACTOR: float = 7.5
 
 #: The part of the in-memory peak that does not grow with the table: glibc
-#: keeps up to 256 MiB of freed memory (binclf.runtime.tune_malloc), and
-#: ``torch.compile``'s first compiled training step costs ~150 MB.
+#: keeps up to 256 MiB of freed memory (binclf.runtime.tune_malloc; training
+#: hands freed pages back between its stages with
+#: binclf.runtime.release_freed_memory), and ``torch.compile``'s first
+#: compiled training step costs ~150 MB.
 IN_MEMORY_OVERHEAD_BYTES: int = 400_000_000
 
 #: Copies of the dense model inputs (rows x features out x 4 bytes, float32)
-#: alive at the peak, for tables whose one-hot encoding makes them wider than
-#: the table: the training rows and their transform (``--model mlp``, measured
-#: ~0.6), the cross-fitted folds' copies (``--model auto``, measured ~1.3,
-#: 500k rows x 288 one-hot features); rounded up.
-MODEL_INPUT_COPIES: float = 1.6
+#: alive at the peak beyond the table, for tables whose one-hot encoding makes
+#: them wider than the table. Measured on 500k rows x (4 float32 + 4 text
+#: columns of 50-110 levels), 30 MB decoded, 315 features out: ``--model
+#: mlp`` ~1.25 (1016 MB; the training rows and their transform), the default
+#: ``--model auto`` 1.55-1.72 by the slope taken (1530 MB: the cross-fitted
+#: folds' copies of the inputs; 1765 MB and ~2.0 before each fold made one
+#: held-out copy and freed pages went back between folds); rounded up.
+MODEL_INPUT_COPIES: float = 1.8
 
 # Rows of text columns read to estimate their bytes per row.
 _SAMPLE_ROWS = 65_536

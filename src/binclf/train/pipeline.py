@@ -446,6 +446,9 @@ def train_table(
                 "to split; provide more rows of the rarer class or pass --valid / --test files"
             )
 
+    # Each stage's temporaries (schema statistics, the split's index arrays) are freed
+    # but stay resident under binclf.runtime.tune_malloc: return them before the next.
+    runtime.release_freed_memory()
     train_rows, y_train = parts["train"]
     crossfit = options.model == "auto"
     if crossfit:
@@ -479,6 +482,7 @@ def train_table(
     X_linear = X_train if schema.text else None
     X_train = dense_part(X_train, prep.n_dense_) if schema.text else X_train
     del train_df  # the model inputs are made: the rows' copy goes before the next part's is made
+    runtime.release_freed_memory()
     # The test rows are transformed after training (their inputs never live beside the
     # training ones) but checked now: a bad value fails before any training.
     (prep.table if schema.text else prep).check(_rows_frame(df, parts["test"][0]))
@@ -516,9 +520,11 @@ def train_table(
     # The test rows' inputs are made only now, once the training inputs are gone:
     # only logits from here on (the bootstrap and the report hold none).
     del X_train, X_linear
+    runtime.release_freed_memory()
     X_test = prep.transform(_rows_frame(df, parts["test"][0]))
     z_test = member_logits(members, X_test)
     del X_test
+    runtime.release_freed_memory()
     d = decide_on_held_out(z_held, y_held, z_test, y_test, options, notices=notices)
     if crossfit:
         d.calibration_info["fitted_on"] = "out-of-fold predictions of train + validation"
