@@ -26,13 +26,13 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import subprocess
 import sys
 import time
 from pathlib import Path
 
 import numpy as np
+from _machine import cpu_model
 
 
 def table(rows: int, features: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
@@ -124,12 +124,7 @@ def main() -> None:
     rows.append((f"{args.nproc} processes (gloo), {max(1, cores // args.nproc)} thread(s) each",
                  run(args, nproc=args.nproc, threads=None)))
     base = rows[0][1]["rows_per_s"]
-    cpu = platform.processor() or platform.machine()
-    try:
-        cpu = next(ln.split(":", 1)[1].strip() for ln in Path("/proc/cpuinfo").read_text().splitlines()
-                   if ln.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
+    cpu = cpu_model()
     print(f"MLP 128-64 on {args.rows:,} x {args.features} float32, {args.epochs} epochs, global batch 512; "
           f"{cores} cores ({cpu})")
     print(f"{'run':<38} {'rows/s':>10} {'x 1 thread':>10} {'all-reduce ms/step':>19} {'bare all-reduce ms':>19}")

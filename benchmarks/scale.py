@@ -51,6 +51,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+from _machine import cpu_model
 
 N_NUMERIC, N_SIGNAL, N_CATEGORICAL = 42, 12, 8
 CARDINALITIES = (3, 5, 8, 12, 20, 50, 100, 200)
@@ -367,16 +368,6 @@ def row_torchrun(args: argparse.Namespace, workdir: Path, help_text: str) -> Row
 # --------------------------------------------------------------------------- #
 # main
 # --------------------------------------------------------------------------- #
-
-
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def _fmt(x: float, spec: str) -> str:

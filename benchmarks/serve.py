@@ -37,6 +37,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+from _machine import cpu_model
 
 ROOT = Path(__file__).resolve().parents[1]
 MAX_BODY = 1_000_000
@@ -306,8 +307,7 @@ def main() -> None:
         finally:
             stop(proc)
 
-    cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                if line.startswith("model name")), "unknown CPU")
+    cpu = cpu_model()
     print(f"\nbinclf serve benchmark: {cpu}, {os.cpu_count()} cores; bundle {Path(args.bundle).name} "
           f"({len(predictor.members)} member(s)); one worker, one torch thread each; loopback\n")
     head = ("server", "1-row p50 ms", "1-row p99 ms", "rows/s (1,000-row)", "mixed req/s", "sent",

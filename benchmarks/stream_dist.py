@@ -24,7 +24,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import re
 import subprocess
 import sys
@@ -33,6 +32,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+from _machine import cpu_model
 
 ROW_GROUP = 25_000
 
@@ -100,12 +100,7 @@ def main() -> None:
             name = "1 process" if nproc == 1 else f"{nproc} processes (gloo)"
             results.setdefault(name, []).append(train(data, args.dir / f"model-{nproc}", epochs=args.epochs,
                                                       nproc=nproc))
-    cpu = platform.processor() or platform.machine()
-    try:
-        cpu = next(ln.split(":", 1)[1].strip() for ln in Path("/proc/cpuinfo").read_text().splitlines()
-                   if ln.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
+    cpu = cpu_model()
     print(f"binclf train --stream, MLP on {args.rows:,} rows x 11 columns in {args.files} Parquet files "
           f"(row groups of {ROW_GROUP:,}), {args.epochs} epochs; {available_cores()} cores ({cpu}); "
           f"best of {args.repeat}")

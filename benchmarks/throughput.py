@@ -46,6 +46,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from torch import nn
+from _machine import cpu_model
 
 N_ROWS, N_FEATURES, BATCH = 200_000, 50, 512
 HIDDEN = (128, 64)
@@ -343,16 +344,6 @@ def bench_predict(
 # --------------------------------------------------------------------------- #
 # main
 # --------------------------------------------------------------------------- #
-
-
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def main() -> None:
