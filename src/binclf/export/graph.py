@@ -49,7 +49,7 @@ from binclf import __version__
 from binclf.decide.calibration import ISOTONIC_EPS, PROBA_EPS
 from binclf.errors import BinclfError
 
-__all__ = ["NULL_SPELLINGS", "OPSET", "THRESHOLD_SLACK", "ExportError", "build_onnx", "export_onnx", "signature"]
+__all__ = ["NULL_SPELLINGS", "OPSET", "THRESHOLD_SLACK", "ExportError", "build_onnx", "export_onnx", "output_signature", "signature"]
 
 OPSET = 20  # RegexFullMatch and string Equal need opset 20
 ML_OPSET = 3
@@ -436,10 +436,14 @@ def signature(predictor: Any) -> dict[str, Any]:
     # The graph's inputs come in the bundle's column order.
     order = {n: i for i, n in enumerate(predictor.schema.names)}
     inputs.sort(key=lambda d: order.get(d["name"], len(order)))
+    return {"inputs": inputs, **output_signature(predictor)}
+
+
+def output_signature(predictor: Any) -> dict[str, Any]:
+    """The graph's outputs and the decision they carry (threshold, abstain band, calibration, members, target)."""
     policy = predictor.threshold
     labels = _labels(predictor)
     return {
-        "inputs": inputs,
         "outputs": [
             {"name": "probability", "type": "float32", "shape": ["N"],
              "meaning": f"calibrated P({predictor.target.column} = {labels[1]})"},

@@ -37,7 +37,7 @@ from binclf.export.graph import (
     _calibrate,
     _decide,
     _Graph,
-    _labels,
+    output_signature,
 )
 
 __all__ = ["build_image_onnx", "image_signature"]
@@ -85,8 +85,6 @@ def _cnn_logits(g: _Graph, member: Any, x: str, part: str) -> str:
 def image_signature(predictor: Any) -> dict[str, Any]:
     """The graph's input and outputs, plus what a caller needs to feed and read them (JSON-ready)."""
     pre = predictor.preprocessor
-    policy = predictor.threshold
-    labels = _labels(predictor)
     mode = "greyscale (L)" if pre.channels == 1 else "RGB"
     return {
         "kind": "image",
@@ -97,17 +95,7 @@ def image_signature(predictor: Any) -> dict[str, Any]:
             "mode": pre.mode, "size": pre.size, "channels": pre.channels,
             "mean": list(pre.mean), "std": list(pre.std),
         }],
-        "outputs": [
-            {"name": "probability", "type": "float32", "shape": ["N"],
-             "meaning": f"calibrated P({predictor.target.column} = {labels[1]})"},
-            {"name": "label", "type": "string", "shape": ["N"],
-             "values": labels if policy is not None and policy.abstain is not None else labels[:2]},
-        ],
-        "threshold": predictor.effective_threshold(),
-        "abstain": None if policy is None or policy.abstain is None else dict(policy.abstain),
-        "calibration": predictor.calibrator.to_dict()["method"],
-        "members": [m.kind for m in predictor.members],
-        "target": predictor.target.column,
+        **output_signature(predictor),
     }
 
 
