@@ -22,6 +22,8 @@ from binclf.train.memory import in_memory_peak_bytes
 from binclf.train.pipeline import TrainOptions
 from binclf.train.stream import (
     StreamOptions,
+    _split_codes,
+    _SplitCache,
     collect_stats,
     parse_memory,
     should_stream,
@@ -161,6 +163,49 @@ def test_split_is_stable(dataset: Path) -> None:
     assert a.equals(b)
     share = np.bincount(a.to_numpy(), minlength=3) / len(a)
     assert np.allclose(share, [0.6, 0.2, 0.2], atol=0.05)
+
+
+def test_batch_ids_name_the_same_rows_in_every_order(dataset: Path) -> None:
+    """A batch id (what the split cache is keyed by) names the same rows whatever the units' shuffled order."""
+    source = TableSource.open(dataset)
+    a = dict(source.iter_batches(batch_rows=128, seed=1, ids=True))
+    b = dict(source.iter_batches(batch_rows=128, seed=2, ids=True))
+    assert a.keys() == b.keys() and len(a) > len(source.units)
+    assert list(a) != list(b)  # the order did change
+    for key, df in a.items():
+        assert df.equals(b[key])
+
+
+def test_split_cache_gives_back_the_codes_within_its_budget() -> None:
+    """Packed 2 bits a row, the codes (3 = no target) come back as computed; beyond the budget they are recomputed."""
+    rng = np.random.default_rng(0)
+    present = rng.random(1001) < 0.9
+    codes = _split_codes(present, rng.integers(0, 3, size=int(present.sum())).astype(np.int8))
+    assert set(np.unique(codes)) == {0, 1, 2, 3} and (codes[~present] == 3).all()
+    calls: list[int] = []
+
+    def compute(df: pd.DataFrame) -> np.ndarray:
+        calls.append(len(df))
+        return codes[: len(df)]
+
+    df = pd.DataFrame({"x": np.zeros(1001)})
+    cache = _SplitCache(max_bytes=2 * 126)  # one 1001-row batch: 2 x 126 bytes
+    assert np.array_equal(cache.codes(("a", 0, 0), df, compute), codes)
+    assert np.array_equal(cache.codes(("a", 0, 0), df, compute), codes) and calls == [1001]
+    assert cache.used == 2 * 126
+    cache.codes(("a", 0, 1), df, compute)  # no room left: computed each time
+    cache.codes(("a", 0, 1), df, compute)
+    assert calls == [1001, 1001, 1001]
+    assert np.array_equal(cache.codes(("a", 0, 0), df.iloc[:10], compute), codes[:10])  # other rows: recomputed
+
+
+def test_transform_rows_equals_transforming_the_rows(dataset: Path) -> None:
+    """``transform(df, rows=mask)`` is ``transform(df.loc[mask])``, what streaming used to copy per batch."""
+    df = pd.read_parquet(next(dataset.glob("*.parquet")))
+    schema, _ = infer_schema(df, target="y")
+    prep = Preprocessor(schema=schema).fit(df)
+    mask = np.random.default_rng(1).random(len(df)) < 0.6
+    assert np.array_equal(prep.transform(df, rows=mask), prep.transform(df.loc[mask]))
 
 
 def test_two_runs_identical_and_bundle_predicts(dataset: Path, tmp_path: Path) -> None:

@@ -204,25 +204,32 @@ class TableSource:
 
     def iter_batches(
         self, *, batch_rows: int, columns: Sequence[str] | None = None, rank: int = 0, world_size: int = 1,
-        seed: int | None = None, column_types: dict[str, str] | None = None,
-    ) -> Iterator[pd.DataFrame]:
+        seed: int | None = None, column_types: dict[str, str] | None = None, ids: bool = False,
+    ) -> Iterator[pd.DataFrame] | Iterator[tuple[tuple, pd.DataFrame]]:
         """This rank's rows as DataFrames of at most ``batch_rows`` rows.
 
         Parquet: the units of :meth:`shard`, in that order. CSV: the file's
         batches in order, each rank keeping every ``world_size``-th row of
         each (every rank parses the whole file; ``column_types`` fixes the CSV
         columns' types, see :func:`binclf.io.tables.iter_batches`).
+
+        With ``ids``, yields ``(batch_id, df)``: ``batch_id`` names the batch's
+        rows (its unit and place in it, or its number in the CSV), the same
+        rows under the same id in every pass with the same ``batch_rows``,
+        whatever the shuffled order of the units.
         """
         if self.kind == "csv":
             it = iter_batches(self.path, batch_rows=batch_rows, sep=self.sep, columns=columns,
                               column_types=column_types, encoding=self.encoding)
-            for df in it:
+            for i, df in enumerate(it):
                 # Rows cannot be found in a CSV without parsing it: every rank parses the file and keeps
                 # every world_size-th row of each batch (shards balanced to a row; the same in every pass).
-                yield df if world_size == 1 else df.iloc[rank::world_size]
+                df = df if world_size == 1 else df.iloc[rank::world_size]
+                yield ((i,), df) if ids else df
             return
         for unit in self.shard(rank=rank, world_size=world_size, seed=seed):
-            yield from self._read_unit(unit, batch_rows=batch_rows, columns=columns)
+            for i, df in enumerate(self._read_unit(unit, batch_rows=batch_rows, columns=columns)):
+                yield ((str(unit.path), unit.row_group, i), df) if ids else df
 
     def _read_unit(self, unit: Unit, *, batch_rows: int, columns: Sequence[str] | None) -> Iterator[pd.DataFrame]:
         part = dict(unit.partition)

@@ -191,6 +191,50 @@ def _keyed(df: pd.DataFrame, *, target: str, key_columns: Sequence[str], options
     return df, keys, split
 
 
+def _split_codes(present: np.ndarray, split: np.ndarray) -> np.ndarray:
+    """``(n,)`` int8 over every row of a read batch: ``split`` (0 train, 1 valid, 2 test) where ``present``, else 3."""
+    codes = np.full(len(present), 3, dtype=np.int8)
+    codes[present] = split
+    return codes
+
+
+class _SplitCache:
+    """Each read batch's split codes, kept between passes so that every row is hashed once.
+
+    Codes as :func:`_split_codes` gives them, packed 2 bits a row (5 MB for 20M
+    rows), under the batch's id (:meth:`TableSource.iter_batches` with
+    ``ids=True``); the statistics pass fills it, the epochs read it. At most
+    ``max_bytes`` are kept: batches beyond are hashed again in each pass.
+    Hashing each row's 50 values was the largest part of the reading thread's
+    work per epoch, the thread the training steps wait for (py-spy, 2M x 50
+    Parquet, ``--memory 200MB``, AMD EPYC: row_keys 17% of all samples, the
+    training steps 16%).
+    """
+
+    def __init__(self, max_bytes: int) -> None:
+        self.max_bytes = max(0, int(max_bytes))
+        self.used = 0
+        self._packed: dict[tuple, tuple[int, np.ndarray, np.ndarray]] = {}
+
+    def put(self, batch_id: tuple, codes: np.ndarray) -> None:
+        size = 2 * ((len(codes) + 7) // 8)
+        if batch_id in self._packed or self.used + size > self.max_bytes:
+            return
+        c = codes.astype(np.uint8)
+        self._packed[batch_id] = (len(codes), np.packbits(c & 1), np.packbits(c >> 1))
+        self.used += size
+
+    def codes(self, batch_id: tuple, df: pd.DataFrame, compute: Callable[[pd.DataFrame], np.ndarray]) -> np.ndarray:
+        """The batch's codes from the cache, else ``compute(df)`` (kept while there is room)."""
+        packed = self._packed.get(batch_id)
+        if packed is not None and packed[0] == len(df):
+            n, lo, hi = packed
+            return (np.unpackbits(lo, count=n) | (np.unpackbits(hi, count=n) << 1)).astype(np.int8)
+        codes = compute(df)
+        self.put(batch_id, codes)
+        return codes
+
+
 def _keep_share(keys: np.ndarray, share: float) -> np.ndarray:
     """Rows kept by a hash-drawn ``share`` in (0, 1] (a sample the same in every pass)."""
     if share >= 1.0:
@@ -201,6 +245,7 @@ def _keep_share(keys: np.ndarray, share: float) -> np.ndarray:
 def collect_stats(
     source: TableSource, schema: Schema, options: Any, stream: StreamOptions, *, columns: list[str],
     key_columns: list[str], batch_rows: int, column_types: dict[str, str] | None = None,
+    splits: _SplitCache | None = None,
 ) -> TableStats:
     """Pass 1 over this rank's shard: :class:`TableStats` of its training rows.
 
@@ -211,13 +256,16 @@ def collect_stats(
     (``train_stream``'s ``gather`` does it).
     """
     stats = TableStats(numeric=schema.numeric, categorical=schema.categorical, sketch_size=stream.sketch_size)
-    for df in source.iter_batches(batch_rows=batch_rows, columns=columns, rank=stream.rank,
-                                  world_size=stream.world_size, column_types=column_types):
+    for batch_id, df in source.iter_batches(batch_rows=batch_rows, columns=columns, rank=stream.rank,
+                                            world_size=stream.world_size, column_types=column_types, ids=True):
         stats.count_missing(df)
         n_before = len(df)
+        present = df[options.target].notna().to_numpy()
         df, keys, split = _keyed(df, target=options.target, key_columns=key_columns, options=options)
         stats.labels.n_missing += n_before - len(df)
         stats.update(df, target=options.target, keys=keys, split=split)
+        if splits is not None:
+            splits.put(batch_id, _split_codes(present, split))
     return stats
 
 
@@ -447,6 +495,16 @@ def train_stream(
     columns = list(dict.fromkeys([*schema.names, options.target, *key_columns]))
     column_types = {**dict.fromkeys(schema.numeric, "numeric"), **dict.fromkeys(schema.categorical, "categorical")}
     batch_rows, _ = stream.sizes(len(columns), 1)
+    # 2 bits a row of this rank's shard, within 1/32 of the buffers' share of --memory (19 MB = 78M rows at 1 GB).
+    splits = _SplitCache(stream.buffer_bytes // 32)
+
+    def split_codes(df: pd.DataFrame) -> np.ndarray:
+        present = df[options.target].notna().to_numpy()
+        keys = row_keys(df if present.all() else df.loc[present], columns=key_columns)
+        split = split_of(keys, valid_fraction=options.valid_fraction, test_fraction=options.test_fraction,
+                         seed=options.seed)
+        return _split_codes(present, split)
+
     ckpt_dir = Path(stream.checkpoint_dir) if stream.checkpoint_dir else None
     fingerprint = _fingerprint(source, options, stream)
     checkpoint = None
@@ -492,7 +550,8 @@ def train_stream(
         tp = time.perf_counter()
         with together():  # a damaged row group in one rank's shard stops every rank, with its message
             stats = collect_stats(source, schema, options, stream, columns=columns, key_columns=key_columns,
-                                  batch_rows=batch_rows, column_types=column_types if source.kind == "csv" else None)
+                                  batch_rows=batch_rows, column_types=column_types if source.kind == "csv" else None,
+                                  splits=splits)
         rank_train_rows = [stats.labels.rows(0)]
         if gather is not None:  # every rank's statistics, merged in rank order: the same on every rank
             parts = [TableStats.from_arrays(arrays) for arrays in gather(stats.to_arrays())]
@@ -592,19 +651,21 @@ def train_stream(
 
     def prepared(epoch: int, with_valid: bool) -> Iterator[tuple[tuple | None, tuple | None]]:
         """Each read batch's ``(training part, validation sample part)``, transformed: ``(X, y)`` or None."""
-        for df in source.iter_batches(batch_rows=batch_rows, columns=columns, rank=stream.rank,
-                                      world_size=stream.world_size, seed=options.seed * 100_003 + epoch,
-                                      column_types=column_types if source.kind == "csv" else None):
-            df, keys, split = _keyed(df, target=options.target, key_columns=key_columns, options=options)
+        for batch_id, df in source.iter_batches(batch_rows=batch_rows, columns=columns, rank=stream.rank,
+                                                world_size=stream.world_size, seed=options.seed * 100_003 + epoch,
+                                                column_types=column_types if source.kind == "csv" else None,
+                                                ids=True):
+            codes = splits.codes(batch_id, df, split_codes)
             valid = None
             if with_valid:
-                take = (split == 1) & _keep_share(keys, es_share)
+                take = codes == 1
+                if es_share < 1 and take.any():  # the hash-drawn sample: keys of these rows only
+                    take[take] = _keep_share(row_keys(df.loc[take], columns=key_columns), es_share)
                 if take.any():
-                    part = df.loc[take]
-                    valid = (prep.transform(part), target.encode(part[options.target]))
-            train = split == 0
-            part = df.loc[train] if not train.all() else df
-            yield (prep.transform(part), target.encode(part[options.target])) if train.any() else None, valid
+                    valid = (prep.transform(df, rows=take), target.encode(df[options.target][take]))
+            # The rows kept are cut from the parsed columns (transform's rows=), not from a copied frame.
+            train = codes == 0
+            yield (prep.transform(df, rows=train), target.encode(df[options.target][train])) if train.any() else None, valid
 
     def batches_of(epoch: int, valid_out: list | None) -> Iterator[tuple[torch.Tensor, torch.Tensor, None]]:
         """The epoch's training batches (at most ``step_limit``); collects the validation sample into ``valid_out``.
@@ -753,17 +814,21 @@ def train_stream(
         member = Member(options.model, config, model, 1.0, trainer.logit_shift_)
         held: dict[int, tuple[list, list, list]] = {1: ([], [], []), 2: ([], [], [])}
         with together():
-            for df in source.iter_batches(batch_rows=batch_rows, columns=columns, rank=stream.rank,
-                                          world_size=stream.world_size,
-                                          column_types=column_types if source.kind == "csv" else None):
-                df, keys, split = _keyed(df, target=options.target, key_columns=key_columns, options=options)
+            for batch_id, df in source.iter_batches(batch_rows=batch_rows, columns=columns, rank=stream.rank,
+                                                    world_size=stream.world_size, ids=True,
+                                                    column_types=column_types if source.kind == "csv" else None):
+                codes = splits.codes(batch_id, df, split_codes)
                 for s, share in ((1, held_share), (2, test_share)):
-                    take = (split == s) & _keep_share(keys, share)
+                    take = codes == s
+                    if not take.any():
+                        continue
+                    keys = row_keys(df.loc[take], columns=key_columns)  # the held-out rows' keys only
+                    keep = _keep_share(keys, share)
+                    take[take] = keep
                     if take.any():
-                        part = df.loc[take]
-                        held[s][0].append(_logits(member, prep.transform(part)))
-                        held[s][1].append(target.encode(part[options.target]))
-                        held[s][2].append(keys[take])
+                        held[s][0].append(_logits(member, prep.transform(df, rows=take)))
+                        held[s][1].append(target.encode(df[options.target][take]))
+                        held[s][2].append(keys[keep])
     z_held, y_held = _held_out(held[1], gather=None if dp is None else all_gather_object)
     z_test, y_test = _held_out(held[2], gather=None if dp is None else all_gather_object)
     if held_share < 1 or test_share < 1:
