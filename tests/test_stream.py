@@ -166,18 +166,22 @@ def test_split_is_stable(dataset: Path) -> None:
 
 
 def test_batch_ids_name_the_same_rows_in_every_order(dataset: Path) -> None:
-    """A batch id (what the split cache is keyed by) names the same rows whatever the units' shuffled order."""
+    """``(unit, first row)`` ids (what the split cache is keyed by) name the same rows whatever the order and batch size."""
     source = TableSource.open(dataset)
-    a = dict(source.iter_batches(batch_rows=128, seed=1, ids=True))
-    b = dict(source.iter_batches(batch_rows=128, seed=2, ids=True))
-    assert a.keys() == b.keys() and len(a) > len(source.units)
-    assert list(a) != list(b)  # the order did change
-    for key, df in a.items():
-        assert df.equals(b[key])
+
+    def rows(batch_rows: int, seed: int) -> dict:
+        out = {}
+        for (unit, start), df in source.iter_batches(batch_rows=batch_rows, seed=seed, ids=True):
+            for i, x in enumerate(df.x1.to_numpy()):
+                out[(unit, start + i)] = x
+        return out
+
+    a, b = rows(128, 1), rows(97, 2)
+    assert len(a) == source.num_rows and a == b
 
 
 def test_split_cache_gives_back_the_codes_within_its_budget() -> None:
-    """Packed 2 bits a row, the codes (3 = no target) come back as computed; beyond the budget they are recomputed."""
+    """Packed 2 bits a row, codes (3 = no target) come back as computed, for batches cut anywhere; within the budget."""
     rng = np.random.default_rng(0)
     present = rng.random(1001) < 0.9
     codes = _split_codes(present, rng.integers(0, 3, size=int(present.sum())).astype(np.int8))
@@ -188,15 +192,18 @@ def test_split_cache_gives_back_the_codes_within_its_budget() -> None:
         calls.append(len(df))
         return codes[: len(df)]
 
+    cache = _SplitCache(max_bytes=4 * 63)  # rows 0..499 and 500..1000 of one unit: 2 planes x 63 bytes each
+    cache.put(("u", 0), codes[:500])
+    cache.put(("u", 500), codes[500:])
+    assert cache.used == cache.max_bytes
+    for start, n in [(0, 1001), (3, 97), (450, 100), (499, 2), (997, 4), (500, 501)]:
+        assert np.array_equal(cache.get(("u", start), n), codes[start : start + n])
+    assert cache.get(("u", 990), 20) is None and cache.get(("v", 0), 1) is None  # rows not stored
+    cache.put(("w", 0), codes)  # no room left
     df = pd.DataFrame({"x": np.zeros(1001)})
-    cache = _SplitCache(max_bytes=2 * 126)  # one 1001-row batch: 2 x 126 bytes
-    assert np.array_equal(cache.codes(("a", 0, 0), df, compute), codes)
-    assert np.array_equal(cache.codes(("a", 0, 0), df, compute), codes) and calls == [1001]
-    assert cache.used == 2 * 126
-    cache.codes(("a", 0, 1), df, compute)  # no room left: computed each time
-    cache.codes(("a", 0, 1), df, compute)
-    assert calls == [1001, 1001, 1001]
-    assert np.array_equal(cache.codes(("a", 0, 0), df.iloc[:10], compute), codes[:10])  # other rows: recomputed
+    cache.codes(("w", 0), df, compute)
+    cache.codes(("w", 0), df, compute)
+    assert calls == [1001, 1001]
 
 
 def test_transform_rows_equals_transforming_the_rows(dataset: Path) -> None:

@@ -213,10 +213,11 @@ class TableSource:
         each (every rank parses the whole file; ``column_types`` fixes the CSV
         columns' types, see :func:`binclf.io.tables.iter_batches`).
 
-        With ``ids``, yields ``(batch_id, df)``: ``batch_id`` names the batch's
-        rows (its unit and place in it, or its number in the CSV), the same
-        rows under the same id in every pass with the same ``batch_rows``,
-        whatever the shuffled order of the units.
+        With ``ids``, yields ``((unit, start), df)``: the batch's rows are rows
+        ``start, start + 1, ...`` of ``unit`` (a row group, named by its file and
+        number), the same rows in every pass whatever the shuffled order of the
+        units and ``batch_rows``. A CSV batch is its own unit (its number and
+        ``batch_rows``: a rank's rows of a CSV depend on the batch size).
         """
         if self.kind == "csv":
             it = iter_batches(self.path, batch_rows=batch_rows, sep=self.sep, columns=columns,
@@ -225,11 +226,13 @@ class TableSource:
                 # Rows cannot be found in a CSV without parsing it: every rank parses the file and keeps
                 # every world_size-th row of each batch (shards balanced to a row; the same in every pass).
                 df = df if world_size == 1 else df.iloc[rank::world_size]
-                yield ((i,), df) if ids else df
+                yield ((("csv", batch_rows, i), 0), df) if ids else df
             return
         for unit in self.shard(rank=rank, world_size=world_size, seed=seed):
-            for i, df in enumerate(self._read_unit(unit, batch_rows=batch_rows, columns=columns)):
-                yield ((str(unit.path), unit.row_group, i), df) if ids else df
+            start = 0
+            for df in self._read_unit(unit, batch_rows=batch_rows, columns=columns):
+                yield (((str(unit.path), unit.row_group), start), df) if ids else df
+                start += len(df)
 
     def _read_unit(self, unit: Unit, *, batch_rows: int, columns: Sequence[str] | None) -> Iterator[pd.DataFrame]:
         part = dict(unit.partition)

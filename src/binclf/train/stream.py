@@ -199,12 +199,14 @@ def _split_codes(present: np.ndarray, split: np.ndarray) -> np.ndarray:
 
 
 class _SplitCache:
-    """Each read batch's split codes, kept between passes so that every row is hashed once.
+    """Each read row's split code, kept between passes so that every row is hashed once.
 
     Codes as :func:`_split_codes` gives them, packed 2 bits a row (5 MB for 20M
-    rows), under the batch's id (:meth:`TableSource.iter_batches` with
-    ``ids=True``); the statistics pass fills it, the epochs read it. At most
-    ``max_bytes`` are kept: batches beyond are hashed again in each pass.
+    rows), per unit and first row of each read batch (:meth:`TableSource.iter_batches`
+    with ``ids=True``). The statistics pass fills it and the epochs read it,
+    batches of another size included (they read fewer rows at a time): a
+    batch's codes are cut from the stored pieces that cover its rows. At most
+    ``max_bytes`` are kept: rows beyond are hashed again in each pass.
     Hashing each row's 50 values was the largest part of the reading thread's
     work per epoch, the thread the training steps wait for (py-spy, 2M x 50
     Parquet, ``--memory 200MB``, AMD EPYC: row_keys 17% of all samples, the
@@ -214,24 +216,50 @@ class _SplitCache:
     def __init__(self, max_bytes: int) -> None:
         self.max_bytes = max(0, int(max_bytes))
         self.used = 0
-        self._packed: dict[tuple, tuple[int, np.ndarray, np.ndarray]] = {}
+        # unit -> {first row: (rows, low bits, high bits)}
+        self._units: dict[Any, dict[int, tuple[int, np.ndarray, np.ndarray]]] = {}
 
     def put(self, batch_id: tuple, codes: np.ndarray) -> None:
+        unit, start = batch_id
         size = 2 * ((len(codes) + 7) // 8)
-        if batch_id in self._packed or self.used + size > self.max_bytes:
+        pieces = self._units.setdefault(unit, {})
+        if start in pieces or self.used + size > self.max_bytes:
             return
         c = codes.astype(np.uint8)
-        self._packed[batch_id] = (len(codes), np.packbits(c & 1), np.packbits(c >> 1))
+        pieces[start] = (len(codes), np.packbits(c & 1), np.packbits(c >> 1))
         self.used += size
+
+    def get(self, batch_id: tuple, n: int) -> np.ndarray | None:
+        """Codes of the ``n`` rows of ``batch_id``, or None when some of them are not stored."""
+        unit, start = batch_id
+        pieces = self._units.get(unit)
+        if not pieces:
+            return None
+        out = np.empty(n, dtype=np.int8)
+        pos, end = start, start + n
+        firsts = sorted(pieces)  # a few per unit
+        while pos < end:
+            k = int(np.searchsorted(firsts, pos, side="right")) - 1
+            if k < 0:
+                return None
+            first = firsts[k]
+            rows, lo, hi = pieces[first]
+            a, b = pos - first, min(end - first, rows)
+            if a >= rows:
+                return None
+            byte = a // 8
+            lo_bits = np.unpackbits(lo[byte : (b + 7) // 8], count=b - 8 * byte)[a - 8 * byte :]
+            hi_bits = np.unpackbits(hi[byte : (b + 7) // 8], count=b - 8 * byte)[a - 8 * byte :]
+            out[pos - start : pos - start + (b - a)] = lo_bits | (hi_bits << 1)
+            pos = first + b
+        return out
 
     def codes(self, batch_id: tuple, df: pd.DataFrame, compute: Callable[[pd.DataFrame], np.ndarray]) -> np.ndarray:
         """The batch's codes from the cache, else ``compute(df)`` (kept while there is room)."""
-        packed = self._packed.get(batch_id)
-        if packed is not None and packed[0] == len(df):
-            n, lo, hi = packed
-            return (np.unpackbits(lo, count=n) | (np.unpackbits(hi, count=n) << 1)).astype(np.int8)
-        codes = compute(df)
-        self.put(batch_id, codes)
+        codes = self.get(batch_id, len(df))
+        if codes is None:
+            codes = compute(df)
+            self.put(batch_id, codes)
         return codes
 
 
