@@ -296,9 +296,9 @@ def train_images(
         f"(validation {len(idx['valid'])}, test {len(idx['test'])})"
     )
     t_fit = time.perf_counter()
-    # The step is autograd's, eager: torch.compile of it measured slower (AMD EPYC, 1 thread, 128 px,
-    # batch 64: 240 vs 165 ms a step, 33 s to compile; inductor's grid_sample alone 211 vs 47 ms eager;
-    # the convolution blocks alone 176 vs 181 ms of CPU a step, within noise, 16 s to compile).
+    # The step is autograd's, eager: torch.compile of it did not pay (AMD EPYC, 1 thread, 128 px,
+    # batch 64, compiled vs eager: the whole step 240 vs 165 ms, 33 s to compile, inductor's grid_sample
+    # alone 211 vs 47 ms; the convolution blocks alone 176 vs 181 ms of CPU, within noise, 16 s to compile).
     # The training threads: measured on this step (or the user's --threads), in
     # force for the fit only; the session restores the count for what follows.
     with runtime.session(purpose="train"):
