@@ -1,6 +1,7 @@
 """Images: binclf's default vs logistic regression on pixels vs the textbook Dataset + DataLoader loop.
 
     PYTHONPATH=src python benchmarks/images.py [--digits DIR] [--n-small 2000] [--n-large 1000] [--large-side 128]
+    PYTHONPATH=src python benchmarks/images.py --sets large       # only the 128-pixel set (also: digits, small)
     PYTHONPATH=src python benchmarks/images.py --step-split 128   # where one training step's time goes
 
 Sets: the digits 3 vs 8 shipped with binclf (1,000 real 28x28 scans, no
@@ -36,6 +37,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import os
 import sys
 import tempfile
 import time
@@ -44,6 +46,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import torch
+from _machine import cpu_model
 from PIL import Image, ImageDraw
 
 from binclf.data.split import stratified_split
@@ -158,7 +161,7 @@ def run_textbook(folder: Path, result, epochs: int, threads: int) -> dict:
     config["mixed_precision"] = False  # the textbook trains in float32
     t0 = time.perf_counter()
     s, y, (tr, _, te) = splits(folder)
-    kw = dict(size=pre.size, mode=pre.mode, mean=pre.mean, std=pre.std)
+    kw = {"size": pre.size, "mode": pre.mode, "mean": pre.mean, "std": pre.std}
     train_ds = TextbookDataset([s.paths[i] for i in tr], y[tr], augment=augment, **kw)
     test_ds = TextbookDataset([s.paths[i] for i in te], y[te], augment=None, **kw)
     before = torch.get_num_threads()
@@ -269,23 +272,32 @@ def main(argv=None) -> None:
     ap.add_argument("--n-small", type=int, default=2000)
     ap.add_argument("--n-large", type=int, default=1000)
     ap.add_argument("--large-side", type=int, default=128)
+    ap.add_argument("--sets", default="digits,small,large",
+                    help="comma-separated subset of digits, small (28px shapes), large (--large-side shapes)")
     ap.add_argument("--skip-textbook", action="store_true")
     ap.add_argument("--textbook-epochs", type=int, default=15)
     ap.add_argument("--step-split", type=int, metavar="SIDE", help="time training steps at SIDE pixels instead")
     args = ap.parse_args(argv)
     if args.step_split:
-        import os
-
         df = step_split(args.step_split)
-        print(f"{args.step_split}x{args.step_split}, batch 64, 1 torch thread, load average {os.getloadavg()[0]:.1f}")
+        print(f"{args.step_split}x{args.step_split}, batch 64, 1 torch thread, CPU: {cpu_model()}, "
+              f"load average {os.getloadavg()[0]:.1f}")
         print(df.to_string(index=False, float_format=lambda v: f"{v:,.1f}"))
         return
+    wanted = {s.strip() for s in args.sets.split(",") if s.strip()}
+    if not wanted or wanted - {"digits", "small", "large"}:
+        ap.error(f"--sets takes digits, small and/or large, got {args.sets!r}")
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
-        sets = [("digits 3v8 28px", args.digits, False)]
-        sets.append((f"shapes {args.n_small} 28px", make_shapes(Path(tmp) / "small", args.n_small, side=28, colour=False), True))
-        sets.append((f"shapes {args.n_large} {args.large_side}px RGB",
-                     make_shapes(Path(tmp) / "large", args.n_large, side=args.large_side, colour=True), True))
+        sets = []
+        if "digits" in wanted:
+            sets.append(("digits 3v8 28px", args.digits, False))
+        if "small" in wanted:
+            sets.append((f"shapes {args.n_small} 28px",
+                         make_shapes(Path(tmp) / "small", args.n_small, side=28, colour=False), True))
+        if "large" in wanted:
+            sets.append((f"shapes {args.n_large} {args.large_side}px RGB",
+                         make_shapes(Path(tmp) / "large", args.n_large, side=args.large_side, colour=True), True))
         for name, folder, flip in sets:
             row, result = run_binclf(folder, flip)
             rows.append({"set": name, "method": "binclf default", **row})
@@ -301,6 +313,7 @@ def main(argv=None) -> None:
                              **run_textbook(folder, result, epochs, threads)})
                 print(rows[-1], file=sys.stderr, flush=True)
     df = pd.DataFrame(rows)
+    print(f"CPU: {cpu_model()} ({os.cpu_count()} logical), load average {os.getloadavg()[0]:.1f}")
     print(df.to_string(index=False, float_format=lambda v: f"{v:.4f}" if abs(v) < 10 else f"{v:,.0f}"))
 
 

@@ -129,6 +129,96 @@ def test_mixed_precision_changes_training_only():
     assert all(p.grad is not None and p.grad.dtype == torch.float32 for p in mixed.parameters())
 
 
+# -- training threads (binclf.runtime / binclf.probe) ----------------------------------------------
+@pytest.fixture
+def two_threads():
+    from binclf import runtime
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    runtime.reset_probes()
+    yield
+    torch.set_num_threads(before)
+    runtime.reset_probes()
+
+
+def _threads_seen(monkeypatch):
+    """Record the torch threads of each training epoch of train_images (a callback on the Trainer)."""
+    from binclf.train import images as train_images_module
+
+    seen, real = [], train_images_module.Trainer
+
+    def trainer(config, *, callbacks=()):
+        return real(config, callbacks=[*callbacks, lambda t, log: seen.append(torch.get_num_threads())])
+
+    monkeypatch.setattr(train_images_module, "Trainer", trainer)
+    return seen
+
+
+def test_image_training_runs_on_the_measured_threads_and_restores_them(tmp_path, two_threads, monkeypatch):
+    from binclf import probe, runtime
+    from binclf.train.images import ImageTrainOptions, train_images
+
+    timed = []
+
+    def fake_timer(fns, **kw):  # one thread measured 30x faster: a busy machine
+        timed.append(sorted(fns))
+        return {k: {1: 1e-3, 2: 30e-3}[k] for k in fns}
+
+    monkeypatch.setattr(probe, "time_interleaved", fake_timer)
+    monkeypatch.setattr(probe, "runnable_others", lambda: 0.0)
+    monkeypatch.setattr(probe.LoadMeter, "others", lambda self: 0.0)
+    seen = _threads_seen(monkeypatch)
+    with runtime.session(purpose="train") as s:
+        result = train_images(make_folder(tmp_path), ImageTrainOptions(max_epochs=2))
+    assert timed == [[1, 2]] and seen == [1, 1]
+    assert result.predictor.info["torch_threads"] == 1
+    assert torch.get_num_threads() == 2  # restored
+    assert "torch 1 thread (measured; 1: 1.00 ms, 2: 30.00 ms per step" in runtime.describe(s)
+
+
+def test_image_training_keeps_the_users_thread_count_untimed(tmp_path, two_threads, monkeypatch):
+    from binclf import probe, runtime
+    from binclf.train.images import ImageTrainOptions, train_images
+
+    monkeypatch.setattr(probe, "time_interleaved", lambda *a, **k: pytest.fail("a fixed count must not be measured"))
+    seen = _threads_seen(monkeypatch)
+    with runtime.session(purpose="train", threads=2, pinned=True) as s:  # what `binclf train --threads 2` opens
+        result = train_images(make_folder(tmp_path), ImageTrainOptions(max_epochs=2))
+    assert seen == [2, 2] and result.predictor.info["torch_threads"] == 2
+    assert "fixed by the user" in runtime.describe(s)
+    monkeypatch.setenv("BINCLF_THREADS", "1")
+    seen.clear()
+    train_images(make_folder(tmp_path), ImageTrainOptions(max_epochs=2))
+    assert seen == [1, 1] and torch.get_num_threads() == 2
+
+
+def test_the_epoch_guard_drops_to_one_thread_when_epochs_slow_down_and_the_session_restores(two_threads):
+    from binclf import runtime
+    from binclf.train.images import _EpochThreadGuard
+
+    with runtime.session(purpose="train"):
+        guard = _EpochThreadGuard(2, steps_per_epoch=10)
+        for seconds in (1.0, 0.9, 1.2):  # within 1.5x of the best epoch
+            guard(None, {"seconds": seconds + 5.0, "valid_seconds": 5.0})  # the validation pass does not count
+        assert guard.threads == 2 and torch.get_num_threads() == 2
+        guard(None, {"seconds": 2.0, "valid_seconds": 0.0})
+        assert guard.threads == 1 and torch.get_num_threads() == 1
+    assert torch.get_num_threads() == 2
+
+
+def test_the_thread_probe_step_leaves_the_model_and_random_stream_as_they_were():
+    from binclf.train.images import _step_probe
+
+    m = build_model("cnn", seed=0, channels=1, size=16, widths=[8, 16], augment=AugmentConfig().to_dict())
+    state = {k: v.clone() for k, v in m.state_dict().items()}
+    run = _step_probe(m, torch.randn(20, 256), np.ones(20, dtype=np.float32), 8)
+    rng = torch.get_rng_state()
+    run()
+    assert torch.equal(torch.get_rng_state(), rng)
+    assert all(torch.equal(v, m.state_dict()[k]) for k, v in state.items()) and all(p.grad is None for p in m.parameters())
+
+
 # -- end to end ------------------------------------------------------------------------------------
 def test_train_predict_evaluate_a_folder(tmp_path):
     data = make_folder(tmp_path / "data")

@@ -57,6 +57,7 @@ __all__ = [
     "choose_fastest",
     "choose_threads",
     "matmul_override",
+    "plan_threads",
     "runnable_others",
     "thread_override",
     "time_interleaved",
@@ -408,6 +409,88 @@ def timings_text(seconds: Mapping[str, float], names: Mapping[str, str] | None =
     """``"mm 0.31 ms, oneDNN 0.52 ms"``: measured alternatives for describe()."""
     names = names or {}
     return ", ".join(f"{names.get(k, k)} {t * 1e3:.2f} ms" for k, t in seconds.items())
+
+
+# --------------------------------------------------------------------------- #
+# the thread plan of one fit
+# --------------------------------------------------------------------------- #
+
+
+def plan_threads(run: Callable[[], Any], *, key: Hashable, prepare: Callable[[int], Any] | None = None) -> ThreadReport:
+    """Choose, put in force and note the calling thread's torch threads for a fit whose step is ``run``.
+
+    Inside a :func:`binclf.runtime.session` (the fits' entry points run in
+    one): the thread counts worth trying run from 1 to the ceiling (the
+    current count, which the user's ``OMP_NUM_THREADS`` or
+    ``torch.set_num_threads`` sets), the usable cores, and the cores the tasks
+    other processes have runnable now leave free (:func:`runnable_others`);
+    ``run`` is timed on each count, interleaved (:func:`time_interleaved`),
+    while a :class:`LoadMeter` reads what other processes use, and
+    :func:`choose_threads` decides. A count the user fixed (``--threads``,
+    ``BINCLF_THREADS``) is taken as it is and nothing is timed. The choice is
+    cached per ``key`` (the step's shapes), the ceiling and the cores for
+    :data:`binclf.runtime.THREADS_FRESH_S` seconds, checked again on two calls.
+    The count is only ever lowered, in the innermost session, which restores
+    it on exit (:func:`binclf.runtime.lower_threads`).
+
+    Parameters
+    ----------
+    run : callable
+        One step of the fit as it will run, changing nothing (no parameter
+        update, torch's random stream untouched).
+    key : hashable
+        What makes two fits' steps the same for the cache.
+    prepare : callable int -> None, optional
+        Called once per thread count before any timing, on that many threads
+        (one-off costs, e.g. oneDNN building its kernels for the count, would
+        otherwise make the first count timed look hopeless).
+
+    Returns
+    -------
+    ThreadReport
+        The thread choice and what it rested on (also noted for ``--debug``).
+    """
+    import torch
+
+    from binclf import runtime
+
+    ceiling, cores = torch.get_num_threads(), usable_cores()
+    if runtime.threads_pinned() or thread_override() is not None:
+        report = ThreadReport(ceiling, "fixed by the user", cores=cores, ceiling=ceiling)
+    elif min(ceiling, cores) <= 1:
+        report = ThreadReport(1, "the most allowed", cores=cores, ceiling=ceiling)
+    else:
+        cache_key = (key, ceiling, cores)
+        cached = runtime.PROBES.threads.get(cache_key)
+        report = None
+        if cached is not None and time.perf_counter() - cached[1] < runtime.THREADS_FRESH_S:
+            old = cached[0]
+            # Still as fast as when measured? Two steps tell; load that came since means measuring again.
+            now = time_interleaved({old.threads: run}, rounds=2, context=runtime.torch_threads)[old.threads]
+            if now <= 2 * old.seconds.get(old.threads, now):
+                report = ThreadReport(old.threads, "cached", old.seconds, old.others, cores, ceiling)
+        if report is None:
+            # What competes now bounds the counts worth timing: a thread count the
+            # free cores cannot hold is not tried (one such step can take seconds).
+            now = runnable_others()
+            most = choose_threads(ceiling=ceiling, cores=cores, others=now)
+            if most <= 1:
+                report = ThreadReport(1, RUNNING_NOW, {}, now, cores, ceiling)
+            else:
+                counts = sorted({1, most, *(2**i for i in range(1, 8) if 2**i < most)})
+                if prepare is not None:
+                    for n in counts:
+                        with runtime.torch_threads(n):
+                            prepare(n)
+                meter = LoadMeter()
+                seconds = time_interleaved({n: run for n in counts}, rounds=5, context=runtime.torch_threads)
+                others = meter.others()
+                n = choose_threads(ceiling=ceiling, cores=cores, others=others, seconds=seconds)
+                report = ThreadReport(n, "measured", dict(seconds), others, cores, ceiling)
+            runtime.PROBES.threads[cache_key] = (report, time.perf_counter())
+    runtime.lower_threads(report.threads)
+    runtime.note_choice("threads", report.text())
+    return report
 
 
 # --------------------------------------------------------------------------- #

@@ -36,7 +36,6 @@ losses use the ordinary autograd loop.
 
 from __future__ import annotations
 
-import time
 from typing import Any
 
 import torch
@@ -268,15 +267,10 @@ def plan_speed(step: FusedMLPStep, x: Tensor, y: Tensor, w: Tensor | None) -> pr
     """Measure and put in force the fastest kernel and thread count for ``step`` on batch ``(x, y, w)``.
 
     Inside a :func:`binclf.runtime.session` (``Trainer.fit`` runs in one):
-    the thread counts worth trying run from 1 to the ceiling (the current
-    count, which the user's ``OMP_NUM_THREADS`` or ``torch.set_num_threads``
-    sets), the usable cores, and the cores the tasks other processes have
-    runnable now leave free (:func:`binclf.probe.runnable_others`); one step
-    per count is timed, interleaved, while a :class:`~binclf.probe.LoadMeter`
-    reads what other processes use. The thread count is only ever lowered
-    (the session restores it) and is left
-    alone when the user fixed it (``--threads``, ``BINCLF_THREADS``). Then, on
-    the threads chosen, the matmul kernel, once per process and batch and
+    the thread count by :func:`binclf.probe.plan_threads`, one step per count
+    timed (the count is only ever lowered, the session restores it, and a
+    count the user fixed, ``--threads`` or ``BINCLF_THREADS``, stands). Then,
+    on the threads chosen, the matmul kernel, once per process and batch and
     layer sizes (``BINCLF_MATMUL`` overrides).
 
     Returns
@@ -284,39 +278,8 @@ def plan_speed(step: FusedMLPStep, x: Tensor, y: Tensor, w: Tensor | None) -> pr
     ThreadReport
         The thread choice and what it rested on (also noted for ``--debug``).
     """
-    ceiling, cores = torch.get_num_threads(), probe.usable_cores()
-    if runtime.threads_pinned() or probe.thread_override() is not None:
-        report = probe.ThreadReport(ceiling, "fixed by the user", cores=cores, ceiling=ceiling)
-    elif min(ceiling, cores) <= 1:
-        report = probe.ThreadReport(1, "the most allowed", cores=cores, ceiling=ceiling)
-    else:
-        run, signature = step.probe_call(x, y, w)
-        cache_key = (signature, ceiling, cores)
-        cached = runtime.PROBES.threads.get(cache_key)
-        report = None
-        if cached is not None and time.perf_counter() - cached[1] < runtime.THREADS_FRESH_S:
-            old = cached[0]
-            # Still as fast as when measured? Two steps tell; load that came since means measuring again.
-            now = probe.time_interleaved({old.threads: run}, rounds=2, context=runtime.torch_threads)[old.threads]
-            if now <= 2 * old.seconds.get(old.threads, now):
-                report = probe.ThreadReport(old.threads, "cached", old.seconds, old.others, cores, ceiling)
-        if report is None:
-            # What competes now bounds the counts worth timing: a thread count the
-            # free cores cannot hold is not tried (one such step can take seconds).
-            now = probe.runnable_others()
-            most = probe.choose_threads(ceiling=ceiling, cores=cores, others=now)
-            if most <= 1:
-                report = probe.ThreadReport(1, probe.RUNNING_NOW, {}, now, cores, ceiling)
-            else:
-                counts = sorted({1, most, *(2**i for i in range(1, 8) if 2**i < most)})
-                meter = probe.LoadMeter()
-                seconds = probe.time_interleaved({n: run for n in counts}, rounds=5, context=runtime.torch_threads)
-                others = meter.others()
-                n = probe.choose_threads(ceiling=ceiling, cores=cores, others=others, seconds=seconds)
-                report = probe.ThreadReport(n, "measured", dict(seconds), others, cores, ceiling)
-            runtime.PROBES.threads[cache_key] = (report, time.perf_counter())
-    runtime.lower_threads(report.threads)
-    runtime.note_choice("threads", report.text())
+    run, signature = step.probe_call(x, y, w)
+    report = probe.plan_threads(run, key=signature)
 
     # The kernel on the threads the fit will use.
     sizes = step.layer_sizes()

@@ -15,6 +15,7 @@ test images, which nothing above has seen.
 
 from __future__ import annotations
 
+import json
 import math
 import time
 from collections.abc import Callable
@@ -29,7 +30,7 @@ import torch
 from binclf.data.images import fit_image_preprocessor
 from binclf.data.split import stratified_split
 from binclf.data.target import encode_target
-from binclf import runtime
+from binclf import probe, runtime
 from binclf.decide.thresholds import parse_objective
 from binclf.errors import ConfigError, DataError
 from binclf.image_predictor import ImagePredictor, image_member_logits
@@ -171,53 +172,55 @@ def _train_config(options: ImageTrainOptions, n_train: int, macs: float) -> Trai
     )
 
 
-def _probe_threads(module, X, y, batch_size: int) -> int:
-    """The faster of one torch thread and all of them, timed on a few training steps of a copy of ``module``.
+def _step_probe(module: torch.nn.Module, X: torch.Tensor, y: np.ndarray, batch_size: int) -> Callable[[], None]:
+    """One training step's forward and backward on a copy of ``module`` and the first batch, changing nothing.
 
-    On a busy machine a second intra-op thread waits for a core at every
-    convolution and a step can take ten times longer (measured on 2 shared
-    cores); on an idle one it nearly halves the step. So measure, don't guess.
+    The copy takes the running statistics, the gradients are returned rather
+    than stored, and torch's random stream (augmentation, dropout) is put back,
+    so timing it (:func:`binclf.probe.plan_threads`) leaves the fit as it would be.
     """
     import copy
 
-    most = torch.get_num_threads()
-    if most <= 1:
-        return 1
-    xb, yb = X[:batch_size], torch.as_tensor(y[:batch_size])
-    best, best_t = most, math.inf
-    for threads in (1, most):
-        probe = copy.deepcopy(module).train()
-        opt = torch.optim.SGD(probe.parameters(), lr=0.0)
-        with runtime.torch_threads(threads):
-            times = []
-            for _ in range(3):
-                t = time.perf_counter()
-                loss = torch.nn.functional.binary_cross_entropy_with_logits(probe(xb), yb)
-                opt.zero_grad()
-                loss.backward()
-                times.append(time.perf_counter() - t)
-        if min(times[1:]) < best_t:
-            best, best_t = threads, min(times[1:])
-    return best
+    copied = copy.deepcopy(module).train()
+    params = [p for p in copied.parameters() if p.requires_grad]
+    xb, yb = X[:batch_size].contiguous(), torch.as_tensor(y[:batch_size])
+
+    def run() -> None:
+        with torch.random.fork_rng(devices=[]):
+            loss = torch.nn.functional.binary_cross_entropy_with_logits(copied(xb), yb)
+            torch.autograd.grad(loss, params)
+
+    return run
 
 
-class _ThreadGuard:
-    """Trainer callback: back to one torch thread for good when an epoch on several runs 1.5x slower than the best.
+class _EpochThreadGuard:
+    """Trainer callback: one torch thread for the rest of the fit when epochs on several run 1.5x slower than the best.
 
-    The probe's choice holds for the load of the moment; when other processes
-    take the cores later, a second intra-op thread turns every step into a wait.
+    The probe's choice holds for the load of its moment; when other processes
+    take the cores later, a second intra-op thread turns every step into a
+    wait. The trainer's own guard compares windows of 16 steps, more than an
+    image epoch often has (600 images at batch 64: 10), so this one compares
+    epochs: their training seconds, the validation pass left out
+    (:class:`binclf.probe.ThreadGuard` on that clock). The count is lowered
+    through :func:`binclf.runtime.lower_threads`, inside the fit's session,
+    which restores it.
     """
 
-    def __init__(self, threads: int) -> None:
-        self.threads = threads
-        self.best = math.inf
+    def __init__(self, threads: int, *, steps_per_epoch: int) -> None:
+        self.steps = max(1, steps_per_epoch)
+        self.seconds = 0.0
+        self.guard = probe.ThreadGuard(threads, slower=1.5, clock=lambda: self.seconds)
+        self.guard.tick(0)  # the first window starts now
+
+    @property
+    def threads(self) -> int:
+        return self.guard.threads
 
     def __call__(self, trainer: Trainer, log: dict[str, float]) -> bool:
-        seconds = log["seconds"]
-        if self.threads > 1 and seconds > 1.5 * self.best:
-            self.threads = 1
-            torch.set_num_threads(1)  # inside train_images' runtime.session, which restores the count
-        self.best = min(self.best, seconds)
+        self.seconds += log["seconds"] - log.get("valid_seconds", 0.0)
+        if self.guard.tick(self.steps):
+            runtime.lower_threads(1)
+            runtime.note_choice("threads", "1 thread (epochs slowed down during the fit: load arrived)")
         return False
 
 
@@ -293,13 +296,24 @@ def train_images(
         f"(validation {len(idx['valid'])}, test {len(idx['test'])})"
     )
     t_fit = time.perf_counter()
-    threads = _probe_threads(module, X["train"], Y["train"], train_config.batch_size)
-    with runtime.session(purpose="train", threads=threads):
-        guard = _ThreadGuard(threads)
-        trainer = Trainer(train_config, callbacks=[guard]).fit(
+    # The step is autograd's, eager: torch.compile of it did not pay (AMD EPYC, 1 thread, 128 px,
+    # batch 64, compiled vs eager: the whole step 240 vs 165 ms, 33 s to compile, inductor's grid_sample
+    # alone 211 vs 47 ms; the convolution blocks alone 176 vs 181 ms of CPU, within noise, 16 s to compile).
+    # The training threads: measured on this step (or the user's --threads), in
+    # force for the fit only; the session restores the count for what follows.
+    with runtime.session(purpose="train"):
+        run = _step_probe(module, X["train"], Y["train"], train_config.batch_size)
+        key = ("image cnn", train_config.batch_size, json.dumps(config, sort_keys=True))
+        report = probe.plan_threads(run, key=key, prepare=lambda _threads: run())
+        callbacks, guard = [], None
+        if report.threads > 1 and not runtime.threads_pinned():
+            guard = _EpochThreadGuard(report.threads,
+                                      steps_per_epoch=math.ceil(len(idx["train"]) / train_config.batch_size))
+            callbacks.append(guard)
+        trainer = Trainer(train_config, callbacks=callbacks).fit(
             module, X["train"], Y["train"], X_valid=X["valid"], y_valid=Y["valid"]
         )
-        threads = guard.threads
+        threads = guard.threads if guard is not None else report.threads
     fit_seconds = time.perf_counter() - t_fit
     image_epochs = len(idx["train"]) * len(trainer.history_)
     # Training throughput: the epochs' time less their validation passes.
