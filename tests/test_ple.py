@@ -50,6 +50,15 @@ def test_trainer_fits_the_edges_and_eval_logits_agree_with_forward():
         np.testing.assert_allclose(eval_logits(m, x).numpy(), m(x).numpy(), rtol=1e-5, atol=1e-5)
 
 
+def test_edges_fitted_on_rows_in_place_are_those_of_their_copy():
+    x = torch.randn(500, 4) * torch.tensor([1.0, 5.0, 0.2, 1.0])
+    rows = torch.randperm(500, generator=torch.Generator().manual_seed(0))[:300]
+    a = PLEMLP(4, n_numeric=3, bins=8).fit_encoding(x[rows])
+    b = PLEMLP(4, n_numeric=3, bins=8).fit_encoding(x, rows=rows.numpy())
+    assert torch.equal(a.lo, b.lo) and torch.equal(a.inv_width, b.inv_width)
+    assert not torch.equal(a.lo, PLEMLP(4, n_numeric=3, bins=8).fit_encoding(x).lo)  # the rows matter
+
+
 def test_edges_are_saved_with_the_weights_and_the_config_rebuilds_the_model():
     m = build_model("ple_mlp", seed=0, n_features=4, n_numeric=2, bins=4).fit_encoding(torch.randn(50, 4) * 3)
     state = m.state_dict()

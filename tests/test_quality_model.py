@@ -3,10 +3,11 @@
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 
 from binclf.errors import ConfigError
 from binclf.numeric import log_loss
-from binclf.train.crossfit import fold_indices, mixture_weights
+from binclf.train.crossfit import fit_logistic_path, fold_indices, mixture_weights
 from binclf.train.pipeline import TrainOptions, train_table
 from binclf.predictor import Predictor
 
@@ -91,6 +92,33 @@ def test_fold_indices_hold_out_every_row_once():
     np.testing.assert_array_equal(held, np.arange(50))
     for fit, h in folds:
         assert not set(fit) & set(h) and y[h].sum() == 2  # stratified
+
+
+def test_fold_indices_are_scikit_learns_stratified_folds():
+    from sklearn.model_selection import StratifiedKFold
+
+    y = (np.random.default_rng(3).random(1000) < 0.3).astype(float)
+    folds = fold_indices(y, k=4, seed=11)
+    expected = list(StratifiedKFold(n_splits=4, shuffle=True, random_state=11).split(np.zeros(1000), y))
+    assert len(folds) == 4
+    for (fit, held), (fit_sk, held_sk) in zip(folds, expected):
+        np.testing.assert_array_equal(fit, fit_sk)
+        np.testing.assert_array_equal(held, held_sk)
+    np.testing.assert_array_equal(folds[-1][1], expected[-1][1])
+
+
+def test_logistic_path_returns_the_winning_cs_members_and_oof_logits():
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(600, 6)).astype(np.float32)
+    y = (rng.random(600) < 1 / (1 + np.exp(-X[:, 0] + 0.5 * X[:, 1]))).astype(float)
+    folds = fold_indices(y, k=3, seed=0)
+    for bracket in (False, True):
+        C, members, oof, losses = fit_logistic_path(X, y, folds, bracket=bracket)
+        assert C == float(min(losses, key=losses.get))
+        for m, (_, held) in zip(members, folds):
+            with torch.no_grad():
+                z = m(torch.from_numpy(X[held])).double().numpy()
+            np.testing.assert_allclose(oof[held], z, rtol=1e-5, atol=1e-5)
 
 
 def test_fold_indices_shrink_k_to_the_rarer_class():

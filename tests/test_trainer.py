@@ -144,6 +144,38 @@ def test_inputs_are_validated_at_the_boundary():
         TrainConfig(lr=0, batch_size=0)
 
 
+@pytest.mark.parametrize("name", ["mlp", "ple_mlp"])
+def test_rows_train_on_the_rows_in_place_as_on_their_copy(name):
+    """fit(rows=, valid_rows=) reads the rows of one matrix: the same weights and history as on copies."""
+    from binclf.nn.models import build_model
+
+    X, y = _linear_data(n=3000, d=4, prior=0.3, seed=7)
+    rng = np.random.default_rng(0)
+    fit_rows, held = np.sort(rng.permutation(3000)[:2000]), np.sort(rng.permutation(3000)[:900])
+    extra = {"n_numeric": 4, "bins": 8} if name == "ple_mlp" else {}
+    models, histories = [], []
+    for in_place in (False, True):
+        model = build_model(name, seed=2, n_features=4, hidden=[16], **extra)
+        cfg = TrainConfig(max_epochs=3, batch_size=128, seed=5, eval_batch_size=256, verbose=False)
+        if in_place:
+            t = Trainer(cfg).fit(model, X, y, rows=fit_rows, X_valid=X, y_valid=y, valid_rows=held)
+        else:
+            t = Trainer(cfg).fit(model, X[fit_rows], y[fit_rows], X_valid=X[held], y_valid=y[held])
+        models.append(model)
+        histories.append([(h["train_loss"], h["valid_loss"]) for h in t.history_])
+    assert histories[0] == histories[1]
+    for (k, a), b in zip(models[0].state_dict().items(), models[1].state_dict().values()):
+        assert torch.equal(a, b), k
+
+
+def test_rows_outside_the_matrix_are_refused():
+    X, y = _linear_data(n=50)
+    with pytest.raises(ConfigError, match=r"rows must hold row positions in \[0, 50\), got 0 .. 50"):
+        Trainer(TrainConfig(verbose=False)).fit(LogisticModel(5), X, y, rows=np.arange(51))
+    with pytest.raises(ConfigError, match="valid_rows must be a 1-D array of integer row positions"):
+        Trainer(TrainConfig(verbose=False)).fit(LogisticModel(5), X, y, X_valid=X, y_valid=y, valid_rows=y)
+
+
 def test_config_round_trips_through_json():
     import json
 

@@ -137,16 +137,17 @@ class TrainResult:
 
 def _encode(
     df: pd.DataFrame, options: TrainOptions, source: str
-) -> tuple[pd.DataFrame, np.ndarray, TargetInfo, list[str], np.ndarray]:
-    """Encode the target; also returns the kept rows' positions in the file (for messages)."""
+) -> tuple[pd.DataFrame, np.ndarray, TargetInfo, list[str], np.ndarray | None]:
+    """Encode the target; also returns the kept rows' positions in the file (for messages; None: every row)."""
     if options.target not in df.columns:
         # infer_schema words this error best (close names, the column list).
         infer_schema(df, target=options.target)
     y, keep, info, notices = encode_target(
         df[options.target], column=options.target, positive=options.positive, drop_missing=options.drop_missing_target
     )
-    if not keep.all():
-        df = df.loc[keep]  # y already holds only the kept rows
+    if keep.all():  # positions 0..n-1: no (n,) int64 array kept for the whole run to say so
+        return df.reset_index(drop=True), y.astype(np.float32), info, notices, None
+    df = df.loc[keep]  # y already holds only the kept rows
     return df.reset_index(drop=True), y.astype(np.float32), info, notices, np.flatnonzero(keep)
 
 
@@ -267,11 +268,14 @@ def _fit_crossfit(
     train_config = TrainConfig(**{**base.to_dict(), "max_epochs": epochs})
 
     def fitter(name: str, j: int):
-        def fit_neural(Xf, yf, Xh, yh, fold):
+        def fit_neural(X_all, y_all, fit_rows, held, fold):
             seed = options.seed * 1000 + 100 * j + fold
             module = build_model(name, seed=seed, **configs[name])
             cfg = TrainConfig(**{**train_config.to_dict(), "seed": seed})
-            trainer = Trainer(cfg, data_parallel=dist.data_parallel()).fit(module, Xf, yf, X_valid=Xh, y_valid=yh)
+            # The fold's rows read in place: no copy of the fit (or held-out) rows.
+            trainer = Trainer(cfg, data_parallel=dist.data_parallel()).fit(
+                module, X_all, y_all, rows=fit_rows, X_valid=X_all, y_valid=y_all, valid_rows=held
+            )
             return module.cpu(), trainer.logit_shift_, trainer.history_
 
         return fit_neural

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import inspect
 import math
 import sys
 import time
@@ -42,6 +43,9 @@ LRSchedule = Literal["cosine", "plateau"] | None
 # with inductor's disk cache warm); it saves ~0.3-1.5 us per row-epoch against
 # the eager step, so it pays from about this many row-epochs on.
 _COMPILE_MIN_ROW_EPOCHS = 10_000_000
+# Bytes of validation rows gathered at a time when ``fit(valid_rows=...)`` reads
+# them in place (its rows are evaluated in blocks instead of copied whole).
+_GATHER_BYTES = 8 << 20
 # Steps per window of the thread guard (binclf.probe.ThreadGuard); each
 # epoch's first step starts a window, so validation and compiling never count.
 _GUARD_STEPS = 16
@@ -319,11 +323,17 @@ class Trainer:
         y_valid: Tensor | np.ndarray | None = None,
         sample_weight_valid: Tensor | np.ndarray | None = None,
         init_bias: bool = True,
+        rows: Tensor | np.ndarray | None = None,
+        valid_rows: Tensor | np.ndarray | None = None,
     ) -> "Trainer":
         """Train ``model`` in place on ``X`` (n, d) float and ``y`` (n,) in {0, 1}.
 
         Without validation data, training runs ``max_epochs`` epochs and keeps
-        the last weights.
+        the last weights. ``rows`` / ``valid_rows`` train (validate) on some
+        rows of the arrays given without copying them: each batch gathers its
+        rows by index, as a shuffled epoch does anyway, so the numbers are those
+        of a fit on ``X[rows]`` (cross-fitting's folds all read one matrix
+        instead of each copying its rows).
 
         Parameters
         ----------
@@ -337,6 +347,12 @@ class Trainer:
             Validation rows for early stopping and best-weight restore.
         init_bias : bool
             Start the output bias at the loss-minimising constant logit.
+        rows : Tensor or ndarray of shape (m,), optional
+            Positions of the training rows in ``X``, ``y`` and ``sample_weight``
+            (default: all of them). ``X`` is checked whole.
+        valid_rows : Tensor or ndarray of shape (m_valid,), optional
+            Positions of the validation rows in ``X_valid``, ``y_valid`` and
+            ``sample_weight_valid`` (default: all of them).
 
         Returns
         -------
@@ -348,12 +364,23 @@ class Trainer:
         X = _as_tensor(X, torch.float32, device)
         y = _as_tensor(y, torch.float32, device)
         w = None if sample_weight is None else _as_tensor(sample_weight, torch.float32, device)
+        self._check_inputs(X, y, w)
+        # X stays whole; the labels and weights of the rows trained on are small: taken now.
+        rows_t = None if rows is None else _row_index(rows, len(X), device, "rows")
+        if rows_t is not None:
+            y = y.index_select(0, rows_t)
+            w = None if w is None else w.index_select(0, rows_t)
         has_valid = X_valid is not None and y_valid is not None
         if has_valid:
             Xv = _as_tensor(X_valid, torch.float32, device)
             yv = _as_tensor(y_valid, torch.float32, device)
             wv = None if sample_weight_valid is None else _as_tensor(sample_weight_valid, torch.float32, device)
-        self._check_inputs(X, y, w)
+            valid_t = None if valid_rows is None else _row_index(valid_rows, len(Xv), device, "valid_rows")
+            if valid_t is not None:
+                if yv.shape != (len(Xv),):
+                    raise ConfigError(f"y_valid must have shape ({len(Xv)},) to match X_valid, got {tuple(yv.shape)}")
+                yv = yv.index_select(0, valid_t)
+                wv = None if wv is None else wv.index_select(0, valid_t)
         outer = model
         encode = None
         network = encoded_network(model)
@@ -366,7 +393,7 @@ class Trainer:
             # elementwise, so the numbers are the same.
             model.to(device)
             if callable(getattr(model, "fit_encoding", None)):
-                model.fit_encoding(X)
+                _fit_encoding(model, X, rows_t)
             encode = model.encode
             model = network
 
@@ -386,10 +413,10 @@ class Trainer:
                 init_output_bias(model, float(sigmoid(logit(self.train_prior_, eps=0.0) + self.logit_shift_)))
             dp = self.data_parallel
             # Rows and batch of this process (a rank's share under data parallelism).
-            n = len(X) if dp is None else dp.rows_per_rank(len(X))
+            n = len(y) if dp is None else dp.rows_per_rank(len(y))
             batch_size = cfg.batch_size if dp is None else dp.batch_per_rank(cfg.batch_size)
             steps_per_epoch = math.ceil(n / batch_size)
-            probe = self._batch(X, y, w, torch.arange(min(batch_size, len(X)), device=X.device), encode)
+            probe = self._batch(X, y, w, torch.arange(min(batch_size, len(y)), device=X.device), encode, rows_t)
             opt, opt_step, fused, sched = self._step_parts(
                 model, loss_fn, device, n, has_valid, steps_per_epoch, probe=probe if n >= 2 else None
             )
@@ -414,9 +441,9 @@ class Trainer:
                     t0 = time.perf_counter()
                     model.train()
                     if sampling_probs is not None:
-                        idx = torch.multinomial(sampling_probs, len(X), replacement=True, generator=gen)
+                        idx = torch.multinomial(sampling_probs, len(y), replacement=True, generator=gen)
                     else:
-                        idx = self._permutation(len(X), gen)
+                        idx = self._permutation(len(y), gen)
                     idx = idx.to(device)
                     if dp is not None:  # the same order on every rank (shared seed); this rank's share of it
                         idx = dp.epoch_rows(idx)
@@ -424,7 +451,7 @@ class Trainer:
                     # model): a gather of the whole epoch up front held a second copy of
                     # the training inputs (the same rows in the same order either way).
                     batches = (
-                        self._batch(X, y, w, idx[lo : lo + batch_size], encode)
+                        self._batch(X, y, w, idx[lo : lo + batch_size], encode, rows_t)
                         for lo in range(0, n, batch_size)
                     )
                     step_losses = self.train_steps(
@@ -441,7 +468,9 @@ class Trainer:
                     if has_valid:
                         tv = time.perf_counter()
                         # The outer model: its rows are encoded a chunk at a time (binclf.infer).
-                        valid_loss = self._evaluate(outer if encode is not None else model, loss_fn, Xv, yv, wv)
+                        valid_loss = self._evaluate(
+                            outer if encode is not None else model, loss_fn, Xv, yv, wv, valid_t
+                        )
                         log["valid_loss"] = valid_loss
                         log["valid_seconds"] = time.perf_counter() - tv
                         if not math.isfinite(valid_loss):
@@ -480,10 +509,14 @@ class Trainer:
     # -- pieces of the loop ----------------------------------------------------
     @staticmethod
     def _batch(
-        X: Tensor, y: Tensor, w: Tensor | None, rows: Tensor, encode: Callable[[Tensor], Tensor] | None
+        X: Tensor, y: Tensor, w: Tensor | None, rows: Tensor, encode: Callable[[Tensor], Tensor] | None,
+        x_rows: Tensor | None = None,
     ) -> tuple[Tensor, Tensor, Tensor | None]:
-        """The rows ``rows`` of ``X``, ``y``, ``w``; ``X``'s through ``encode`` (no gradient) when given."""
-        xb = X.index_select(0, rows)
+        """The rows ``rows`` of ``X``, ``y``, ``w``; ``X``'s through ``encode`` (no gradient) when given.
+
+        ``x_rows``: where the training rows lie in ``X`` (``fit(rows=...)``); ``rows`` index them.
+        """
+        xb = X.index_select(0, rows if x_rows is None else x_rows.index_select(0, rows))
         if encode is not None:
             with torch.no_grad():
                 xb = encode(xb)
@@ -654,18 +687,59 @@ class Trainer:
             )
 
     @torch.inference_mode()
-    def _evaluate(self, model: nn.Module, loss_fn: nn.Module, X: Tensor, y: Tensor, w: Tensor | None) -> float:
+    def _evaluate(
+        self, model: nn.Module, loss_fn: nn.Module, X: Tensor, y: Tensor, w: Tensor | None, rows: Tensor | None = None
+    ) -> float:
+        """Mean validation loss; ``rows``: where ``y``'s rows lie in ``X`` (``fit(valid_rows=...)``)."""
         dp = self.data_parallel
         if dp is not None:  # this rank's share of the rows, then the mean over all of them
-            part = dp.valid_rows(len(X))
+            part = dp.valid_rows(len(y))
             n = part.stop - part.start
-            X, y, w = X[part], y[part], None if w is None else w[part]
-            return dp.mean_over_ranks(self._mean_loss(model, loss_fn, X, y, w) if n else 0.0, n)
-        return self._mean_loss(model, loss_fn, X, y, w)
+            y, w = y[part], None if w is None else w[part]
+            X, rows = (X[part], None) if rows is None else (X, rows[part])
+            return dp.mean_over_ranks(self._mean_loss(model, loss_fn, X, y, w, rows) if n else 0.0, n)
+        return self._mean_loss(model, loss_fn, X, y, w, rows)
 
-    def _mean_loss(self, model: nn.Module, loss_fn: nn.Module, X: Tensor, y: Tensor, w: Tensor | None) -> float:
-        logits = predict_logits(model, X, batch_size=self.config.eval_batch_size)
+    def _mean_loss(
+        self, model: nn.Module, loss_fn: nn.Module, X: Tensor, y: Tensor, w: Tensor | None, rows: Tensor | None = None
+    ) -> float:
+        bs = self.config.eval_batch_size
+        if rows is None:
+            logits = predict_logits(model, X, batch_size=bs)
+        else:
+            # A block of rows gathered at a time: a whole number of predict_logits' chunks
+            # (4096 rows on the CPU), so each chunk holds the rows a copy of X[rows] would.
+            # The logits go into one buffer made first: blocks' results kept alive between
+            # the blocks' temporaries fragment the heap.
+            chunk = min(bs, 4096) if X.device.type == "cpu" else bs
+            step = chunk * max(1, _GATHER_BYTES // (4 * max(X.shape[1], 1) * chunk))
+            logits = torch.empty(len(rows), device=X.device)
+            for lo in range(0, len(rows), step):
+                logits[lo : lo + step] = predict_logits(model, X.index_select(0, rows[lo : lo + step]), batch_size=bs)
         return float(loss_fn(logits, y, w)) if loss_fn.reduction == "mean" else math.nan
+
+
+def _row_index(rows: Tensor | np.ndarray, n: int, device: torch.device, name: str) -> Tensor:
+    """``rows`` as an int64 tensor on ``device``, checked to be 1-D positions in ``[0, n)``."""
+    t = rows if isinstance(rows, Tensor) else torch.from_numpy(np.asarray(rows))
+    if t.ndim != 1 or t.dtype.is_floating_point or t.dtype == torch.bool:
+        raise ConfigError(
+            f"{name} must be a 1-D array of integer row positions, got {t.dtype} of shape {tuple(t.shape)}"
+        )
+    t = t.to(device=device, dtype=torch.int64)
+    if len(t) and (int(t.min()) < 0 or int(t.max()) >= n):
+        raise ConfigError(f"{name} must hold row positions in [0, {n}), got {int(t.min())} .. {int(t.max())}")
+    return t
+
+
+def _fit_encoding(model: nn.Module, X: Tensor, rows: Tensor | None) -> None:
+    """``model.fit_encoding`` on the training rows: ``X[rows]`` read in place where it takes ``rows``."""
+    if rows is None:
+        model.fit_encoding(X)
+    elif "rows" in inspect.signature(model.fit_encoding).parameters:
+        model.fit_encoding(X, rows=rows)
+    else:
+        model.fit_encoding(X.index_select(0, rows))
 
 
 @contextlib.contextmanager
