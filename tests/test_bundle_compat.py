@@ -33,7 +33,12 @@ def test_old_bundle_predicts_as_it_did(name):
     pred = Predictor.load(bundle)
     got = pred.predict_frame(read_table(DATA / CASES[name]))
     np.testing.assert_allclose(got["probability"].to_numpy(), want["probability"].to_numpy(), rtol=0, atol=1e-6)
-    assert got["prediction"].astype(str).tolist() == want["prediction"].astype(str).tolist()
+    # Labels agree wherever the probability is not within float noise of the threshold: titanic-mlp's
+    # threshold is one validation row's probability, and 31 passengers with that same probability
+    # come out 2e-8 below it on an AMD EPYC (the expected file was written on another CPU).
+    same = got["prediction"].astype(str).to_numpy() == want["prediction"].astype(str).to_numpy()
+    near = np.abs(want["probability"].to_numpy() - pred.threshold.threshold) < 1e-6
+    assert (same | near).all() and same.mean() > 0.95
 
 
 def test_old_bundle_through_the_command_line(tmp_path):
