@@ -526,7 +526,7 @@ def select_calibrator(
             # Freed arrays handed back to the OS (binclf.runtime; nothing unless it tuned
             # malloc) after the split and after each method: the next fits' arrays rarely
             # fit the holes they leave, and RSS grew by them method after method.
-            release_freed_memory()
+            release_freed_memory(array_bytes=z.nbytes)
 
             def oof_row_losses(m: str) -> np.ndarray:
                 oof = np.empty(n)
@@ -538,7 +538,7 @@ def select_calibrator(
                     del train, test
                 losses = row_log_loss(yf, oof)
                 del oof
-                release_freed_memory()
+                release_freed_memory(array_bytes=z.nbytes)
                 return losses
 
             simple = [m for m in candidates if m != "isotonic"]
@@ -556,7 +556,7 @@ def select_calibrator(
                 gaps[m] = max(tie_tolerance, float(diff.std() / math.sqrt(n)))
             method = next(m for m in simple if losses[m] <= best + gaps[m])
             del row_losses, diff
-            release_freed_memory()
+            release_freed_memory(array_bytes=z.nbytes)
             if "isotonic" in candidates:
                 losses["isotonic"] = float(oof_row_losses("isotonic").mean())
             reason = (

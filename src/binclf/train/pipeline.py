@@ -11,6 +11,7 @@ which nothing above has seen.
 
 from __future__ import annotations
 
+import functools
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -356,7 +357,7 @@ def decide_on_held_out(
     # Each step's freed arrays (several of the held-out rows' size) go back to the OS
     # before the next step's are made: left resident, the next step's arrays rarely
     # fit in them and RSS grew by each step in turn.
-    release = runtime.release_freed_memory
+    release = functools.partial(runtime.release_freed_memory, array_bytes=z_held.nbytes)
     calibrator, cal_info = select_calibrator(z_held, y_held, method=options.calibration, seed=options.seed)
     release()
     p_held = calibrator.predict_proba(z_held)
