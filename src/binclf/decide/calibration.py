@@ -32,7 +32,7 @@ from typing import Any
 
 import numpy as np
 
-from binclf.runtime import with_one_blas_thread
+from binclf.runtime import release_freed_memory, with_one_blas_thread
 from binclf.errors import ConfigError, DataError, NotFittedError
 from binclf.decide.metrics import check_scores, check_target
 from binclf.numeric import log_loss, row_log_loss, sigmoid
@@ -72,9 +72,12 @@ _RIDGE = 1e-6
 
 
 
-def _log_sigmoid(z: np.ndarray) -> np.ndarray:
-    """``log(sigmoid(z)) = -softplus(-z)``, finite for every finite ``z``."""
-    return -np.logaddexp(0.0, -z)
+def _log_sigmoid(z: np.ndarray, *, out: np.ndarray | None = None) -> np.ndarray:
+    """``log(sigmoid(z)) = -softplus(-z)``, finite for every finite ``z`` (written into ``out`` if given)."""
+    if out is None and np.ndim(z) == 0:
+        return -np.logaddexp(0.0, -z)
+    t = np.negative(z, out=out)
+    return np.negative(np.logaddexp(0.0, t, out=t), out=t)
 
 
 def _proba(s: np.ndarray) -> np.ndarray:
@@ -82,24 +85,33 @@ def _proba(s: np.ndarray) -> np.ndarray:
     return np.clip(p, PROBA_EPS, 1.0 - PROBA_EPS, out=p if p.ndim else None)
 
 
-def _check_inputs(logits, y, sample_weight) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    y = check_target(y)
+def _check_inputs(logits, y, sample_weight) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+    """``(z, y, w)`` as float64; ``w`` None when no weights are given (every row weighs 1)."""
+    # The labels straight to float64 and no array of ones: calibrating millions of OOF
+    # rows, each fit's copies are tens of MB.
+    y = check_target(y, dtype=np.float64)
     if y.shape[0] == 0:
         raise DataError("calibration needs at least one row, got an empty y")
     z = check_scores(logits, y.shape[0], name="logits", probabilities=False)
     if sample_weight is None:
-        w = np.ones(y.shape[0])
-    else:
-        w = check_scores(sample_weight, y.shape[0], name="sample_weight", probabilities=False)
-        if (w < 0).any() or w.sum() <= 0:
-            raise DataError("sample_weight must be >= 0 with a positive sum")
-    return z, y.astype(np.float64), w
+        return z, y, None
+    w = check_scores(sample_weight, y.shape[0], name="sample_weight", probabilities=False)
+    if (w < 0).any() or w.sum() <= 0:
+        raise DataError("sample_weight must be >= 0 with a positive sum")
+    return z, y, w
 
 
-def _single_class(y: np.ndarray, w: np.ndarray, method: str) -> bool:
+def _class_weights(y: np.ndarray, w: np.ndarray | None) -> tuple[float, float]:
+    """Total weight of the positives and of the negatives (counts when ``w`` is None)."""
+    if w is None:  # sums of 0/1: exact, the same numbers as with weights of 1
+        pos = float(y.sum())
+        return pos, float(y.shape[0] - pos)
+    return float((w * y).sum()), float((w * (1.0 - y)).sum())
+
+
+def _single_class(y: np.ndarray, w: np.ndarray | None, method: str) -> bool:
     """Warn and return True when the (weighted) labels hold one class only."""
-    pos = float((w * y).sum())
-    neg = float((w * (1.0 - y)).sum())
+    pos, neg = _class_weights(y, w)
     if pos > 0 and neg > 0:
         return False
     only = "1" if pos > 0 else "0"
@@ -117,11 +129,12 @@ def _single_class(y: np.ndarray, w: np.ndarray, method: str) -> bool:
 def _fit_logistic(
     x: np.ndarray,
     y: np.ndarray,
-    w: np.ndarray,
+    w: np.ndarray | None,
     *,
     init: np.ndarray,
     intercept: float | None,
     lower: float | None,
+    overwrite_x: bool = False,
 ) -> tuple[np.ndarray, float]:
     """Weighted logistic regression ``logit P(y=1) = x @ coef + intercept``.
 
@@ -130,15 +143,19 @@ def _fit_logistic(
     every slope (``None``: unbounded). The features are standardised (centred
     only when there is an intercept) so L-BFGS-B sees a well-conditioned problem
     whatever the scale of the logits; the slope bound survives since the scales
-    are positive.
+    are positive. ``overwrite_x``: standardise ``x`` in place (a temporary of
+    the caller's). ``w`` None: every row weighs the same.
     """
     k = x.shape[1]
     scale = x.std(axis=0)
     scale = np.where(scale > 0, scale, 1.0)
     center = x.mean(axis=0) if intercept is not None else np.zeros(k)
-    xs = x - center
+    xs = x if overwrite_x else x - center
+    if overwrite_x:
+        xs -= center
     xs /= scale
-    w = w / w.sum()
+    # No weights: 1/n each, as ones / ones.sum() gives (the sum of n ones is exact).
+    w = np.full(x.shape[0], 1.0 / x.shape[0]) if w is None else w / w.sum()
     has_b = intercept is not None
 
     def loss_grad(theta: np.ndarray) -> tuple[float, np.ndarray]:
@@ -201,8 +218,7 @@ def fit_platt(
     if _single_class(y, w, "platt"):
         return {"a": 1.0, "b": 0.0}
     if target_smoothing:
-        pos = float((w * y).sum())
-        neg = float((w * (1.0 - y)).sum())
+        pos, neg = _class_weights(y, w)
         y = np.where(y == 1, (pos + 1.0) / (pos + 2.0), 1.0 / (neg + 2.0))
     coef, b = _fit_logistic(z[:, None], y, w, init=np.array([1.0]), intercept=0.0, lower=None)
     return {"a": float(coef[0]), "b": b}
@@ -240,8 +256,11 @@ def fit_beta(logits, y, *, sample_weight=None) -> dict[str, float]:
     z, y, w = _check_inputs(logits, y, sample_weight)
     if _single_class(y, w, "beta"):
         return {"a": 1.0, "b": 1.0, "c": 0.0}
-    x = np.column_stack([_log_sigmoid(z), -_log_sigmoid(-z)])
-    coef, c = _fit_logistic(x, y, w, init=np.array([1.0, 1.0]), intercept=0.0, lower=0.0)
+    # Both features written into one (n, 2) array: no column temporaries to stack.
+    x = np.empty((z.shape[0], 2))
+    _log_sigmoid(z, out=x[:, 0])
+    np.logaddexp(0.0, z, out=x[:, 1])  # -log(1 - p) = -log_sigmoid(-z) = softplus(z), negations being exact
+    coef, c = _fit_logistic(x, y, w, init=np.array([1.0, 1.0]), intercept=0.0, lower=0.0, overwrite_x=True)
     return {"a": float(max(coef[0], 0.0)), "b": float(max(coef[1], 0.0)), "c": c}
 
 
@@ -504,6 +523,10 @@ def select_calibrator(
             fold_of_row = np.empty(n, dtype=np.uint8 if folds <= 255 else np.int32)
             for i, (_, test) in enumerate(splitter.split(z, yf)):
                 fold_of_row[test] = i
+            # Freed arrays handed back to the OS (binclf.runtime; nothing unless it tuned
+            # malloc) after the split and after each method: the next fits' arrays rarely
+            # fit the holes they leave, and RSS grew by them method after method.
+            release_freed_memory(array_bytes=z.nbytes)
 
             def oof_row_losses(m: str) -> np.ndarray:
                 oof = np.empty(n)
@@ -512,7 +535,11 @@ def select_calibrator(
                     train, test = np.flatnonzero(~held), np.flatnonzero(held)
                     del held
                     oof[test] = _CLASSES[m]().fit(z[train], yf[train]).predict_proba(z[test])
-                return row_log_loss(yf, oof)
+                    del train, test
+                losses = row_log_loss(yf, oof)
+                del oof
+                release_freed_memory(array_bytes=z.nbytes)
+                return losses
 
             simple = [m for m in candidates if m != "isotonic"]
             row_losses = {m: oof_row_losses(m) for m in simple}
@@ -529,6 +556,7 @@ def select_calibrator(
                 gaps[m] = max(tie_tolerance, float(diff.std() / math.sqrt(n)))
             method = next(m for m in simple if losses[m] <= best + gaps[m])
             del row_losses, diff
+            release_freed_memory(array_bytes=z.nbytes)
             if "isotonic" in candidates:
                 losses["isotonic"] = float(oof_row_losses("isotonic").mean())
             reason = (

@@ -66,8 +66,15 @@ def _candidates(proba: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """
     order = np.argsort(-proba, kind="stable")
     sorted_p = proba[order]
-    starts = np.flatnonzero(np.r_[True, sorted_p[1:] != sorted_p[:-1]])
-    thresholds = np.r_[np.nextafter(sorted_p[0], np.inf), sorted_p[starts]]
+    # Written into arrays made once (np.r_ copied each part): the same values.
+    new_group = np.empty(sorted_p.shape[0], dtype=bool)
+    new_group[:1] = True
+    np.not_equal(sorted_p[1:], sorted_p[:-1], out=new_group[1:])
+    starts = np.flatnonzero(new_group)
+    del new_group
+    thresholds = np.empty(starts.shape[0] + 1)
+    thresholds[0] = np.nextafter(sorted_p[0], np.inf)
+    np.take(sorted_p, starts, out=thresholds[1:])
     return order, starts, thresholds
 
 
@@ -78,14 +85,28 @@ def _cumulative_counts(
 
     ``counts`` ``(B, n)`` are row multiplicities of resamples; ``None`` means
     the data itself (``B = 1``).
+
+    Every sum here is of whole numbers (0/1 labels times integer
+    multiplicities), exact in float64 in any order: the counts are built a
+    resample at a time into ``tp`` and ``fp`` directly, with ~3 arrays of the
+    rows alive instead of ~10 (rows x candidates arrays copied by concatenate).
     """
-    yf = y.astype(np.float64)
-    w = np.ones((1, y.shape[0])) if counts is None else counts
-    w_pos = (w * yf)[:, order]
-    w_neg = w[:, order] - w_pos
-    zeros = np.zeros((w.shape[0], 1))
-    tp = np.concatenate([zeros, np.cumsum(np.add.reduceat(w_pos, starts, axis=1), axis=1)], axis=1)
-    fp = np.concatenate([zeros, np.cumsum(np.add.reduceat(w_neg, starts, axis=1), axis=1)], axis=1)
+    y_sorted = y[order].astype(np.float64)
+    rows = 1 if counts is None else counts.shape[0]
+    tp = np.zeros((rows, starts.shape[0] + 1))
+    fp = np.zeros((rows, starts.shape[0] + 1))
+    if counts is None:
+        group = np.add.reduceat(y_sorted, starts)  # positives per tie group
+        np.cumsum(group, out=tp[0, 1:])
+        np.subtract(np.diff(starts, append=y.shape[0]), group, out=group)  # negatives per group
+        np.cumsum(group, out=fp[0, 1:])
+    else:
+        for b in range(rows):
+            w = counts[b, order]
+            w_pos = w * y_sorted
+            np.subtract(w, w_pos, out=w)  # the negatives' multiplicities
+            np.cumsum(np.add.reduceat(w_pos, starts), out=tp[b, 1:])
+            np.cumsum(np.add.reduceat(w, starts), out=fp[b, 1:])
     return tp, fp, tp[:, -1:], fp[:, -1:]
 
 
@@ -107,11 +128,11 @@ def _evaluate(obj: Objective, tp, fp, pos, neg) -> dict[str, np.ndarray]:
     """
     # Only what the objective reads is computed: on a bootstrap pass each of these
     # is a (resamples, candidates) array, ~candidates x 8 bytes a resample.
-    fn = pos - tp
-    tn = neg - fp
-    n = pos + neg
     p = obj.params
     name = obj.name
+    fn = pos - tp if name in ("f1", "fbeta", "mcc", "cost") else None
+    tn = neg - fp if name in ("balanced_accuracy", "accuracy", "mcc") else None
+    n = pos + neg
     if name in ("youden", "balanced_accuracy", "precision", "recall", "fpr"):
         recall = _div(tp, pos)
     if name in ("precision", "recall"):
@@ -123,7 +144,13 @@ def _evaluate(obj: Objective, tp, fp, pos, neg) -> dict[str, np.ndarray]:
     zeros = np.broadcast_to(0.0, tp.shape)
     if name in ("f1", "fbeta"):
         b2 = 1.0 if name == "f1" else p["beta"] ** 2
-        value = _div((1.0 + b2) * tp, (1.0 + b2) * tp + b2 * fn + fp)
+        # In place: the same sums as ((1 + b2) tp + b2 fn) + fp, addition commuting exactly.
+        num = (1.0 + b2) * tp
+        den = np.multiply(b2, fn, out=fn)
+        den += num
+        den += fp
+        value = _div(num, den)
+        del num, den
     elif name == "youden":
         value = recall - fpr
     elif name == "balanced_accuracy":
@@ -442,6 +469,7 @@ def choose_threshold(
     if not feasible[0]:
         fallback = _fallback_message(obj, ev, j, thresholds, n)
         warnings.warn(f"threshold objective {obj} cannot be met: {fallback}", UserWarning, stacklevel=2)
+    del tp, fp, ev  # the bootstrap below makes its own, one resample at a time
 
     threshold_ci = value_ci = None
     if n_boot:

@@ -172,6 +172,7 @@ def fit_logistic_path(
     rank = {c: i for i, c in enumerate(Cs if not bracket or len(Cs) < 3 else sorted(Cs))}
     kept: dict[str, Any] = {"C": None}
     losses: dict[float, float] = {}
+    oof_bytes = 8 * len(y)
 
     def fit_at(c: float) -> float:
         oof, coefs = np.empty(len(y)), []
@@ -189,7 +190,7 @@ def fit_logistic_path(
         if best is None or (losses[c], rank[c]) < (losses[best], rank[best]):
             kept.update(C=c, oof=oof, coefs=coefs)
         del oof
-        release_freed_memory()  # this C's fold copies and losses, before the next C's
+        release_freed_memory(array_bytes=oof_bytes)  # this C's fold copies and losses, before the next C's
         return losses[c]
 
     if not bracket or len(Cs) < 3:
@@ -355,7 +356,7 @@ def cross_fit(
     # freed blocks left resident between live arrays are holes the next stage's
     # arrays rarely fit, and RSS grew by them stage after stage (the cross-fit's
     # peak on 2.4M rows x 8 columns: 814 -> 759 MB in one measurement).
-    release_freed_memory()
+    release_freed_memory(array_bytes=X.nbytes)
     n = len(y)
     info: dict[str, Any] = {"folds": len(folds)}
     bags = []
@@ -382,7 +383,7 @@ def cross_fit(
             release_freed_memory()  # the fold's temporaries, before the next fold's
         bags.append(bag)
         info[f"{name}_oof_log_loss"] = log_loss(y, sigmoid(bag.oof), eps=_EPS)
-        release_freed_memory()
+        release_freed_memory(array_bytes=bag.oof.nbytes)
     if bags:
         info["neural_oof_log_loss"] = min(info[f"{b.name}_oof_log_loss"] for b in bags)
         info["neural_best_epochs"] = [_best_epoch(h) for b in bags for h in b.histories]
@@ -396,7 +397,7 @@ def cross_fit(
         )
         info.update(linear_C=C, linear_oof_log_loss=losses[str(C)], linear_path=losses,
                     linear_seconds=time.perf_counter() - t1)
-        release_freed_memory()
+        release_freed_memory(array_bytes=oof_l.nbytes)
     # Each source's probabilities written into P's column: a list of them to stack held them twice.
     P = np.empty((n, len(bags) + int(linear)))
     for j, oof in enumerate([b.oof for b in bags] + ([oof_l] if linear else [])):

@@ -40,26 +40,26 @@ __all__ = [
 #: Peak RSS of an in-memory ``binclf train`` above the import baseline, per
 #: byte of decoded table (:func:`decoded_bytes`), once the fixed
 #: :data:`IN_MEMORY_OVERHEAD_BYTES` is set aside: the slope of the peak over
-#: table sizes, worst case measured on numeric tables (float32 and float64,
-#: ``--model mlp`` and the default ``--model auto``, the report included),
-#: rounded up. Measured on 1M -> 3M rows x 8 float32 columns (40 -> 120 MB
-#: decoded), 2 epochs, ``/usr/bin/time -v``, on a loaded 2-core machine (run to
-#: run spread ~+-35 MB):
+#: table sizes, worst case measured on numeric tables (``--model mlp`` and the
+#: default ``--model auto``, the report included), rounded up. Measured on
+#: 1M -> 3M rows x 8 float32 columns + an int64 target (40 -> 120 MB decoded),
+#: ``binclf train T.parquet -t y --model M --max-epochs 2``, ``/usr/bin/time
+#: -f %M``, two runs each, interleaved with the code before, on a 2-core AMD
+#: EPYC shared with other jobs (import baseline 397 MB):
 #:
-#: * ``--model mlp``: 2.8 (611 -> 835 MB; was 3.1, 656 -> 902 MB, before the
-#:   schema inference stopped hashing float columns, Arrow's freed decoding
-#:   buffers were released after reading and the stratified split stopped
-#:   gathering rows into Python lists, ~100 bytes a row);
-#: * ``--model auto``: 5.0-6.1 over three runs each before and after those
-#:   changes (744-787 -> 1168-1234 MB; 7.2 in an earlier measurement, 799 ->
-#:   1261 MB): the cross-fit's per-fold copies of the training matrix (the
-#:   fit rows and the held-out rows, one matrix's worth, made by the trainer's
-#:   API that takes whole arrays), the encodings' statistics and the networks'
-#:   training tensors dominate, and did not move.
+#: * ``--model auto``: 4.4 (688 -> 1040 MB; worst pair 4.5; 7.3 -> 5.4 x the
+#:   decoded table above the baseline at 1M -> 3M rows). It was 5.3 (795 ->
+#:   1222 MB, four runs, one peak at 1340 MB; 9.9 -> 6.9 x) while each fold
+#:   copied its rows for the trainer and the logistic path kept every C's OOF
+#:   logits; the peak is now the decision steps on the 2.4M OOF rows
+#:   (calibrator selection, threshold search, scikit-learn's metrics: ~130-140
+#:   bytes a row each), the cross-fit's own peak 1100-1300 -> ~950 MB;
+#: * ``--model mlp``: 2.3 (602 -> 783 MB; 2.6 before, 656 -> 866 MB).
 #:
-#: The factor stays at the worst measured slope, rounded up; the intercepts
-#: (~100-190 MB) are within :data:`IN_MEMORY_OVERHEAD_BYTES`.
-IN_MEMORY_PEAK_FACTOR: float = 7.5
+#: The factor stays above the worst measured slope (run-to-run spread ~+-35 MB,
+#: +-0.4 on the slope); the intercepts (~110 MB) are within
+#: :data:`IN_MEMORY_OVERHEAD_BYTES`.
+IN_MEMORY_PEAK_FACTOR: float = 5.0
 
 #: The part of the in-memory peak that does not grow with the table: glibc
 #: keeps up to 256 MiB of freed memory (binclf.runtime.tune_malloc; training
@@ -70,13 +70,12 @@ IN_MEMORY_OVERHEAD_BYTES: int = 400_000_000
 
 #: Copies of the dense model inputs (rows x features out x 4 bytes, float32)
 #: alive at the peak beyond the table, for tables whose one-hot encoding makes
-#: them wider than the table. Measured on 500k rows x (4 float32 + 4 text
-#: columns of 50-110 levels), 30 MB decoded, 315 features out: ``--model
-#: mlp`` ~1.25 (1016 MB; the training rows and their transform), the default
-#: ``--model auto`` 1.55-1.72 by the slope taken (1530 MB: the cross-fitted
-#: folds' copies of the inputs; 1765 MB and ~2.0 before each fold made one
-#: held-out copy and freed pages went back between folds); rounded up.
-MODEL_INPUT_COPIES: float = 1.8
+#: them wider than the table. Measured as the slope over 250k -> 500k rows x
+#: (4 float32 + 4 text columns of 50-110 levels; 17 -> 34 MB decoded, 315
+#: features out), ``--max-epochs 2``: ``--model mlp`` 1.02 (779 -> 1083 MB),
+#: the default ``--model auto`` 1.10 (850 -> 1178 MB; 1.89 before, 1062 ->
+#: 1625 MB, when every fold copied its rows); rounded up.
+MODEL_INPUT_COPIES: float = 1.2
 
 # Rows of text columns read to estimate their bytes per row.
 _SAMPLE_ROWS = 65_536

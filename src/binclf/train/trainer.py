@@ -416,7 +416,8 @@ class Trainer:
             n = len(y) if dp is None else dp.rows_per_rank(len(y))
             batch_size = cfg.batch_size if dp is None else dp.batch_per_rank(cfg.batch_size)
             steps_per_epoch = math.ceil(n / batch_size)
-            probe = self._batch(X, y, w, torch.arange(min(batch_size, len(y)), device=X.device), encode, rows_t)
+            first = torch.arange(min(batch_size, len(y)), device=X.device)
+            probe = self._batch(X, y, w, first, encode, None if rows_t is None else rows_t[: len(first)])
             opt, opt_step, fused, sched = self._step_parts(
                 model, loss_fn, device, n, has_valid, steps_per_epoch, probe=probe if n >= 2 else None
             )
@@ -447,11 +448,16 @@ class Trainer:
                     idx = idx.to(device)
                     if dp is not None:  # the same order on every rank (shared seed); this rank's share of it
                         idx = dp.epoch_rows(idx)
+                    # fit(rows=...): where the epoch's rows lie in X, mapped once for all its batches.
+                    x_idx = None if rows_t is None else rows_t.index_select(0, idx)
                     # Each batch gathers its own rows (and encodes them, for an encoded
                     # model): a gather of the whole epoch up front held a second copy of
                     # the training inputs (the same rows in the same order either way).
                     batches = (
-                        self._batch(X, y, w, idx[lo : lo + batch_size], encode, rows_t)
+                        self._batch(
+                            X, y, w, idx[lo : lo + batch_size], encode,
+                            None if x_idx is None else x_idx[lo : lo + batch_size],
+                        )
                         for lo in range(0, n, batch_size)
                     )
                     step_losses = self.train_steps(
@@ -514,9 +520,9 @@ class Trainer:
     ) -> tuple[Tensor, Tensor, Tensor | None]:
         """The rows ``rows`` of ``X``, ``y``, ``w``; ``X``'s through ``encode`` (no gradient) when given.
 
-        ``x_rows``: where the training rows lie in ``X`` (``fit(rows=...)``); ``rows`` index them.
+        ``x_rows``: the same rows' positions in ``X`` when they differ (``fit(rows=...)``).
         """
-        xb = X.index_select(0, rows if x_rows is None else x_rows.index_select(0, rows))
+        xb = X.index_select(0, rows if x_rows is None else x_rows)
         if encode is not None:
             with torch.no_grad():
                 xb = encode(xb)
