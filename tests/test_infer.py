@@ -215,3 +215,25 @@ def test_predictor_with_unknown_categories_nan_and_extremes_equals_the_plain_pat
             warnings.simplefilter("ignore")
             got = pred.predict_proba(df)
         np.testing.assert_allclose(got, want, rtol=0, atol=1e-6)
+
+
+def test_ple_members_with_the_same_edges_share_their_bins_and_give_each_members_numbers():
+    """A cross-fitted bag's PLE-MLPs (one set of edges) are one part that finds the bins once; a member with
+    other edges stays on its own; every logit equals the member evaluated alone, bit for bit."""
+    from binclf.infer import _PLEGroup, _PLETables
+
+    bag = [_trained_like("ple_mlp", seed=s) for s in (1, 2, 4)]
+    for m in bag[1:]:
+        m.lo.copy_(bag[0].lo)
+        m.inv_width.copy_(bag[0].inv_width)
+    other = _trained_like("ple_mlp", seed=5)
+    modules = [bag[0], other, bag[1], build_model("logistic", seed=0, n_features=D).eval(), bag[2]]
+    plan = MemberPlan(modules)
+    kinds = {tuple(cols): type(part) for cols, part in plan.parts}
+    assert kinds[(0, 2, 4)] is _PLEGroup and kinds[(1,)] is _PLETables
+    X = _edge_inputs(bag[0])
+    got = plan(X)
+    for i, m in enumerate(modules):
+        alone = MemberPlan([m])(X)[:, 0]
+        assert torch.equal(torch.isnan(got[:, i]), torch.isnan(alone))
+        assert torch.equal(got[:, i].nan_to_num(), alone.nan_to_num())

@@ -75,3 +75,30 @@ def test_bad_arguments():
         PLEMLP(3, n_numeric=4)
     with pytest.raises(ValueError, match="bins"):
         PLEMLP(3, n_numeric=1, bins=0)
+
+
+def test_a_cross_fitted_bag_shares_one_set_of_edges_and_prediction_finds_the_bins_once():
+    """The default model's PLE-MLPs (one per fold) get edges fitted once on all the cross-fit's rows (quantiles
+    of the inputs: no label involved), so the predictor evaluates them as one group; a plain fit still fits
+    its own edges unless told not to."""
+    import pandas as pd
+
+    from binclf.infer import MemberPlan, _PLEGroup
+    from binclf.train.pipeline import TrainOptions, train_table
+
+    g = np.random.default_rng(0)
+    df = pd.DataFrame({"a": g.normal(size=600), "b": g.exponential(size=600), "c": g.integers(0, 9, 600)})
+    df["y"] = (df.a + np.log(df.b) + g.normal(size=600) > 0).astype(int)
+    predictor = train_table(df, TrainOptions(target="y", max_epochs=2, n_boot=10)).predictor
+    ple = [m.module for m in predictor.members if m.kind == "ple_mlp"]
+    assert len(ple) >= 3
+    assert all(torch.equal(m.lo, ple[0].lo) and torch.equal(m.inv_width, ple[0].inv_width) for m in ple)
+    assert torch.isfinite(ple[0].lo).any() and not torch.equal(ple[0].lo, PLEMLP(3, 3, ple[0].bins).lo)
+    plan = MemberPlan([m.module for m in predictor.members])
+    assert [len(cols) for cols, part in plan.parts if isinstance(part, _PLEGroup)] == [len(ple)]
+
+    x = torch.randn(300, 4)
+    m = build_model("ple_mlp", seed=1, n_features=4, n_numeric=3, bins=8)
+    default_lo = m.lo.clone()
+    Trainer(TrainConfig(max_epochs=1, batch_size=64, verbose=False)).fit(m, x, (x[:, 0] > 0).float(), fit_encoding=False)
+    assert torch.equal(m.lo, default_lo)

@@ -218,8 +218,19 @@ class _PLETables:
                 return False
         return True
 
+    def same_bins(self, other: "_PLETables") -> bool:
+        """Whether ``other`` finds the same bins and fractions (the same edges on the same columns)."""
+        if (self.d, self.k, len(self.edges)) != (other.d, other.k, len(other.edges)):
+            return False
+        mine, theirs = (self.lo, self.inv, *self.edges), (other.lo, other.inv, *other.edges)
+        return all(torch.equal(a, b) for a, b in zip(mine, theirs))
+
     def __call__(self, x: Tensor) -> Tensor:
         x = x[:, : self.d]
+        return self.member(x, *self.bins(x))
+
+    def bins(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        """Each number's table entry ``(n, n_numeric)`` (int64, offset per column) and its ``frac``."""
         xn = x[:, : self.k]
         n, k = len(x), self.k
         # e = #{edges <= x} = ceil((sum of sign(x - edge) + bins) / 2): an edge equal to x
@@ -235,12 +246,40 @@ class _PLETables:
         # beyond the last bin (NaN stays NaN, as in the encoding).
         frac = torch.sub(xn, torch.take(self.lo, idx))
         frac.mul_(torch.take(self.inv, idx)).clamp_(max=1.0)
+        return idx, frac
+
+    def member(self, x: Tensor, idx: Tensor, frac: Tensor) -> Tensor:
+        """The logits ``(n, 1)`` of inputs ``x`` ``(n, d)`` whose bins are ``idx``, ``frac`` (:meth:`bins`)."""
         z = F.embedding_bag(idx, self.full, mode="sum")
         z += F.embedding_bag(idx, self.part, per_sample_weights=frac, mode="sum")
         z.addmm_(x, self.raw).relu_()
         for weight, bias, relu in self.rest:
             z = _linear(z, weight, bias, relu)
         return _nan_where_nan(x, z)
+
+
+class _PLEGroup:
+    """PLE-MLPs with the same edges (a cross-fitted bag's members): bins found once, then each member.
+
+    Finding each number's bin and fraction is ~0.45 of a member's ~1.6 us per
+    row; the lookups behind it are per member (each has its own tables), kept
+    one member at a time: concatenated tables (3 x 128 units wide) outgrow the
+    L2 cache and ran slower (6.7-7.0 vs 3.8-4.1 us per row for three members,
+    2-core AMD EPYC, one core, 4,096-row chunks; separate members 4.9-5.2).
+    The numbers are the members' own, bit for bit.
+    """
+
+    def __init__(self, tables: list[_PLETables]) -> None:
+        self.tables = tables
+        self.d = tables[0].d
+
+    def __call__(self, x: Tensor) -> Tensor:
+        x = x[:, : self.d]
+        idx, frac = self.tables[0].bins(x)
+        out = torch.empty((len(x), len(self.tables)), dtype=x.dtype)
+        for i, t in enumerate(self.tables):
+            out[:, i] = t.member(x, idx, frac)[:, 0]
+        return out
 
 
 class _Module:
@@ -258,7 +297,8 @@ class MemberPlan:
 
     Members of one kind are grouped (the logistic ones become one matrix
     product); binclf's MLPs and PLE-MLPs keep their BatchNorm folded into
-    their Linear layers. Rows go through in cache-sized chunks, every member
+    their Linear layers, and PLE-MLPs with the same edges (a cross-fitted
+    bag) find each number's bin once for all of them. Rows go through in cache-sized chunks, every member
     inside the chunk loop, so a chunk's inputs are read from cache by all of
     them. The plan is built from the modules as they are when it is built:
     :meth:`current` tells whether they have changed since (a parameter or
@@ -280,6 +320,7 @@ class MemberPlan:
         self._signature = self._state()
         self.parts: list[tuple[list[int], Any]] = []
         linear: list[int] = []
+        ple: list[tuple[int, _PLETables]] = []
         for i, m in enumerate(self.modules):
             if type(m) is LogisticModel and not m.training:
                 linear.append(i)
@@ -289,11 +330,22 @@ class MemberPlan:
                 encode = m.encode
             layers = _folded_mlp(network if network is not None else m)
             if layers is not None and encode is not None and _PLETables.applies(m):
-                self.parts.append(([i], _PLETables(m, layers)))
+                ple.append((i, _PLETables(m, layers)))
             elif layers is not None:
                 self.parts.append(([i], _Folded(layers, encode, int(getattr(m, "n_features", 0)) or None)))
             else:
                 self.parts.append(([i], _Module(m)))
+        # PLE-MLPs with the same edges share their bins (one group per set of edges).
+        groups: list[list[tuple[int, _PLETables]]] = []
+        for i, t in ple:
+            group = next((g for g in groups if g[0][1].same_bins(t)), None)
+            if group is None:
+                groups.append([(i, t)])
+            else:
+                group.append((i, t))
+        for g in groups:
+            cols = [i for i, _ in g]
+            self.parts.append((cols, g[0][1] if len(g) == 1 else _PLEGroup([t for _, t in g])))
         if linear:
             # Logistic members of different widths (text rows) each read their own columns.
             widths: dict[int, list[int]] = {}

@@ -19,6 +19,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+import torch
 
 from binclf import dist, runtime
 from binclf.decide.calibration import select_calibrator
@@ -29,6 +30,7 @@ from binclf.data.split import stratified_split
 from binclf.errors import ConfigError, DataError
 from binclf.decide.metrics import binary_metrics, bootstrap_intervals
 from binclf.nn.models import build_model, model_config
+from binclf.nn.models.base import encoded_network
 from binclf.numeric import sigmoid
 from binclf.predictor import Member, Predictor, member_logits
 from binclf.data.preprocessing import Preprocessor, check_finite
@@ -243,6 +245,29 @@ def _epoch_cap(k: int, n_fit: int, batch_size: int, flops_per_row: float, max_ep
     return int(min(max_epochs, epochs, max(3, by_flops)))
 
 
+def _shared_encoding(module: torch.nn.Module, X: np.ndarray, fitted: dict[str, torch.Tensor]) -> None:
+    """Give a bag's member the encoding (PLE edges) fitted once on every row of the cross-fit.
+
+    The edges are quantiles of the inputs, as unsupervised as the scaling
+    before them (also fitted on all training rows), so a fold's held-out rows
+    telling where they lie leaks no label. One set of edges for the bag lets
+    prediction find each number's bin once for all its members
+    (:class:`binclf.infer.MemberPlan`) instead of once per member. ``fitted``
+    holds the bag's buffers after its first member.
+    """
+    if not fitted:
+        module.fit_encoding(torch.from_numpy(np.ascontiguousarray(X, dtype=np.float32)))
+        # The encoding's state: the buffers outside the network it feeds.
+        network = encoded_network(module)
+        inner = set() if network is None else {id(b) for b in network.buffers()}
+        fitted.update({k: b.detach().clone() for k, b in module.named_buffers() if id(b) not in inner})
+        return
+    buffers = dict(module.named_buffers())
+    with torch.no_grad():
+        for k, v in fitted.items():
+            buffers[k].copy_(v)
+
+
 def _auto_folds(options: TrainOptions, n: int) -> int:
     """5 folds up to ~10k rows; fewer above, where a held-out fold is already large."""
     return int(options.folds) if n <= 10_000 else min(int(options.folds), 3)
@@ -269,13 +294,19 @@ def _fit_crossfit(
     train_config = TrainConfig(**{**base.to_dict(), "max_epochs": epochs})
 
     def fitter(name: str, j: int):
+        encoding: dict[str, torch.Tensor] = {}
+
         def fit_neural(X_all, y_all, fit_rows, held, fold):
             seed = options.seed * 1000 + 100 * j + fold
             module = build_model(name, seed=seed, **configs[name])
+            shared = callable(getattr(module, "fit_encoding", None))
+            if shared:
+                _shared_encoding(module, X_all, encoding)
             cfg = TrainConfig(**{**train_config.to_dict(), "seed": seed})
             # The fold's rows read in place: no copy of the fit (or held-out) rows.
             trainer = Trainer(cfg, data_parallel=dist.data_parallel()).fit(
-                module, X_all, y_all, rows=fit_rows, X_valid=X_all, y_valid=y_all, valid_rows=held
+                module, X_all, y_all, rows=fit_rows, X_valid=X_all, y_valid=y_all, valid_rows=held,
+                fit_encoding=not shared,
             )
             return module.cpu(), trainer.logit_shift_, trainer.history_
 

@@ -325,6 +325,7 @@ class Trainer:
         init_bias: bool = True,
         rows: Tensor | np.ndarray | None = None,
         valid_rows: Tensor | np.ndarray | None = None,
+        fit_encoding: bool = True,
     ) -> "Trainer":
         """Train ``model`` in place on ``X`` (n, d) float and ``y`` (n,) in {0, 1}.
 
@@ -353,6 +354,10 @@ class Trainer:
         valid_rows : Tensor or ndarray of shape (m_valid,), optional
             Positions of the validation rows in ``X_valid``, ``y_valid`` and
             ``sample_weight_valid`` (default: all of them).
+        fit_encoding : bool
+            Fit a parameter-free first stage (``model.fit_encoding``, the PLE
+            edges) to the training rows first; False keeps the one it has
+            (cross-fitting fits one encoding for all folds).
 
         Returns
         -------
@@ -392,7 +397,7 @@ class Trainer:
             # measured 1.55 GB peak for 1M x 7 float32 rows. The encoding is
             # elementwise, so the numbers are the same.
             model.to(device)
-            if callable(getattr(model, "fit_encoding", None)):
+            if fit_encoding and callable(getattr(model, "fit_encoding", None)):
                 _fit_encoding(model, X, rows_t)
             encode = model.encode
             model = network
