@@ -248,7 +248,7 @@ class _PLETables:
                 return False
         return True
 
-    def same_bins(self, other: "_PLETables") -> bool:
+    def same_bins(self, other: _PLETables) -> bool:
         """Whether ``other`` finds the same bins and fractions (the same edges on the same columns)."""
         if (self.d, self.k, len(self.edges)) != (other.d, other.k, len(other.edges)):
             return False
