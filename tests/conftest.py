@@ -23,3 +23,18 @@ def bananas_splits():
     idx = np.random.default_rng(0).permutation(len(y))
     a, b = int(0.6 * len(y)), int(0.8 * len(y))
     return tuple((X[i], y[i]) for i in (idx[:a], idx[a:b], idx[b:]))
+
+
+@pytest.fixture
+def two_threads():
+    """Two torch threads and no cached thread/kernel probes; both restored after the test."""
+    import torch
+
+    from binclf import runtime
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    runtime.reset_probes()
+    yield
+    torch.set_num_threads(before)
+    runtime.reset_probes()

@@ -130,18 +130,6 @@ def test_mixed_precision_changes_training_only():
 
 
 # -- training threads (binclf.runtime / binclf.probe) ----------------------------------------------
-@pytest.fixture
-def two_threads():
-    from binclf import runtime
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(2)
-    runtime.reset_probes()
-    yield
-    torch.set_num_threads(before)
-    runtime.reset_probes()
-
-
 def _threads_seen(monkeypatch):
     """Record the torch threads of each training epoch of train_images (a callback on the Trainer)."""
     from binclf.train import images as train_images_module

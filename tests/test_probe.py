@@ -183,16 +183,6 @@ def test_one_thread_has_no_guard_to_trip():
 # --------------------------------------------------------------------------- #
 
 
-@pytest.fixture
-def two_threads():
-    before = torch.get_num_threads()
-    torch.set_num_threads(2)
-    runtime.reset_probes()
-    yield
-    torch.set_num_threads(before)
-    runtime.reset_probes()
-
-
 def data(n=600, d=6):
     rng = np.random.default_rng(0)
     X = rng.normal(size=(n, d)).astype(np.float32)
