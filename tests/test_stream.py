@@ -22,6 +22,8 @@ from binclf.train.memory import in_memory_peak_bytes
 from binclf.train.pipeline import TrainOptions
 from binclf.train.stream import (
     StreamOptions,
+    _keep_share,
+    _position_keys,
     _split_codes,
     _SplitCache,
     collect_stats,
@@ -482,3 +484,16 @@ def test_two_processes_damaged_row_group_in_one_shard_is_one_line_exit_2(tmp_pat
     assert len(errors) == 1 and r.stderr.strip().splitlines()[-1] == errors[0]
     assert "b.parquet: cannot read row group 1" in errors[0] and "the file is damaged" in errors[0]
     assert "Traceback" not in r.stderr and not (tmp_path / "m").exists()
+
+
+def test_the_early_stopping_sample_is_drawn_by_place_the_same_in_every_pass():
+    """Keys from (unit, first row) alone: a batch read again gets the same keys, a batch cut in two pieces gets
+    the keys of the whole, other units and rows get others, and a share draws about that share of the rows."""
+    unit = ("/data/part-00001.parquet", 3)
+    whole = _position_keys((unit, 0), 1000)
+    assert np.array_equal(whole, _position_keys((unit, 0), 1000))
+    assert np.array_equal(whole, np.concatenate([_position_keys((unit, 0), 400), _position_keys((unit, 400), 600)]))
+    other = _position_keys((("/data/part-00001.parquet", 4), 0), 1000)
+    assert len(np.intersect1d(whole, other)) == 0 and len(np.unique(whole)) == 1000
+    kept = _keep_share(np.concatenate([_position_keys((("f", g), 0), 5000) for g in range(20)]), 0.1)
+    assert 0.09 < kept.mean() < 0.11
