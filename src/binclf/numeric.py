@@ -74,7 +74,14 @@ def row_log_loss(y, p, *, eps: float = FLOAT_EPS) -> np.ndarray:
     -------
     ndarray of shape (n,)
     """
-    y = np.asarray(y, dtype=np.float64)
+    y = np.asarray(y)
+    # Integer (or bool) 0/1 labels are used as they are: y * v and (1 - y) * v give the
+    # same float64 numbers as with 0.0/1.0, without a float copy of the labels (and 1 - y
+    # a byte a row for int8 labels, not 8).
+    if y.dtype == bool:
+        y = y.view(np.int8)
+    elif not np.issubdtype(y.dtype, np.integer):
+        y = y.astype(np.float64, copy=False)
     p = np.clip(np.asarray(p, dtype=np.float64), eps, 1.0 - eps)
     if y.shape != p.shape or p.ndim == 0:  # broadcasting or scalars: the plain expression
         return -(y * np.log(p) + (1.0 - y) * np.log1p(-p))
@@ -83,7 +90,7 @@ def row_log_loss(y, p, *, eps: float = FLOAT_EPS) -> np.ndarray:
     out = np.log(p)
     out *= y
     np.log1p(np.negative(p, out=p), out=p)
-    p *= np.subtract(1.0, y)
+    p *= np.subtract(1, y) if y.dtype.kind in "iu" else np.subtract(1.0, y)
     out += p
     return np.negative(out, out=out)
 

@@ -281,16 +281,81 @@ def fit_isotonic(logits, y, *, sample_weight=None) -> dict[str, list[float]]:
     z, y, w = _check_inputs(logits, y, sample_weight)
     if _single_class(y, w, "isotonic"):
         return {"X_thresholds_": [0.0, 1.0], "y_thresholds_": [ISOTONIC_EPS, 1.0 - ISOTONIC_EPS]}
-    from sklearn.isotonic import IsotonicRegression
+    if w is None:
+        knots_x, knots_y = _isotonic_knots(z, y)
+    else:
+        from sklearn.isotonic import IsotonicRegression
 
-    iso = IsotonicRegression(
-        y_min=ISOTONIC_EPS, y_max=1.0 - ISOTONIC_EPS, increasing=True, out_of_bounds="clip"
-    )
-    iso.fit(sigmoid(z), y, sample_weight=w)
+        iso = IsotonicRegression(
+            y_min=ISOTONIC_EPS, y_max=1.0 - ISOTONIC_EPS, increasing=True, out_of_bounds="clip"
+        )
+        iso.fit(sigmoid(z), y, sample_weight=w)
+        knots_x, knots_y = iso.X_thresholds_, iso.y_thresholds_
     return {
-        "X_thresholds_": [float(v) for v in iso.X_thresholds_],
-        "y_thresholds_": [float(v) for v in iso.y_thresholds_],
+        "X_thresholds_": [float(v) for v in knots_x],
+        "y_thresholds_": [float(v) for v in knots_y],
     }
+
+
+def _isotonic_knots(z: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """scikit-learn's ``IsotonicRegression(y_min=ISOTONIC_EPS, y_max=1 - ISOTONIC_EPS).fit(sigmoid(z), y)``
+    knots (``X_thresholds_, y_thresholds_``) for unweighted 0/1 ``y``: the same numbers.
+
+    scikit-learn copies the rows ~10 times (weights of ones, masked, sorted, uniqued:
+    ~80 bytes a row, the peak of calibrating millions of OOF rows); here the rows
+    are sorted once and reduced to their distinct values. Its ``_make_unique``
+    merges sorted values less than ``resolution`` (1e-15) above the first of their
+    group, keeping that first value, and gives each group the mean label; the mean
+    of 0/1 labels with weights 1 is ``positives / count`` in any order of summation,
+    so the same float. The pool-adjacent-violators step is scikit-learn's own
+    ``isotonic_regression`` on those groups, and the knots are trimmed as it does.
+    """
+    from sklearn.isotonic import isotonic_regression
+
+    x = sigmoid(z)
+    order = np.argsort(x)  # within equal values the order changes no sum
+    ys = y[order]
+    x = x[order]  # sorted; the unsorted one freed
+    del order
+    new = np.empty(x.shape[0], dtype=bool)
+    new[0] = True
+    np.not_equal(x[1:], x[:-1], out=new[1:])
+    starts = np.flatnonzero(new).astype(np.int32 if x.shape[0] < 2**31 else np.int64)
+    del new
+    values = x[starts]
+    del x
+    counts = np.diff(starts, append=ys.shape[0])
+    positives = np.add.reduceat(ys, starts, dtype=counts.dtype)
+    del ys, starts
+    # Distinct values closer than eps to their group's first one join it, as _make_unique.
+    eps = np.finfo(np.float64).resolution
+    close = np.flatnonzero(np.diff(values) < eps) + 1  # may join the group before it
+    if close.shape[0]:
+        first = np.ones(values.shape[0], dtype=bool)
+        current = 0
+        j = 1
+        for k in close:  # only the values with a close neighbour are walked one by one
+            if k > j:  # values[j:k] each start a group (their gaps are >= eps)
+                current = k - 1
+            if values[k] - values[current] >= eps:
+                current = k
+            else:
+                first[k] = False
+            j = k + 1
+        group = np.flatnonzero(first)
+        values = values[group]
+        counts = np.add.reduceat(counts, group)
+        positives = np.add.reduceat(positives, group)
+    y_unique = positives / counts
+    weights = counts.astype(np.float64)
+    del positives, counts
+    fitted = isotonic_regression(
+        y_unique, sample_weight=weights, y_min=ISOTONIC_EPS, y_max=1.0 - ISOTONIC_EPS, increasing=True
+    )
+    del y_unique, weights
+    keep = np.ones(fitted.shape[0], dtype=bool)
+    keep[1:-1] = np.logical_or(np.not_equal(fitted[1:-1], fitted[:-2]), np.not_equal(fitted[1:-1], fitted[2:]))
+    return values[keep], fitted[keep]
 
 
 # --------------------------------------------------------------------------- classes
