@@ -210,9 +210,9 @@ def check_scores(x, n: int, *, name: str = "proba", probabilities: bool = True) 
     return arr
 
 
-def check_pair(y, proba) -> tuple[np.ndarray, np.ndarray]:
-    """``(y, proba)`` checked as by :func:`check_target` and :func:`check_scores`; ``y`` not empty."""
-    y = check_target(y)
+def check_pair(y, proba, *, dtype: Any = np.int64) -> tuple[np.ndarray, np.ndarray]:
+    """``(y, proba)`` checked as by :func:`check_target` (``y`` as ``dtype``) and :func:`check_scores`; ``y`` not empty."""
+    y = check_target(y, dtype=dtype)
     if y.shape[0] == 0:
         raise DataError("y is empty; metrics need at least one row")
     return y, check_scores(proba, y.shape[0])
@@ -353,7 +353,7 @@ def binary_metrics(y, proba, *, threshold: float = 0.5) -> dict[str, float]:
     hundreds of MB on the millions of out-of-fold rows ``binclf train`` scores;
     this holds ~14 (2.4M rows, tracemalloc: +274 -> +33 MB, 4.4 -> 0.3 s).
     """
-    y, proba = check_pair(y, proba)
+    y, proba = check_pair(y, proba, dtype=np.int8)  # labels a byte a row (float32 ones from training were copied to int64)
     threshold = float(threshold)
     n = int(y.shape[0])
     # The equal-mass edges first: np.percentile copies the scores, freed before the sorted copies.

@@ -595,7 +595,8 @@ def choose_threshold(
     ``abstain_precision`` adds :func:`choose_abstain_band` with that target.
     """
     obj = parse_objective(objective)
-    y, proba = check_pair(y, proba)
+    # Labels a byte a row: every use (sums, comparisons, gathers into float64) gives the same numbers.
+    y, proba = check_pair(y, proba, dtype=np.int8)
     if not isinstance(n_boot, (int, np.integer)) or n_boot < 0:
         raise ConfigError(f"n_boot must be an integer >= 0, got {n_boot!r}")
     if not 0.0 < confidence < 1.0:
