@@ -19,6 +19,7 @@ from binclf.decide.calibration import (
     TemperatureCalibrator,
     calibrator_from_dict,
     fit_beta,
+    fit_isotonic,
     fit_platt,
     fit_temperature,
     select_calibrator,
@@ -190,3 +191,33 @@ def test_select_explicit_method_and_errors():
     assert info["method"] == "none"
 
 
+
+
+def test_isotonic_knots_equal_sklearn_with_ties_and_values_closer_than_its_resolution():
+    """fit_isotonic's own sort-and-group gives scikit-learn's IsotonicRegression knots exactly:
+    exact ties, saturated logits (p == 1), and runs of distinct probabilities closer than 1e-15,
+    which scikit-learn's _make_unique merges into the first value of each run."""
+    from sklearn.isotonic import IsotonicRegression
+
+    from binclf.decide.calibration import ISOTONIC_EPS
+    from binclf.numeric import sigmoid
+
+    rng = np.random.default_rng(4)
+    for case in range(40):
+        n = int(rng.integers(2, 3000))
+        z = [
+            rng.normal(0, 2, n),
+            np.round(rng.normal(0, 2, n), 1),  # ties
+            rng.normal(30, 8, n),  # p within a few ulps of 1, and exactly 1
+            rng.normal(-30, 8, n),  # p down to 1e-20
+        ][case % 4]
+        if case % 5 == 0:  # chains of consecutive floats just below 1: gaps of ~1e-16
+            p_near = 1.0 - np.arange(1, 40) * 2.0**-53
+            z[: min(n, 39)] = -np.log(1.0 / p_near[: min(n, 39)] - 1.0)
+        y = (rng.uniform(size=n) < sigmoid(z / 3)).astype(int)
+        y[:2] = [0, 1]
+        iso = IsotonicRegression(y_min=ISOTONIC_EPS, y_max=1.0 - ISOTONIC_EPS, increasing=True, out_of_bounds="clip")
+        iso.fit(sigmoid(z), y.astype(float))
+        got = fit_isotonic(z, y)
+        assert got["X_thresholds_"] == [float(v) for v in iso.X_thresholds_], case
+        assert got["y_thresholds_"] == [float(v) for v in iso.y_thresholds_], case

@@ -46,6 +46,64 @@ def test_binary_metrics_keys_and_values_match_sklearn():
     assert m["threshold"] == 0.4
 
 
+def _sklearn_metrics(y: np.ndarray, proba: np.ndarray, threshold: float) -> dict[str, float]:
+    """binary_metrics as it was: scikit-learn's metrics on the rows, one by one."""
+    pred = (proba >= threshold).astype(int)
+    both = 0 < y.sum() < len(y)
+    tn, fp, fn, tp = skm.confusion_matrix(y, pred, labels=[0, 1]).ravel()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        mcc = skm.matthews_corrcoef(y, pred)
+        balanced = skm.balanced_accuracy_score(y, pred)
+    return {
+        "n": len(y), "positives": int(y.sum()),
+        "roc_auc": skm.roc_auc_score(y, proba) if both else np.nan,
+        "pr_auc": skm.average_precision_score(y, proba) if both else np.nan,
+        "log_loss": skm.log_loss(y, proba, labels=[0, 1]),
+        "brier": skm.brier_score_loss(y, proba, pos_label=1),
+        "ece": expected_calibration_error(y, proba, strategy="uniform"),
+        "ece_mass": expected_calibration_error(y, proba, strategy="quantile"),
+        "accuracy": skm.accuracy_score(y, pred),
+        "precision": skm.precision_score(y, pred, zero_division=0),
+        "recall": skm.recall_score(y, pred, zero_division=0),
+        "f1": skm.f1_score(y, pred, zero_division=0),
+        "mcc": mcc, "balanced_accuracy": balanced,
+        "tn": tn, "fp": fp, "fn": fn, "tp": tp, "threshold": threshold,
+    }
+
+
+@pytest.mark.parametrize("chunk", [None, 7])
+def test_binary_metrics_equal_sklearn_with_ties_one_class_and_any_threshold(monkeypatch, chunk):
+    """The own sorted-score metrics equal scikit-learn's to 1e-12: heavy ties, scores at 0 and 1,
+    a single class, thresholds outside [0, 1]; chunk 7 makes every pass cross chunk borders."""
+    import binclf.decide.metrics as mod
+
+    if chunk is not None:
+        monkeypatch.setattr(mod, "_CHUNK", chunk)
+    rng = np.random.default_rng(3)
+    for case in range(60):
+        n = int(rng.integers(1, 400))
+        proba = [
+            rng.uniform(size=n),
+            rng.integers(0, 5, n) / 4.0,  # five values, 0 and 1 among them
+            np.round(rng.uniform(size=n), 2),
+            rng.beta(0.3, 0.3, n),
+            np.full(n, 0.3),
+        ][case % 5]
+        y = (rng.uniform(size=n) < rng.uniform()).astype(int)
+        if case % 7 == 0:
+            y[:] = case % 2
+        threshold = float(rng.choice([0.5, 0.0, 1.0, 1.5, -0.1, proba[0]]))
+        got, want = binary_metrics(y, proba, threshold=threshold), _sklearn_metrics(y, proba, threshold)
+        assert list(got) == list(BINARY_METRIC_KEYS)
+        for key in BINARY_METRIC_KEYS:
+            assert isinstance(got[key], int if key in ("n", "positives", "tn", "fp", "fn", "tp") else float), key
+            if np.isnan(want[key]):
+                assert np.isnan(got[key]), (case, key)
+            else:
+                assert got[key] == pytest.approx(want[key], rel=0, abs=1e-12), (case, key)
+
+
 def test_binary_metrics_single_class_gives_nan_auc_without_warnings():
     """One class in y: roc_auc and pr_auc are nan, nothing raises or warns."""
     proba = np.linspace(0.05, 0.95, 20)

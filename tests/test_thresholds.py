@@ -268,3 +268,39 @@ def test_abstain_band_always_contains_the_objective_threshold():
     agree = decided[decided >= 0] == (proba[decided >= 0] >= policy.threshold)
     assert agree.all()
     assert band["coverage"] == pytest.approx((decided >= 0).mean())
+
+
+@pytest.mark.parametrize("chunk", [3, 1 << 16])
+def test_chunked_search_equals_the_whole_array_search(monkeypatch, chunk):
+    """The chunked search (millions of rows) gives the whole-array search's threshold, value, fallback
+    and bootstrap intervals, exactly: ties, infeasible constraints, chunks of 3 candidates."""
+    import binclf.decide.thresholds as mod
+
+    monkeypatch.setattr(mod, "_CHUNK", chunk)
+    rng = np.random.default_rng(11)
+    for case in range(12):
+        n = int(rng.integers(2, 400))
+        proba = [rng.uniform(size=n), rng.integers(0, 6, n) / 5.0, np.round(rng.uniform(size=n), 2)][case % 3]
+        y = (rng.uniform(size=n) < (proba if case % 2 else 0.5)).astype(int)
+        y[:2] = [0, 1]
+        for text in [*OBJECTIVES, "precision:0.999", "fpr:0.0001"]:
+            obj = parse_objective(text)
+            at_once = mod._choose_at_once(obj, y, proba, n_boot=5, confidence=0.9, seed=case)
+            chunked = mod._choose_chunked(obj, y, proba, n_boot=5, confidence=0.9, seed=case)
+            assert chunked == at_once, (case, text)
+
+
+def test_large_input_thresholds_are_unchanged():
+    """A fixed example above the chunked search's size: the thresholds and intervals it gave before."""
+    rng = np.random.default_rng(0)
+    n = 200_000
+    proba = np.round(rng.uniform(size=n), 4)  # ties
+    y = (rng.uniform(size=n) < proba).astype(int)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        got = {t: choose_threshold(y, proba, t, n_boot=3, seed=1).to_dict() for t in ("f1", "precision:0.9", "precision:0.99999")}
+    assert got == EXPECTED_LARGE
+
+
+# choose_threshold's results before the chunked search (commit 673bb2b), for test_large_input_thresholds_are_unchanged.
+EXPECTED_LARGE = {'f1': {'objective': 'f1', 'threshold': 0.3775, 'value': 0.7611831066366784, 'threshold_ci': [0.37752, 0.37809], 'value_ci': [0.759315501684466, 0.7605327171947383], 'analytic_threshold': None, 'abstain': None, 'fallback': None, 'confidence': 0.95}, 'precision:0.9': {'objective': 'precision:0.9', 'threshold': 0.8053, 'value': 0.3484682658419768, 'threshold_ci': [0.80361, 0.80627], 'value_ci': [0.34612171538160313, 0.3509865151165243], 'analytic_threshold': None, 'abstain': None, 'fallback': None, 'confidence': 0.95}, 'precision:0.99999': {'objective': 'precision:0.99999', 'threshold': 0.9984, 'value': 0.0034540580161256315, 'threshold_ci': [0.9984, 0.9984], 'value_ci': [0.003050415189822578, 0.0038325986766138184], 'analytic_threshold': None, 'abstain': None, 'fallback': None, 'confidence': 0.95}}

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["sigmoid", "logit", "row_log_loss", "log_loss"]
+__all__ = ["sigmoid", "logit", "row_log_loss", "log_loss", "binary_labels"]
 
 #: scikit-learn's log_loss clips probabilities to float64's epsilon.
 FLOAT_EPS = float(np.finfo(np.float64).eps)
@@ -58,6 +58,22 @@ def logit(p, *, eps: float = 1e-12) -> np.ndarray:
     return np.log(p) - np.log1p(-p)
 
 
+def binary_labels(y) -> np.ndarray:
+    """``y`` as int8 when it holds only 0 and 1 (a byte a row), else ``y`` unchanged.
+
+    :func:`row_log_loss` gives the same numbers for int8 0/1 labels as for float
+    ones, without its float64 copy of them and with ``1 - y`` a byte a row: the
+    log-losses of millions of OOF rows in cross-fitting (float32 labels) held
+    ~16 bytes a row less.
+    """
+    y = np.asarray(y)
+    if y.dtype == np.int8 or not (y.ndim == 1 and y.size):
+        return y
+    if not ((y == 0) | (y == 1)).all():
+        return y
+    return y.astype(np.int8)
+
+
 def row_log_loss(y, p, *, eps: float = FLOAT_EPS) -> np.ndarray:
     """Binary log-loss of each row.
 
@@ -74,7 +90,14 @@ def row_log_loss(y, p, *, eps: float = FLOAT_EPS) -> np.ndarray:
     -------
     ndarray of shape (n,)
     """
-    y = np.asarray(y, dtype=np.float64)
+    y = np.asarray(y)
+    # Integer (or bool) 0/1 labels are used as they are: y * v and (1 - y) * v give the
+    # same float64 numbers as with 0.0/1.0, without a float copy of the labels (and 1 - y
+    # a byte a row for int8 labels, not 8).
+    if y.dtype == bool:
+        y = y.view(np.int8)
+    elif not np.issubdtype(y.dtype, np.integer):
+        y = y.astype(np.float64, copy=False)
     p = np.clip(np.asarray(p, dtype=np.float64), eps, 1.0 - eps)
     if y.shape != p.shape or p.ndim == 0:  # broadcasting or scalars: the plain expression
         return -(y * np.log(p) + (1.0 - y) * np.log1p(-p))
@@ -83,7 +106,7 @@ def row_log_loss(y, p, *, eps: float = FLOAT_EPS) -> np.ndarray:
     out = np.log(p)
     out *= y
     np.log1p(np.negative(p, out=p), out=p)
-    p *= np.subtract(1.0, y)
+    p *= np.subtract(1, y) if y.dtype.kind in "iu" else np.subtract(1.0, y)  # int8 stays int8
     out += p
     return np.negative(out, out=out)
 

@@ -86,10 +86,14 @@ def _proba(s: np.ndarray) -> np.ndarray:
 
 
 def _check_inputs(logits, y, sample_weight) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
-    """``(z, y, w)`` as float64; ``w`` None when no weights are given (every row weighs 1)."""
-    # The labels straight to float64 and no array of ones: calibrating millions of OOF
-    # rows, each fit's copies are tens of MB.
-    y = check_target(y, dtype=np.float64)
+    """``(z, y, w)``: ``z`` and ``w`` float64, ``y`` 0/1 as int8; ``w`` None when no weights are given.
+
+    The labels stay a byte a row (an int8 0/1 array is used as given) and there is
+    no array of ones: calibrating millions of OOF rows, each fit's copies are tens
+    of MB. Every use of ``y`` (``y * s``, ``p - y``, sums, scikit-learn's isotonic
+    fit, which converts it) gives the same float64 numbers as 0.0/1.0 would.
+    """
+    y = check_target(y, dtype=np.int8)
     if y.shape[0] == 0:
         raise DataError("calibration needs at least one row, got an empty y")
     z = check_scores(logits, y.shape[0], name="logits", probabilities=False)
@@ -277,16 +281,81 @@ def fit_isotonic(logits, y, *, sample_weight=None) -> dict[str, list[float]]:
     z, y, w = _check_inputs(logits, y, sample_weight)
     if _single_class(y, w, "isotonic"):
         return {"X_thresholds_": [0.0, 1.0], "y_thresholds_": [ISOTONIC_EPS, 1.0 - ISOTONIC_EPS]}
-    from sklearn.isotonic import IsotonicRegression
+    if w is None:
+        knots_x, knots_y = _isotonic_knots(z, y)
+    else:
+        from sklearn.isotonic import IsotonicRegression
 
-    iso = IsotonicRegression(
-        y_min=ISOTONIC_EPS, y_max=1.0 - ISOTONIC_EPS, increasing=True, out_of_bounds="clip"
-    )
-    iso.fit(sigmoid(z), y, sample_weight=w)
+        iso = IsotonicRegression(
+            y_min=ISOTONIC_EPS, y_max=1.0 - ISOTONIC_EPS, increasing=True, out_of_bounds="clip"
+        )
+        iso.fit(sigmoid(z), y, sample_weight=w)
+        knots_x, knots_y = iso.X_thresholds_, iso.y_thresholds_
     return {
-        "X_thresholds_": [float(v) for v in iso.X_thresholds_],
-        "y_thresholds_": [float(v) for v in iso.y_thresholds_],
+        "X_thresholds_": [float(v) for v in knots_x],
+        "y_thresholds_": [float(v) for v in knots_y],
     }
+
+
+def _isotonic_knots(z: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """scikit-learn's ``IsotonicRegression(y_min=ISOTONIC_EPS, y_max=1 - ISOTONIC_EPS).fit(sigmoid(z), y)``
+    knots (``X_thresholds_, y_thresholds_``) for unweighted 0/1 ``y``: the same numbers.
+
+    scikit-learn copies the rows ~10 times (weights of ones, masked, sorted, uniqued:
+    ~80 bytes a row, the peak of calibrating millions of OOF rows); here the rows
+    are sorted once and reduced to their distinct values. Its ``_make_unique``
+    merges sorted values less than ``resolution`` (1e-15) above the first of their
+    group, keeping that first value, and gives each group the mean label; the mean
+    of 0/1 labels with weights 1 is ``positives / count`` in any order of summation,
+    so the same float. The pool-adjacent-violators step is scikit-learn's own
+    ``isotonic_regression`` on those groups, and the knots are trimmed as it does.
+    """
+    from sklearn.isotonic import isotonic_regression
+
+    x = sigmoid(z)
+    order = np.argsort(x)  # within equal values the order changes no sum
+    ys = y[order]
+    x = x[order]  # sorted; the unsorted one freed
+    del order
+    new = np.empty(x.shape[0], dtype=bool)
+    new[0] = True
+    np.not_equal(x[1:], x[:-1], out=new[1:])
+    starts = np.flatnonzero(new).astype(np.int32 if x.shape[0] < 2**31 else np.int64)
+    del new
+    values = x[starts]
+    del x
+    counts = np.diff(starts, append=ys.shape[0])
+    positives = np.add.reduceat(ys, starts, dtype=counts.dtype)
+    del ys, starts
+    # Distinct values closer than eps to their group's first one join it, as _make_unique.
+    eps = np.finfo(np.float64).resolution
+    close = np.flatnonzero(np.diff(values) < eps) + 1  # may join the group before it
+    if close.shape[0]:
+        first = np.ones(values.shape[0], dtype=bool)
+        current = 0
+        j = 1
+        for k in close:  # only the values with a close neighbour are walked one by one
+            if k > j:  # values[j:k] each start a group (their gaps are >= eps)
+                current = k - 1
+            if values[k] - values[current] >= eps:
+                current = k
+            else:
+                first[k] = False
+            j = k + 1
+        group = np.flatnonzero(first)
+        values = values[group]
+        counts = np.add.reduceat(counts, group)
+        positives = np.add.reduceat(positives, group)
+    y_unique = positives / counts
+    weights = counts.astype(np.float64)
+    del positives, counts
+    fitted = isotonic_regression(
+        y_unique, sample_weight=weights, y_min=ISOTONIC_EPS, y_max=1.0 - ISOTONIC_EPS, increasing=True
+    )
+    del y_unique, weights
+    keep = np.ones(fitted.shape[0], dtype=bool)
+    keep[1:-1] = np.logical_or(np.not_equal(fitted[1:-1], fitted[:-2]), np.not_equal(fitted[1:-1], fitted[2:]))
+    return values[keep], fitted[keep]
 
 
 # --------------------------------------------------------------------------- classes
@@ -488,18 +557,18 @@ def select_calibrator(
         raise ConfigError(f"unknown calibration method {method!r}; choose one of {list(valid)}")
     if not isinstance(cv, (int, np.integer)) or cv < 2:
         raise ConfigError(f"cv must be an integer >= 2, got {cv!r}")
-    z, yf, _ = _check_inputs(logits, y, None)
-    n = int(yf.shape[0])
+    z, y8, _ = _check_inputs(logits, y, None)
+    n = int(y8.shape[0])
     info: dict[str, Any] = {
         "method": method,
         "cv_log_loss": {},
         "cv_folds": 0,
         "candidates": [],
         "n": n,
-        "log_loss_before": log_loss(yf, _proba(z)),
+        "log_loss_before": log_loss(y8, _proba(z)),
     }
     if method == "auto":
-        n_minority = int(min(yf.sum(), n - yf.sum()))
+        n_minority = int(min(y8.sum(), n - y8.sum()))
         folds = min(cv, n_minority)
         if folds < 2:
             warnings.warn(
@@ -521,44 +590,56 @@ def select_calibrator(
             # one method's out-of-fold predictions at a time, kept as row losses for the
             # simple methods only (5 predictions and 5 losses were 80 bytes a row at once).
             fold_of_row = np.empty(n, dtype=np.uint8 if folds <= 255 else np.int32)
-            for i, (_, test) in enumerate(splitter.split(z, yf)):
+            for i, (_, test) in enumerate(splitter.split(z, y8)):
                 fold_of_row[test] = i
             # Freed arrays handed back to the OS (binclf.runtime; nothing unless it tuned
             # malloc) after the split and after each method: the next fits' arrays rarely
             # fit the holes they leave, and RSS grew by them method after method.
             release_freed_memory(array_bytes=z.nbytes)
 
-            def oof_row_losses(m: str) -> np.ndarray:
+            def oof_fit(m: str) -> list[_Calibrator]:
+                # Rows picked with boolean masks (a byte a row, not an index array of 8).
+                return [_CLASSES[m]().fit(z[fold_of_row != i], y8[fold_of_row != i]) for i in range(folds)]
+
+            def oof_row_losses(fitted: list[_Calibrator]) -> np.ndarray:
                 oof = np.empty(n)
-                for i in range(folds):
-                    held = fold_of_row == i
-                    train, test = np.flatnonzero(~held), np.flatnonzero(held)
-                    del held
-                    oof[test] = _CLASSES[m]().fit(z[train], yf[train]).predict_proba(z[test])
-                    del train, test
-                losses = row_log_loss(yf, oof)
+                for i, cal in enumerate(fitted):
+                    test = fold_of_row == i
+                    oof[test] = cal.predict_proba(z[test])
+                    del test
+                losses = row_log_loss(y8, oof)
                 del oof
                 release_freed_memory(array_bytes=z.nbytes)
                 return losses
 
             simple = [m for m in candidates if m != "isotonic"]
-            row_losses = {m: oof_row_losses(m) for m in simple}
-            losses = {m: float(row_losses[m].mean()) for m in simple}
+            # Each method's fold calibrators are kept (a few numbers each), not its
+            # per-row losses (8 bytes a row per method, all alive at the last fit): the
+            # losses are made again from them, the same numbers, when the rule below
+            # compares two methods row by row.
+            fitted = {}
+            losses = {}
+            for m in simple:
+                fitted[m] = oof_fit(m)
+                losses[m] = float(oof_row_losses(fitted[m]).mean())
             best_name = min(simple, key=lambda m: losses[m])
             best = losses[best_name]
             # One-standard-error rule: a simpler method whose out-of-fold loss is
             # within the noise of the best one (the standard error of the paired
             # per-row difference, or tie_tolerance) is a tie, and ties go to the
             # simpler method, so calibrated logits are not "fixed" by noise.
+            best_losses = oof_row_losses(fitted[best_name])
             gaps = {}
             for m in simple:
-                diff = row_losses[m] - row_losses[best_name]
+                diff = oof_row_losses(fitted[m])
+                diff -= best_losses
                 gaps[m] = max(tie_tolerance, float(diff.std() / math.sqrt(n)))
+                del diff
             method = next(m for m in simple if losses[m] <= best + gaps[m])
-            del row_losses, diff
+            del fitted, best_losses
             release_freed_memory(array_bytes=z.nbytes)
             if "isotonic" in candidates:
-                losses["isotonic"] = float(oof_row_losses("isotonic").mean())
+                losses["isotonic"] = float(oof_row_losses(oof_fit("isotonic")).mean())
             reason = (
                 f"simplest of {simple} within one standard error of the lowest "
                 f"{folds}-fold log-loss ({best_name})"
@@ -575,7 +656,7 @@ def select_calibrator(
         info["reason"] = reason
     else:
         info["reason"] = "method given explicitly"
-    calibrator = _CLASSES[method]().fit(z, yf)
+    calibrator = _CLASSES[method]().fit(z, y8)
     info["method"] = method
-    info["log_loss_after"] = log_loss(yf, calibrator.predict_proba(z))
+    info["log_loss_after"] = log_loss(y8, calibrator.predict_proba(z))
     return calibrator, info
