@@ -298,8 +298,9 @@ class _PLEGroup:
     row; the lookups behind it are per member (each has its own tables), kept
     one member at a time: concatenated tables (3 x 128 units wide) outgrow the
     L2 cache and ran slower (6.7-7.0 vs 3.8-4.1 us per row for three members,
-    2-core AMD EPYC, one core, 4,096-row chunks; separate members 4.9-5.2).
-    The numbers are the members' own, bit for bit.
+    2-core AMD EPYC, one core, 4,096-row chunks; separate members 4.9-5.2;
+    3.5 once the numbers' inputs were folded into the tables). The numbers are
+    the members' own, bit for bit.
     """
 
     def __init__(self, tables: list[_PLETables]) -> None:
@@ -331,9 +332,9 @@ class MemberPlan:
     Members of one kind are grouped (the logistic ones become one matrix
     product); binclf's MLPs and PLE-MLPs keep their BatchNorm folded into
     their Linear layers, and PLE-MLPs with the same edges (a cross-fitted
-    bag) find each number's bin once for all of them. Rows go through in cache-sized chunks, every member
-    inside the chunk loop, so a chunk's inputs are read from cache by all of
-    them. The plan is built from the modules as they are when it is built:
+    bag) find each number's bin once for all of them. Rows go through in
+    cache-sized chunks, every member inside the chunk loop, so a chunk's
+    inputs are read from cache by all of them. The plan is built from the modules as they are when it is built:
     :meth:`current` tells whether they have changed since (a parameter or
     buffer written in place, or a module put in training mode).
 

@@ -272,8 +272,8 @@ def _position_keys(batch_id: tuple, n: int) -> np.ndarray:
     batch size (every epoch), without reading their values. The early-stopping
     sample of the validation rows is drawn with them: drawing it by
     :func:`row_keys` hashed each validation row's 50 values again every epoch,
-    24% of a streaming run's samples (py-spy, 2M x 50 Parquet, ``--memory
-    200MB``, 1 epoch, AMD EPYC), more than the training steps.
+    8% of a 1-epoch streaming run's samples (py-spy, 2M x 50 Parquet,
+    ``--memory 200MB``, AMD EPYC).
     """
     unit, start = batch_id
     digest = hashlib.blake2b(repr(unit).encode(), digest_size=8).digest()
