@@ -631,6 +631,9 @@ def select_calibrator(
             best_losses = oof_row_losses(fitted[best_name])
             gaps = {}
             for m in simple:
+                if m == best_name:  # a zero difference: its spread is 0, its gap the tolerance
+                    gaps[m] = max(tie_tolerance, 0.0)
+                    continue
                 diff = oof_row_losses(fitted[m])
                 diff -= best_losses
                 gaps[m] = max(tie_tolerance, float(diff.std() / math.sqrt(n)))

@@ -392,7 +392,7 @@ def binary_metrics(y, proba, *, threshold: float = 0.5) -> dict[str, float]:
     cov_ypyp_ytyt = cov_ypyp * cov_ytyt
     mcc = 0.0 if cov_ypyp_ytyt == 0 else float(cov_ytyp / np.sqrt(cov_ypyp_ytyt))
     # Mean recall over the classes present in y, as scikit-learn's balanced accuracy.
-    recalls = [r for r, present in ((tn / negatives if negatives else 0.0, negatives), (tp / positives if positives else 0.0, positives)) if present]
+    recalls = ([tn / negatives] if negatives else []) + ([tp / positives] if positives else [])
     return {
         "n": n,
         "positives": positives,

@@ -187,6 +187,12 @@ def _evaluate(obj: Objective, tp, fp, pos, neg) -> dict[str, np.ndarray]:
                 closeness=primary, closeness2=zeros)
 
 
+def _tie_bound(best):
+    """Values at or above this are tied with ``best`` (float noise, relative above 1): the one tie rule
+    of :func:`_argbest` and :class:`_StreamingBest`, so both searches pick the same column."""
+    return best - _TIE * np.maximum(1.0, np.abs(best))
+
+
 def _argbest(primary: np.ndarray, secondary: np.ndarray, mask: np.ndarray) -> np.ndarray:
     """Per row, the first column (highest threshold) maximising ``(primary, secondary)`` within ``mask``.
 
@@ -194,10 +200,10 @@ def _argbest(primary: np.ndarray, secondary: np.ndarray, mask: np.ndarray) -> np
     """
     prim = np.where(mask, primary, -np.inf)
     best = prim.max(axis=1, keepdims=True)
-    tied = mask & (primary >= best - _TIE * np.maximum(1.0, np.abs(best)))
+    tied = mask & (primary >= _tie_bound(best))
     sec = np.where(tied, secondary, -np.inf)
     best2 = sec.max(axis=1, keepdims=True)
-    tied &= secondary >= best2 - _TIE * np.maximum(1.0, np.abs(best2))
+    tied &= secondary >= _tie_bound(best2)
     return np.argmax(tied, axis=1)
 
 
@@ -216,7 +222,7 @@ def _select(obj: Objective, tp, fp, pos, neg) -> tuple[np.ndarray, np.ndarray, n
 class _StreamingBest:
     """:func:`_argbest` of one row fed a chunk of columns at a time: the same column.
 
-    The tie rule compares with the overall best (``best - _TIE * max(1, |best|)``),
+    The tie rule (:func:`_tie_bound`) compares with the overall best,
     known only at the end; that bound only grows with the best so far, so every
     column kept against the running best is a superset of the final ties, pruned as
     the best grows (a handful of columns, unless many tie exactly). ``value`` is
@@ -236,7 +242,7 @@ class _StreamingBest:
             chunk_best = float(prim.max())
             del prim
         self.best = max(self.best, chunk_best)
-        bound = self.best - _TIE * max(1.0, abs(self.best))
+        bound = _tie_bound(self.best)
         near = primary >= bound
         if mask is not None:
             near &= mask
@@ -252,9 +258,9 @@ class _StreamingBest:
         """``(column, value, primary, secondary)`` of the choice; column 0 when nothing was feasible."""
         if not np.isfinite(self.best) or self.cols.shape[0] == 0:
             return 0, float("nan"), float("nan"), float("nan")
-        tied = self.primary >= self.best - _TIE * max(1.0, abs(self.best))
+        tied = self.primary >= _tie_bound(self.best)
         best2 = float(self.secondary[tied].max())
-        tied &= self.secondary >= best2 - _TIE * max(1.0, abs(best2))
+        tied &= self.secondary >= _tie_bound(best2)
         i = int(np.argmax(tied))
         return int(self.cols[i]), float(self.value[i]), float(self.primary[i]), float(self.secondary[i])
 
