@@ -454,6 +454,11 @@ def test_stratified_shuffle_split_matches_scikit_learn(n, rate, n_second, seed):
     got = _stratified_shuffle_split(rows, y, n_second=n_second, seed=seed)
     for a, b in zip(want, got):
         np.testing.assert_array_equal(a, b)
+    # rows None: the positions 0..n-1 themselves, as int64
+    want = train_test_split(np.arange(n), test_size=n_second, random_state=seed, stratify=y)
+    for a, b in zip(want, _stratified_shuffle_split(None, y, n_second=n_second, seed=seed)):
+        assert b.dtype == np.int64
+        np.testing.assert_array_equal(a, b)
 
 
 def test_stratified_split_bad_fractions():

@@ -94,13 +94,18 @@ def test_fold_indices_hold_out_every_row_once():
         assert not set(fit) & set(h) and y[h].sum() == 2  # stratified
 
 
-def test_fold_indices_are_scikit_learns_stratified_folds():
+@pytest.mark.parametrize(
+    "n, rate, k, seed, dtype",
+    [(1000, 0.3, 4, 11, float), (997, 0.7, 3, 0, np.float32), (50, 0.1, 5, 3, np.int64), (2401, 0.5, 10, 7, np.float32)],
+)
+def test_fold_indices_are_scikit_learns_stratified_folds(n, rate, k, seed, dtype):
+    """The folds are StratifiedKFold's (its draws, counted instead of sorted), whichever class the first row holds."""
     from sklearn.model_selection import StratifiedKFold
 
-    y = (np.random.default_rng(3).random(1000) < 0.3).astype(float)
-    folds = fold_indices(y, k=4, seed=11)
-    expected = list(StratifiedKFold(n_splits=4, shuffle=True, random_state=11).split(np.zeros(1000), y))
-    assert len(folds) == 4
+    y = (np.random.default_rng(seed).random(n) < rate).astype(dtype)
+    folds = fold_indices(y, k=k, seed=seed)
+    expected = list(StratifiedKFold(n_splits=k, shuffle=True, random_state=seed).split(np.zeros(n), y))
+    assert len(folds) == k
     for (fit, held), (fit_sk, held_sk) in zip(folds, expected):
         np.testing.assert_array_equal(fit, fit_sk)
         np.testing.assert_array_equal(held, held_sk)

@@ -412,7 +412,11 @@ def _train(data: Path, **kw: Any) -> Any:
         _note(message)
 
     # train_table validates the table (target, column roles, finite numbers) before training.
-    result = train_table(df, options, valid_df=valid_df, test_df=test_df, source=str(data), log=log)
+    # It is handed the only reference to the table, so the table's memory goes once
+    # the model inputs are made (binclf.train.memory counts on it).
+    table = [df]
+    del df
+    result = train_table(table.pop, options, valid_df=valid_df, test_df=test_df, source=str(data), log=log)
     return _finish_training(result, out, kw)
 
 

@@ -341,7 +341,7 @@ def tune_malloc() -> bool:
 _TRIM_MIN_BYTES = 4 << 20
 
 
-def release_freed_memory(*, array_bytes: int | None = None) -> bool:
+def release_freed_memory(*, array_bytes: int | None = None, arrow: bool = False) -> bool:
     """Hand the heap's freed pages back to the OS (glibc's ``malloc_trim``), where :func:`tune_malloc` is in force.
 
     The raised thresholds keep freed memory in the heap (up to 256 MiB at its
@@ -352,8 +352,12 @@ def release_freed_memory(*, array_bytes: int | None = None) -> bool:
     release, not a setting: nothing to restore; the next allocations fault
     pages in again. ``array_bytes``: the size of the arrays the caller's step
     freed; below ~4 MB nothing is done. Returns whether memory was trimmed
-    (glibc, tuned).
+    (glibc, tuned). ``arrow``: also hand back what Arrow's memory pool keeps of
+    buffers freed since (a table read with pyarrow and dropped: its own
+    allocator, which keeps freed memory for reuse whatever glibc does).
     """
+    if arrow and "pyarrow" in sys.modules:
+        sys.modules["pyarrow"].default_memory_pool().release_unused()
     if not _malloc_tuned or (array_bytes is not None and array_bytes < _TRIM_MIN_BYTES):
         return False
     try:

@@ -184,15 +184,22 @@ class Preprocessor:
 
     # ------------------------------------------------------------------ fit
 
-    def fit(self, df: pd.DataFrame) -> Preprocessor:
-        """Learn medians, scales and levels from the training table ``df``."""
+    def fit(self, df: pd.DataFrame, *, rows: np.ndarray | None = None) -> Preprocessor:
+        """Learn medians, scales and levels from the training table ``df``.
+
+        ``rows`` (positions or a boolean mask of ``df``'s rows) fits on those rows
+        only, as ``fit(df.iloc[rows])`` would, one column's copy at a time instead
+        of the frame's.
+        """
         problems = self._missing_columns(df)
         if problems:
             raise DataError("; ".join(problems))
         numeric_: list[dict[str, Any]] = []
         problems = []
         for name in self.schema.numeric:
-            x, na_tokens, _ = _to_float(df[name], name=name, na_tokens=None, row_offset=0)
+            col = df[name] if rows is None else df[name].iloc[rows]
+            x, na_tokens, _ = _to_float(col, name=name, na_tokens=None, row_offset=0)
+            del col
             inf = np.isinf(x)
             if inf.any():
                 problems.append(_inf_problem(name, int(np.flatnonzero(inf)[0]), 0))
@@ -200,7 +207,10 @@ class Preprocessor:
             numeric_.append(self._fit_numeric(name, x, na_tokens))
         if problems:
             raise DataError("; ".join(problems))
-        categorical_ = [self._fit_categorical(name, df[name]) for name in self.schema.categorical]
+        categorical_ = [
+            self._fit_categorical(name, df[name] if rows is None else df[name].iloc[rows])
+            for name in self.schema.categorical
+        ]
         self.numeric_ = numeric_
         self.categorical_ = categorical_
         self._finish()
@@ -358,12 +368,13 @@ class Preprocessor:
         types.update({st["name"]: "categorical" for st in self.categorical_})
         return types
 
-    def check(self, df: pd.DataFrame, *, row_offset: int = 0) -> None:
+    def check(self, df: pd.DataFrame, *, row_offset: int = 0, rows: np.ndarray | None = None) -> None:
         """Raise the DataError :meth:`transform` would raise for its columns, without making the inputs.
 
         Missing columns and text in a numeric column, one column at a time
         (infinite values are :func:`check_finite`'s): a caller can validate rows
-        early and transform them later, when memory allows.
+        early and transform them later, when memory allows. ``rows``: only those
+        positions of ``df``, numbered as in ``df.iloc[rows]``.
         """
         self._check_fitted()
         problems = self._missing_columns(df)
@@ -372,7 +383,8 @@ class Preprocessor:
         for st in self.numeric_:
             if not st["na_tokens"] and pd.api.types.is_numeric_dtype(df[st["name"]].dtype):
                 continue  # numbers already: nothing to parse
-            _, _, problem = _to_float(df[st["name"]], name=st["name"], na_tokens=st["na_tokens"], row_offset=row_offset)
+            col = df[st["name"]] if rows is None else df[st["name"]].iloc[rows].reset_index(drop=True)
+            _, _, problem = _to_float(col, name=st["name"], na_tokens=st["na_tokens"], row_offset=row_offset)
             if problem:
                 problems.append(problem)
         if problems:
@@ -394,11 +406,14 @@ class Preprocessor:
         (:meth:`UnseenCounts.warn`), once per call even over many batches. Training
         does not count: its rare levels are "unknown" by design.
 
-        ``rows`` (a boolean mask of ``df``'s rows) transforms only those rows, as
-        ``transform(df.loc[rows])`` would, without copying the frame first: the
-        columns are parsed whole (numbers without a copy) and their arrays
-        masked. Streaming training cuts each read batch this way (measured,
-        200k-row batches of 50 columns, 60% kept: see ``train/stream.py``).
+        ``rows`` (a boolean mask or positions of ``df``'s rows) transforms only
+        those rows, as ``transform(df.iloc[rows])`` would, without copying the
+        frame first: the columns are parsed whole (numbers without a copy) and
+        each block of output rows gathered from them (:meth:`transform_arrays`'s
+        ``take``). Streaming training cuts each read batch this way, and
+        in-memory training its splits (measured, 200k-row batches of 50
+        columns, 60% kept: see ``train/stream.py``). Infinite values are then
+        named by their row in ``df``.
         """
         self._check_fitted()
         problems = self._missing_columns(df)
@@ -414,10 +429,11 @@ class Preprocessor:
         if problems:
             raise DataError("; ".join(problems))
         n_rows = len(df)
+        take = None
         if rows is not None:
-            num_x = [x[rows] for x in num_x]
-            cat_codes = [c[rows] for c in cat_codes]
-            n_rows = int(np.count_nonzero(rows))
+            rows = np.asarray(rows)
+            take = np.flatnonzero(rows) if rows.dtype == bool else rows
+            n_rows = len(take)
             if unseen is not None:
                 raise ValueError("transform: `unseen` counts every row of the frame; it cannot be given with `rows`")
         if unseen is not None:
@@ -426,11 +442,11 @@ class Preprocessor:
                 hit = np.flatnonzero(codes == 1)
                 example = df[st["name"]].iloc[int(hit[0])] if hit.size else None
                 unseen.add(st["name"], int(hit.size), int((codes != 0).sum()), example, st["levels"])
-        return self.transform_arrays(num_x, cat_codes, row_offset=row_offset, n_rows=n_rows)
+        return self.transform_arrays(num_x, cat_codes, row_offset=row_offset, n_rows=n_rows, take=take)
 
     def transform_arrays(
         self, numbers: Sequence[np.ndarray], codes: Sequence[np.ndarray], *, row_offset: int = 0,
-        n_rows: int | None = None,
+        n_rows: int | None = None, take: np.ndarray | None = None,
     ) -> np.ndarray:
         """Parsed columns -> float32 array (n, n_features_out_), as :meth:`transform` lays it out.
 
@@ -442,13 +458,20 @@ class Preprocessor:
             order; NaN is missing.
         codes : one int64 array ``(n,)`` per categorical column, in ``schema.categorical``
             order: 0 = missing, 1 = unknown, 2.. = the training levels in ``categorical_[k]["levels"]``.
+        take : int array, optional
+            Positions in those arrays of the rows to transform, in output order
+            (default: every row): each block of output rows is gathered from
+            them, so no copy of whole columns is made.
 
         Raises DataError naming the first infinite value of each numeric column.
         """
         self._check_fitted()
         num_x, cat_codes = list(numbers), list(codes)
         # n_rows: a table of text columns only has neither numbers nor codes to count rows by.
-        n = n_rows if n_rows is not None else len(num_x[0]) if num_x else len(cat_codes[0]) if cat_codes else 0
+        n = (
+            len(take) if take is not None
+            else n_rows if n_rows is not None else len(num_x[0]) if num_x else len(cat_codes[0]) if cat_codes else 0
+        )
         d = self.n_features_out_
         out = np.empty((n, d), dtype=np.float32)
         n_num = len(self.numeric_)
@@ -476,10 +499,11 @@ class Preprocessor:
             stop = min(start + block, n)
             b = stop - start
             sc = scratch[:, :b]
+            part = slice(start, stop) if take is None else take[start:stop]
             for j, st in enumerate(self.numeric_):
                 # float32 columns are scaled in float64 a block at a time: the same
                 # numbers as a table widened to float64 whole, without its copy.
-                x = num_x[j][start:stop].astype(np.float64, copy=False)
+                x = num_x[j][part].astype(np.float64, copy=False)
                 row = sc[j]
                 self._scale_block(x, st, out=row)
                 # One cheap reduction tells whether the block holds NaN or inf at all
@@ -490,7 +514,8 @@ class Preprocessor:
                     nan = np.isnan(x)
                     inf = np.isinf(x)
                     if inf.any() and j not in inf_first:
-                        inf_first[j] = start + int(np.flatnonzero(inf)[0])
+                        first = start + int(np.flatnonzero(inf)[0])
+                        inf_first[j] = first if take is None else int(take[first])
                     row[nan] = st["fill"]
                     if j in ind_pos:
                         sc[ind_pos[j]] = nan
@@ -500,7 +525,7 @@ class Preprocessor:
                 sc[n_num + len(ind_rows) :] = 0.0
                 cols = np.arange(b)
                 for k, lut in enumerate(onehot):
-                    rows = lut[cat_codes[k][start:stop]]
+                    rows = lut[cat_codes[k][part]]
                     hit = rows >= 0
                     sc[rows[hit], cols[hit]] = 1.0
             out[start:stop] = sc.T
