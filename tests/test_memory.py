@@ -122,3 +122,54 @@ def test_check_raises_what_transform_raises_without_making_inputs():
     assert str(checked.value) == str(transformed.value)
     with pytest.raises(DataError, match="missing feature column"):
         prep.check(pd.DataFrame({"z": [1.0]}))
+
+
+def test_rows_read_in_place_equal_a_copied_frame():
+    """fit / transform / check with rows= give what they give on df.iloc[rows], positions or a mask."""
+    df = _table(3000, seed=4).to_pandas()
+    df.loc[5, "a"] = np.nan
+    df["t"] = np.where(np.arange(3000) % 7 == 0, "?", (np.arange(3000) % 11).astype(str))  # text with a missing token
+    schema, _ = infer_schema(df, target="y", numeric=("t",))
+    rows = np.random.default_rng(1).permutation(3000)[:1700]
+    want = Preprocessor(schema=schema).fit(df.iloc[rows].reset_index(drop=True))
+    got = Preprocessor(schema=schema).fit(df, rows=rows)
+    assert got.numeric_ == want.numeric_ and got.categorical_ == want.categorical_
+    np.testing.assert_array_equal(got.transform(df, rows=rows), want.transform(df.iloc[rows]))
+    mask = np.zeros(3000, bool)
+    mask[rows] = True
+    np.testing.assert_array_equal(got.transform(df, rows=mask), want.transform(df[mask]))
+    bad = df.copy()
+    bad.loc[rows[3], "t"] = "n/a!"
+    with pytest.raises(DataError, match=r"holds 'n/a!' at row 5\b"):  # numbered as in bad.iloc[rows]
+        got.check(bad, rows=rows)
+    got.check(bad, rows=rows[4:])
+
+
+def test_training_lets_a_handed_over_table_go(tmp_path, monkeypatch):
+    """Handed over as a function, the table read is freed before the networks train (its Arrow memory returned)."""
+    from binclf.train import pipeline
+    from binclf.train.pipeline import TrainOptions, train_table
+
+    path = tmp_path / "t.parquet"
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((40_000, 6)).astype(np.float32)
+    y = (x[:, 0] + rng.standard_normal(40_000) > 0).astype(np.int64)
+    pq.write_table(pa.table({**{f"x{i}": x[:, i] for i in range(6)}, "y": y}), path)
+    pool = pa.default_memory_pool()
+    before = pool.bytes_allocated()
+    df = read_table(path)
+    table_bytes = pool.bytes_allocated() - before
+    assert table_bytes >= x.nbytes  # the frame's columns are Arrow's buffers
+    seen = []
+    fit_members = pipeline._fit_members
+
+    def spy(*args, **kwargs):
+        seen.append(pool.bytes_allocated() - before)
+        return fit_members(*args, **kwargs)
+
+    monkeypatch.setattr(pipeline, "_fit_members", spy)
+    frames = [df]
+    del df
+    result = train_table(frames.pop, TrainOptions(target="y", model="mlp", max_epochs=1, hidden=(8,)))
+    assert seen and seen[0] < table_bytes / 10, (seen, table_bytes)
+    assert result.summary["rows"] == 40_000 and result.summary["columns"][0]["distinct"] == len(np.unique(x[:, 0]))

@@ -44,40 +44,30 @@ __all__ = [
 #: default ``--model auto``, the report included), rounded up. Measured on
 #: 1M -> 3M rows x 8 float32 columns + an int64 target (40 -> 120 MB decoded),
 #: ``binclf train T.parquet -t y --model M --max-epochs 2``, ``/usr/bin/time
-#: -f %M``, two runs each, on a 2-core AMD EPYC shared with other jobs (import
-#: baseline 388 MB: a child importing what ``binclf train`` imports, as
-#: benchmarks/scale.py):
+#: -f %M`` (KiB), on a quiet 2-core AMD EPYC (import baseline 388,660 KiB: a
+#: child importing what ``binclf train`` imports, as benchmarks/scale.py):
 #:
-#: * ``--model auto``: 3.75 (627 -> 926 MB, the four runs within 2 MB; worst
-#:   pair 3.77; 6.0 -> 4.5 x the decoded table above the baseline at 1M ->
-#:   3M rows). Before, interleaved with the first half of this change: 5.0 /
-#:   4.7 (659 / 668 -> 1058 / 1041 MB; 5.6 / 5.4 x at 3M), when the peak was
-#:   the decision steps on the 2.4M OOF rows (calibrator selection, threshold
-#:   search and its bootstrap, scikit-learn's metrics: ~130 bytes a row each);
-#:   with those steps rewritten (own metrics from sorted scores, a chunked
-#:   threshold search, the calibrators' own isotonic knots) 4.3 / 4.0 (627 /
-#:   627 -> 967 / 948 MB), and with int8 labels in the cross-fit's log-losses
-#:   3.75. Per stage at 3M (VmHWM reset per step, one run before the int8
-#:   labels, peak 922 MB): the decision steps now
-#:   peak at 650-830 MB (select_calibrator +176 MB, the test rows' bootstrap
-#:   +116, the threshold search +76, metrics +56 over 650-710), below the
-#:   cross-fit's: the logistic path's fold fit (scikit-learn's copy of the
-#:   fold's rows and its own arrays of them, ~900 MB), the networks' fits
-#:   (~860) and the report (~855), each on top of the table, its model inputs
-#:   and the OOF logits. The remaining slope is part per decoded byte (the
-#:   table and its inputs) and part per row (OOF arrays and scikit-learn's
-#:   per-row arrays: the narrower the table, the larger that part);
-#: * ``--model mlp``: 2.3 (602 -> 783 MB; 2.6 before, 656 -> 866 MB), measured
-#:   before this change, which only lowers its decision steps.
+#: * ``--model auto``: 564,724 -> 801,536 KiB, slope 3.03 (3.5 x the decoded
+#:   table above the baseline at 3M rows);
+#: * ``--model mlp``: 591,152 -> 678,068 KiB, slope 1.11 (2.5 x at 3M).
 #:
-#: Measured again once the PLE-MLPs of a bag shared their edges, with the
-#: test suite running beside (``%M`` / 1000): ``--model auto`` 617 -> 935 MB
-#: (slope 3.98), ``--model mlp`` 620 -> 756 MB (1.70).
+#: Since the table is freed once the model inputs are made (the command line
+#: hands train_table its only reference), the splits are read in place
+#: instead of copied as frames, and the split, the folds and the summary's
+#: distinct counts lost their (n,) int64 temporaries. Before (same machine,
+#: with the test suite running beside): auto 617 -> 935 MB (slope 3.98), mlp
+#: 620 -> 756 MB (1.70); earlier, before the decision steps were rewritten
+#: to work on sorted scores in chunks, auto 5.0. Per stage at 3M rows (auto):
+#: the inputs' transform with the table still held (~720 MiB), the logistic
+#: path's fold fit (scikit-learn's copy of a fold's rows: ~780 MiB, the
+#: peak) and the networks' fits (~700-760 MiB), each on top of the model
+#: inputs, the test rows' columns and the compiled step (torch.compile's
+#: import and first graph: ~140 MB, fixed).
 #:
 #: The factor stays above the worst measured slope (run-to-run spread up to
 #: ~+-20 MB, +-0.25 on the slope), with that spread as margin; the intercepts
-#: (~90 MB) are within :data:`IN_MEMORY_OVERHEAD_BYTES`.
-IN_MEMORY_PEAK_FACTOR: float = 4.5
+#: (~60-200 MB) are within :data:`IN_MEMORY_OVERHEAD_BYTES`.
+IN_MEMORY_PEAK_FACTOR: float = 3.5
 
 #: The part of the in-memory peak that does not grow with the table: glibc
 #: keeps up to 256 MiB of freed memory (binclf.runtime.tune_malloc; training

@@ -543,23 +543,23 @@ def train_table(
     runtime.release_freed_memory()
     # The test rows are transformed after training (their inputs never live beside the
     # training ones) but checked now: a bad value fails before any training. Their
-    # feature columns are all that training keeps of the table: once the validation
-    # inputs are made too, the table goes (freed where the caller handed over its
-    # reference, as the command line does).
+    # feature columns, and the validation rows' (transformed once the table is gone:
+    # one-hot inputs can be several times the table), are all that training keeps of
+    # the table: it goes here (freed where the caller handed over its reference, as
+    # the command line does).
     test_frame, test_rows = _rows_of(df, parts["test"][0])
     (prep.table if schema.text else prep).check(test_frame, rows=test_rows)
     test_frame = _rows_frame(test_frame[schema.names], test_rows)
     y_test = parts["test"][1]
     if not crossfit:
         valid_frame, valid_rows = _rows_of(df, parts["valid"][0])
-        X_valid = (
-            prep.transform(_rows_frame(valid_frame, valid_rows)) if schema.text
-            else prep.transform(valid_frame, rows=valid_rows)
-        )
+        valid_frame = _rows_frame(valid_frame[schema.names], valid_rows)
         y_valid = parts["valid"][1]
-        del valid_frame
     del df, parts
     runtime.release_freed_memory(arrow=True)
+    if not crossfit:
+        X_valid = prep.transform(valid_frame)
+        del valid_frame
     extra_info: dict[str, Any] = {}
     t_fit = time.perf_counter()
     # z_held, y_held: the held-out logits and labels that calibration and the threshold are
