@@ -82,7 +82,13 @@ IN_MEMORY_OVERHEAD_BYTES: int = 400_000_000
 #: (4 float32 + 4 text columns of 50-110 levels; 17 -> 34 MB decoded, 315
 #: features out), ``--max-epochs 2``: ``--model mlp`` 1.02 (779 -> 1083 MB),
 #: the default ``--model auto`` 1.10 (850 -> 1178 MB; 1.89 before, 1062 ->
-#: 1625 MB, when every fold copied its rows); rounded up.
+#: 1625 MB, when every fold copied its rows); rounded up. Measured again with
+#: :data:`IN_MEMORY_PEAK_FACTOR` at 3.5 (the table freed once the inputs are
+#: made), 500k -> 1M rows of benchmarks/scale.py's table (50 columns, 347
+#: inputs: 242 decoded bytes and 1,388 input bytes a row), ``--max-epochs 1``:
+#: ``--model auto`` 1,446,340 -> 2,411,132 KiB (1,976 bytes a row: 0.98
+#: copies beyond the factor's share), ``--model mlp`` 1,059,436 -> 1,689,792
+#: KiB (1,291 bytes a row: 0.39); the value stays.
 MODEL_INPUT_COPIES: float = 1.2
 
 # Rows of text columns read to estimate their bytes per row.
