@@ -68,7 +68,7 @@ def test_train_options_keep_their_fields_and_validate_the_shared_settings_at_onc
 def test_a_valid_or_test_file_missing_a_feature_column_is_a_data_error(model):
     """A --valid or --test table without a training column fails with the transform's one-line error."""
     options = TrainOptions(target="y", model=model, max_epochs=1, n_boot=10)
-    with pytest.raises(DataError, match=r"^--valid file: missing feature column\(s\) 'b'"):
+    with pytest.raises(DataError, match=r"^--valid file: 1 feature column\(s\) the model was trained on are missing: 'b'"):
         train_table(frame(), options, valid_df=frame(30).drop(columns="b"), test_df=frame(30))
-    with pytest.raises(DataError, match=r"^--test file: missing feature column\(s\) 'b'"):
+    with pytest.raises(DataError, match=r"^--test file: 1 feature column\(s\) the model was trained on are missing: 'b'"):
         train_table(frame(), options, test_df=frame(30).drop(columns="b"))

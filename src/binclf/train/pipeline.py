@@ -22,6 +22,7 @@ import pandas as pd
 import torch
 
 from binclf import dist, runtime
+from binclf.bundle import check_columns
 from binclf.decide.calibration import select_calibrator
 from binclf.train.crossfit import cross_fit
 from binclf.data.schema import Schema, infer_schema
@@ -469,12 +470,7 @@ def train_table(
         if extra_df is not None:
             # A training column missing there would become missing values (the
             # default model stacks --valid rows under the training rows).
-            missing = [c for c in schema.names if c not in extra_df.columns]
-            if missing:
-                raise DataError(
-                    f"{name}: missing feature column(s) {', '.join(map(repr, missing))}; "
-                    "it must have every training column"
-                )
+            check_columns(schema, name, [str(c) for c in extra_df.columns], target=options.target)
             check_finite(extra_df, schema.numeric, source=name)
     notices += schema_notices
     for n in notices:
@@ -557,11 +553,11 @@ def train_table(
     # the command line does).
     test_frame, test_rows = _rows_of(df, parts["test"][0])
     (prep.table if schema.text else prep).check(test_frame, rows=test_rows)
-    test_frame = _rows_frame(_features(test_frame, schema), test_rows)
+    test_frame = _rows_frame(test_frame[schema.names], test_rows)
     y_test = parts["test"][1]
     if not crossfit:
         valid_frame, valid_rows = _rows_of(df, parts["valid"][0])
-        valid_frame = _rows_frame(_features(valid_frame, schema), valid_rows)
+        valid_frame = _rows_frame(valid_frame[schema.names], valid_rows)
         y_valid = parts["valid"][1]
     del df, parts
     runtime.release_freed_memory(arrow=True)
@@ -667,11 +663,6 @@ def _rows_of(df: pd.DataFrame, part: np.ndarray | pd.DataFrame) -> tuple[pd.Data
     """A part of the table as (frame, positions in it or None for all): ``df`` and the positions
     ``part``, or ``part`` itself (a --valid / --test table); read without copying the rows first."""
     return (df, part) if isinstance(part, np.ndarray) else (part, None)
-
-
-def _features(df: pd.DataFrame, schema: Schema) -> pd.DataFrame:
-    """``df``'s feature columns (those it has: a missing one is the transform's error to report)."""
-    return df[[c for c in schema.names if c in df.columns]]
 
 
 def _distinct(col: pd.Series) -> int:
