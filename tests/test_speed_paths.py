@@ -269,6 +269,35 @@ def test_compiled_and_eager_steps_train_the_same_model(monkeypatch):
     assert built[2].compiled_in_use
 
 
+def test_the_guard_free_graph_step_equals_the_eager_step_with_weights_and_one_graph_per_signature():
+    """GraphStep's flat inputs and outputs: sample weights and pos_weight in, None gradients kept in place."""
+    from binclf.train import fused_step
+
+    if not _inductor_works():
+        pytest.skip("torch.compile cannot build CPU code on this machine; training stays eager")
+    torch.manual_seed(0)
+    model = MLP(5, hidden=(8, 4), dropout=0.2)
+    step = FusedMLPStep(model, build_loss("bce"))
+    params = step.params
+    params[2] = None  # a block without a BatchNorm weight: its gradient slot stays None
+    x, y = torch.randn(16, 5), (torch.rand(16) < 0.5).float()
+    w, pw = torch.rand(16) + 0.5, torch.tensor(3.0)
+    keys = [dropout_key(), dropout_key()]
+    graphs = fused_step.GraphStep()
+    with torch.no_grad():
+        got = graphs(x, y, w, pw, params, keys, step.spec, fused_step._bce_and_grad)
+        want = fused_step._mlp_step(x, y, w, pw, params, keys, step.spec, fused_step._bce_and_grad)
+        assert fused_step._close(got, want)
+        assert [g is None for g in got[1]] == [g is None for g in want[1]]
+        assert len(got[2]) == len(want[2]) == 2
+        # The same shapes reuse the graph; another batch size is another signature, another graph.
+        graphs(x, y, w, pw, params, keys, step.spec, fused_step._bce_and_grad)
+        assert len(graphs.graphs) == 1
+        got = graphs(x[:8], y[:8], None, None, params, keys, step.spec, fused_step._bce_and_grad)
+        want = fused_step._mlp_step(x[:8], y[:8], None, None, params, keys, step.spec, fused_step._bce_and_grad)
+        assert len(graphs.graphs) == 2 and fused_step._close(got, want)
+
+
 def test_a_step_whose_compiled_graph_disagrees_falls_back_to_eager(monkeypatch):
     from binclf.train import fused_step
 

@@ -44,7 +44,7 @@ measured speed choices (:data:`PROBES`)   filled by the fits' probes       kept 
   memory kept in the heap instead of returned to the OS. ``BINCLF_MALLOC=0`` or
   any ``MALLOC_*`` variable in the environment keeps glibc's defaults;
   :func:`state` and :func:`describe` say whether it was applied.
-* **compile cache**: the training step compiled by ``torch.compile`` is built
+* **compile cache**: the training step compiled by inductor is built
   once per process and shape; a later fit of the same shapes reuses it for
   free, so one fit's code path depends on earlier fits (never its results:
   the compiled step is checked against the eager one). That state lives in
@@ -374,12 +374,13 @@ def release_freed_memory(*, array_bytes: int | None = None, arrow: bool = False)
 
 @dataclass
 class CompileCache:
-    """What ``torch.compile`` has built for the fused training step in this process.
+    """What inductor has built for the fused training step in this process.
 
     Attributes
     ----------
     step : callable or None
-        ``torch.compile(binclf.train.fused_step._mlp_step)``, built on first use.
+        A :class:`binclf.train.fused_step.GraphStep` (one compiled graph per
+        signature), built on first use.
     signatures : set of tuple
         Batch and layer shapes whose compiled graph has been built and checked
         against the eager step; a later fit with one of them compiles for free.

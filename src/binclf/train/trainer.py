@@ -95,7 +95,7 @@ class TrainConfig(FitSettings):
     ``loss="focal"`` or ``sampler="balanced"`` (each epoch draws as many rows
     as the training set, half of each class, with replacement).
     ``compile`` (CPU, binclf's MLP, BCE): run each training step as one graph
-    compiled by ``torch.compile``; ``None`` does so when the fit is long enough
+    compiled by inductor (:class:`binclf.train.fused_step.GraphStep`); ``None`` does so when the fit is long enough
     to repay the few seconds compiling takes (with validation data: from the
     epoch at which it has proved so), or when this process has already
     compiled a step of the same shapes (``BINCLF_COMPILE=0`` in the environment
