@@ -129,6 +129,46 @@ def test_mixed_precision_changes_training_only():
     assert all(p.grad is not None and p.grad.dtype == torch.float32 for p in mixed.parameters())
 
 
+def test_refreshed_batchnorm_statistics_are_the_clean_float32_images_statistics():
+    """Eval-mode statistics from un-augmented float32 images, not the moving average of augmented bf16 batches."""
+    model = build_model("cnn", seed=0, channels=1, size=16, widths=[8, 16], mixed_precision=True,
+                        augment=AugmentConfig().to_dict())
+    x = torch.randn(40, 256) * 2 + 1
+    model.train()
+    for _ in range(3):
+        model(x[:16]).sum().backward()  # moves the moving averages (augmented, bf16)
+    model.eval()
+    model.refresh_statistics(x)
+    conv, bn = model.body[0], model.body[1]
+    with torch.no_grad():
+        first = conv(x.view(40, 1, 16, 16))
+    assert torch.allclose(bn.running_mean, first.mean(dim=(0, 2, 3)), atol=1e-5)
+    assert torch.allclose(bn.running_var, first.var(dim=(0, 2, 3)), rtol=1e-4)
+    assert bn.momentum == 0.1 and not model.training and not model.body.training
+
+
+def test_the_trainer_refreshes_a_models_statistics_before_each_validation_and_keeps_the_best_epochs():
+    from binclf.train.trainer import TrainConfig, Trainer
+
+    model = build_model("cnn", seed=0, channels=1, size=8, widths=[4], augment=AugmentConfig().to_dict())
+    seen = []
+    real = model.refresh_statistics
+    model.refresh_statistics = lambda x: (seen.append(len(x)), real(x))
+    rng = np.random.default_rng(0)
+    X, y = rng.normal(size=(60, 64)).astype(np.float32), (rng.random(60) < 0.5).astype(np.float32)
+    Trainer(TrainConfig(max_epochs=3, patience=10, batch_size=16, verbose=False)).fit(
+        model, X, y, X_valid=X[:20], y_valid=y[:20])
+    assert seen == [60, 60, 60]  # every training row (fewer than 256), once per epoch
+    # The kept weights' statistics are those refreshed for their epoch: refreshing again changes nothing.
+    bn = model.body[1]
+    kept = bn.running_mean.clone()
+    real(torch.from_numpy(X))
+    assert torch.allclose(bn.running_mean, kept, atol=1e-6)
+    seen.clear()
+    Trainer(TrainConfig(max_epochs=2, batch_size=16, verbose=False)).fit(model, X, y)
+    assert seen == [60]  # without validation: once, at the end
+
+
 # -- training threads (binclf.runtime / binclf.probe) ----------------------------------------------
 def _threads_seen(monkeypatch):
     """Record the torch threads of each training epoch of train_images (a callback on the Trainer)."""

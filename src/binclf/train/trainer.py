@@ -478,6 +478,7 @@ class Trainer:
                     log = {"epoch": epoch, "train_loss": train_loss, "lr": opt.param_groups[0]["lr"]}
                     if has_valid:
                         tv = time.perf_counter()
+                        _refresh_statistics(model, X, rows_t)
                         # The outer model: its rows are encoded a chunk at a time (binclf.infer).
                         valid_loss = self._evaluate(
                             outer if encode is not None else model, loss_fn, Xv, yv, wv, valid_t
@@ -511,6 +512,7 @@ class Trainer:
                 model.load_state_dict(best_state)
             if not has_valid:
                 self.best_epoch_ = len(self.history_)
+                _refresh_statistics(model, X, rows_t)  # with validation: refreshed before each check, kept in best_state
         outer.eval()  # the network too, when a fixed encoding wraps it
         self.model_ = outer
         step = "autograd step" if fused is None else "compiled fused step" if fused.compiled_in_use else "fused step"
@@ -741,6 +743,30 @@ def _row_index(rows: Tensor | np.ndarray, n: int, device: torch.device, name: st
     if len(t) and (int(t.min()) < 0 or int(t.max()) >= n):
         raise ConfigError(f"{name} must hold row positions in [0, {n}), got {int(t.min())} .. {int(t.max())}")
     return t
+
+
+# Training rows a model's eval-mode statistics are refreshed from (evenly spaced through the set).
+_STATISTICS_ROWS = 256
+
+
+def _refresh_statistics(model: nn.Module, X: Tensor, rows: Tensor | None) -> None:
+    """``model.refresh_statistics`` (where the model has one) on up to 256 training rows, evenly spaced.
+
+    For a model whose training forward sees other inputs than its eval forward
+    (:class:`binclf.nn.models.ImageCNN`: augmented, bf16 batches), the
+    BatchNorm running averages kept in training do not describe what eval
+    mode sees; the model recomputes them from these rows before each
+    validation pass and at the end of a fit without validation.
+    """
+    refresh = getattr(model, "refresh_statistics", None)
+    if not callable(refresh):
+        return
+    n = len(X) if rows is None else len(rows)
+    if n == 0:
+        return
+    pos = torch.linspace(0, n - 1, min(n, _STATISTICS_ROWS), device=X.device).round().long()
+    with torch.no_grad():
+        refresh(X.index_select(0, pos if rows is None else rows.index_select(0, pos)))
 
 
 def _fit_encoding(model: nn.Module, X: Tensor, rows: Tensor | None) -> None:

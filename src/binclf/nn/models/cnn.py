@@ -120,6 +120,38 @@ class ImageCNN(nn.Module):
             "mixed_precision": self.mixed_precision,
         }
 
+    @torch.no_grad()
+    def refresh_statistics(self, x: Tensor, *, batch_size: int = 128) -> None:
+        """Set every BatchNorm's running statistics to those of images ``x`` as eval mode sees them.
+
+        Training normalises each batch by its own statistics and keeps a
+        moving average of them for eval mode. But the training batches are
+        augmented and (``mixed_precision``) bf16 where eval sees clean float32
+        images, and the average trails weights that still move fast: on the
+        image benchmark's 28x28 shapes the validation loss with the moving
+        averages jumped between 0.15 and 3.2 from epoch to epoch (early
+        stopping picking among those jumps) while with the statistics
+        recomputed here ("precise BatchNorm") it fell smoothly from 0.66 to
+        0.07. ``x``: normalised images as ``forward`` takes them, a few
+        hundred are enough for per-channel means and variances; each chunk of
+        ``batch_size`` counts equally (a cumulative average).
+        """
+        bns = [m for m in self.body.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+        momenta, was_training = [m.momentum for m in bns], self.body.training
+        for m in bns:
+            m.reset_running_stats()
+            m.momentum = None
+        self.body.train()
+        try:
+            for lo in range(0, len(x), batch_size):
+                chunk = x[lo : lo + batch_size]
+                self.body(chunk.reshape(len(chunk), self.channels, self.size, self.size)
+                          .contiguous(memory_format=torch.channels_last))
+        finally:
+            for m, momentum in zip(bns, momenta):
+                m.momentum = momentum
+            self.body.train(was_training)
+
     def forward(self, x: Tensor) -> Tensor:
         x = x.view(x.shape[0], self.channels, self.size, self.size)
         x = self.augment(x).contiguous(memory_format=torch.channels_last)
