@@ -47,9 +47,11 @@ def test_auto_beats_the_linear_model_on_a_curved_boundary(bananas_small, auto_ba
 
 @pytest.mark.slow
 def test_auto_matches_the_textbook_mlp_on_a_tiny_linear_table(linear_tiny):
-    # A 60-row test split is noisy: compare means over three splits.
+    # A 60-row test split is noisy (one split's log-loss moves by ~0.04 between
+    # seeds, and three splits' mean by more than the margin between machines'
+    # float rounding): compare means over eight splits.
     def mean_log_loss(model):
-        runs = [train_table(linear_tiny, TrainOptions(target="y", model=model, n_boot=0, seed=s)) for s in range(3)]
+        runs = [train_table(linear_tiny, TrainOptions(target="y", model=model, n_boot=0, seed=s)) for s in range(8)]
         return float(np.mean([r.metrics["log_loss"] for r in runs])), runs
 
     auto, runs = mean_log_loss("auto")
