@@ -7,6 +7,7 @@ import torch
 from binclf.infer import MemberPlan
 from binclf.nn.models import build_model, model_config
 from binclf.predictor import Member, member_logits
+from binclf.runtime import torch_threads
 
 D, N_NUMERIC = 7, 5
 
@@ -65,6 +66,27 @@ def test_members_together_equal_each_members_forward(kind, n):
     np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
     plan = MemberPlan([m.module for m in members])
     np.testing.assert_allclose(member_logits(members, X, plan=plan), got, rtol=0, atol=1e-12)
+
+
+def test_many_chunks_shared_out_to_threads_give_the_one_thread_numbers_exactly(monkeypatch):
+    """Chunks are independent: evaluated by two threads they are the same bits; one torch thread keeps one."""
+    from binclf import infer
+
+    names = KINDS["mixed"]
+    plan = MemberPlan([_trained_like(name, seed=i) for i, name in enumerate(names)])
+    X = torch.from_numpy((np.random.default_rng(5).normal(size=(9000, D)) * 2).astype(np.float32))
+    counts = []
+    real = infer._eval_workers
+    monkeypatch.setattr(infer, "_eval_workers", lambda n, ceiling: counts.append(real(n, ceiling)) or counts[-1])
+    monkeypatch.setattr(infer, "usable_cores", lambda: 2)
+    with torch_threads(1):
+        one = plan(X, chunk_rows=1000)
+    with torch_threads(2):
+        two = plan(X, chunk_rows=1000)
+    if torch.get_num_threads() >= 2:
+        assert counts == [1, 2]  # 9 chunks: shared out only where the caller allows two threads
+    assert torch.equal(one, two)
+    assert torch.get_num_threads() >= 1 and infer._eval_workers(3, 8) == 1  # a few chunks: no threads
 
 
 def test_a_plan_notices_changed_weights_and_training_mode():

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import torch
@@ -12,6 +13,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from binclf.nn.matmul import _onednn
 from binclf.nn.models.mlp import mlp_blocks
+from binclf.probe import usable_cores
 from binclf.runtime import torch_threads
 
 # --------------------------------------------------------------------------- #
@@ -19,6 +21,17 @@ from binclf.runtime import torch_threads
 # --------------------------------------------------------------------------- #
 
 _EVAL_ROWS = 4096  # a chunk's activations (4096 x 128 floats = 2 MiB) stay in cache
+
+def _eval_workers(n_chunks: int, ceiling: int) -> int:
+    """Threads that evaluate ``n_chunks`` chunks: 1 below 4 chunks, else up to the caller's torch threads and the usable cores.
+
+    ``ceiling`` is the caller's torch thread count (``OMP_NUM_THREADS``,
+    ``torch.set_num_threads``, ``--threads``; one per ``binclf serve``
+    worker): binclf never evaluates on more threads than it.
+    """
+    if n_chunks < 4:
+        return 1
+    return max(1, min(ceiling, usable_cores(), n_chunks // 2))
 
 
 @torch.inference_mode()
@@ -401,15 +414,44 @@ class MemberPlan:
 
     @torch.inference_mode()
     def __call__(self, X: Tensor, *, chunk_rows: int = _EVAL_ROWS) -> Tensor:
-        """Logits ``(n, M)`` of every member for inputs ``X`` ``(n, d)`` (float32, CPU)."""
+        """Logits ``(n, M)`` of every member for inputs ``X`` ``(n, d)`` (float32, CPU).
+
+        Each chunk runs on one torch thread (see :func:`eval_logits`; for a few
+        rows oneDNN would still open a parallel region per layer and wait for
+        the second thread to wake). Many chunks are shared out between up to
+        the caller's torch thread count of threads (:func:`_eval_workers`),
+        each evaluating whole chunks on its own: no barrier inside a chunk to
+        spin at, so a busy core only slows the share it runs.
+        """
         n = len(X)
         out = torch.empty((n, self.n_members), dtype=torch.float32)
-        # One thread (see eval_logits); also for a few rows, where oneDNN would still
-        # open a parallel region per layer and wait for the second thread to wake.
+        starts = range(0, n, chunk_rows)
+        workers = _eval_workers(len(starts), torch.get_num_threads())
         with torch_threads(1):
-            for lo in range(0, n, chunk_rows):
-                self._chunk(X[lo : lo + chunk_rows], out[lo : lo + chunk_rows])
+            if workers == 1:
+                self._chunks(X, out, starts, chunk_rows)
+            else:
+                # Threads for this call only, joined before it returns (~0.1 ms to start,
+                # against at least 4 chunks of work).
+                shares = [starts[i::workers] for i in range(workers)]
+                with ThreadPoolExecutor(max_workers=workers - 1, thread_name_prefix="binclf-eval") as pool:
+                    pending = [pool.submit(self._chunks, X, out, share, chunk_rows, True) for share in shares[1:]]
+                    self._chunks(X, out, shares[0], chunk_rows)
+                    for f in pending:
+                        f.result()
         return out
+
+    def _chunks(self, X: Tensor, out: Tensor, starts: Sequence[int], chunk_rows: int, worker: bool = False) -> None:
+        if worker:
+            # A pool thread: inference mode is per thread, and so is OpenMP's
+            # thread count (one, as in the calling thread's block).
+            if torch.get_num_threads() != 1:
+                torch.set_num_threads(1)
+            with torch.inference_mode():
+                self._chunks(X, out, starts, chunk_rows)
+            return
+        for lo in starts:
+            self._chunk(X[lo : lo + chunk_rows], out[lo : lo + chunk_rows])
 
     def _chunk(self, xb: Tensor, out: Tensor) -> None:
         for cols, part in self.parts:
