@@ -22,6 +22,7 @@ from binclf.runtime import torch_threads
 
 _EVAL_ROWS = 4096  # a chunk's activations (4096 x 128 floats = 2 MiB) stay in cache
 
+
 def _eval_workers(n_chunks: int, ceiling: int) -> int:
     """Threads that evaluate ``n_chunks`` chunks: 1 below 4 chunks, else up to the caller's torch threads and the usable cores.
 

@@ -478,7 +478,7 @@ class Trainer:
                     log = {"epoch": epoch, "train_loss": train_loss, "lr": opt.param_groups[0]["lr"]}
                     if has_valid:
                         tv = time.perf_counter()
-                        _refresh_statistics(model, X, rows_t)
+                        _refresh_statistics(outer, X, rows_t)  # the model fit was given: X's rows are its inputs
                         # The outer model: its rows are encoded a chunk at a time (binclf.infer).
                         valid_loss = self._evaluate(
                             outer if encode is not None else model, loss_fn, Xv, yv, wv, valid_t
@@ -512,7 +512,7 @@ class Trainer:
                 model.load_state_dict(best_state)
             if not has_valid:
                 self.best_epoch_ = len(self.history_)
-                _refresh_statistics(model, X, rows_t)  # with validation: refreshed before each check, kept in best_state
+                _refresh_statistics(outer, X, rows_t)  # with validation: refreshed before each check, kept in best_state
         outer.eval()  # the network too, when a fixed encoding wraps it
         self.model_ = outer
         step = "autograd step" if fused is None else "compiled fused step" if fused.compiled_in_use else "fused step"
