@@ -14,7 +14,7 @@ from torch import Tensor, nn
 from binclf.nn.matmul import _onednn
 from binclf.nn.models.mlp import mlp_blocks
 from binclf.probe import usable_cores
-from binclf.runtime import torch_threads
+from binclf.runtime import in_predict_worker, torch_threads
 
 # --------------------------------------------------------------------------- #
 # inference
@@ -436,21 +436,18 @@ class MemberPlan:
                 # against at least 4 chunks of work).
                 shares = [starts[i::workers] for i in range(workers)]
                 with ThreadPoolExecutor(max_workers=workers - 1, thread_name_prefix="binclf-eval") as pool:
-                    pending = [pool.submit(self._chunks, X, out, share, chunk_rows, True) for share in shares[1:]]
+                    pending = [pool.submit(in_predict_worker, self._worker_chunks, X, out, share, chunk_rows)
+                               for share in shares[1:]]
                     self._chunks(X, out, shares[0], chunk_rows)
                     for f in pending:
                         f.result()
         return out
 
-    def _chunks(self, X: Tensor, out: Tensor, starts: Sequence[int], chunk_rows: int, worker: bool = False) -> None:
-        if worker:
-            # A pool thread: inference mode is per thread, and so is OpenMP's
-            # thread count (one, as in the calling thread's block).
-            if torch.get_num_threads() != 1:
-                torch.set_num_threads(1)
-            with torch.inference_mode():
-                self._chunks(X, out, starts, chunk_rows)
-            return
+    @torch.inference_mode()  # per thread: a pool thread needs its own
+    def _worker_chunks(self, X: Tensor, out: Tensor, starts: Sequence[int], chunk_rows: int) -> None:
+        self._chunks(X, out, starts, chunk_rows)
+
+    def _chunks(self, X: Tensor, out: Tensor, starts: Sequence[int], chunk_rows: int) -> None:
         for lo in starts:
             self._chunk(X[lo : lo + chunk_rows], out[lo : lo + chunk_rows])
 

@@ -464,7 +464,7 @@ def _mlp_step(
     Runs eagerly or as one compiled graph (plain products there, so inductor
     sees the whole step).
     """
-    compiling = torch.compiler.is_compiling() or _TRACING.on
+    compiling = _TRACING.on  # traced for GraphStep (nothing else compiles this function)
     saved, stats = [], []
     a = x
     for i, (has_bn, p, eps) in enumerate(spec):
