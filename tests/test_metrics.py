@@ -227,3 +227,25 @@ def test_bootstrap_intervals_single_class_bad_arguments_and_no_bootstrap():
     with pytest.raises(ConfigError, match="confidence must be in"):
         bootstrap_intervals(y, proba, confidence=95)
     assert bootstrap_intervals(y, proba, n_boot=0) == {}
+
+
+@pytest.mark.parametrize("n", [1, 7, 65_536, 65_537, 200_003])
+def test_block_wise_log_losses_are_the_whole_array_numbers(n):
+    """log_loss, logit_log_loss and logit work a block at a time or in place: the numbers are
+    those of the plain expressions, bit for bit."""
+    from binclf.numeric import log_loss, logit, logit_log_loss, row_log_loss, sigmoid
+
+    rng = np.random.default_rng(n)
+    z = rng.normal(0, 6, n)
+    z[::11] = 60.0
+    p = sigmoid(z)
+    for y in ((rng.random(n) < 0.4).astype(np.int8), (rng.random(n) < 0.4).astype(np.float32)):
+        for eps in (1e-12, np.finfo(float).eps):
+            whole = float(row_log_loss(y, p, eps=eps).mean())
+            assert log_loss(y, p, eps=eps) == whole
+            assert logit_log_loss(y, z, eps=eps) == whole
+    for eps in (0.0, 1e-12):
+        q = np.clip(p, eps, 1 - eps)
+        with np.errstate(divide="ignore"):
+            np.testing.assert_array_equal(logit(p, eps=eps), np.log(q) - np.log1p(-q))
+    assert logit(0.25) == np.log(0.25) - np.log1p(-0.25)

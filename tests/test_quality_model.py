@@ -128,6 +128,34 @@ def test_logistic_path_returns_the_winning_cs_members_and_oof_logits():
             np.testing.assert_allclose(oof[held], z, rtol=1e-5, atol=1e-5)
 
 
+def test_logistic_path_fits_each_fold_as_on_its_rows_alone_without_copying_them():
+    """The dense path weighs a fold's held-out rows 0 instead of copying its fit rows: the
+    same fit as scikit-learn's on X[fit_rows] (to the solver's tolerance), for Folds and
+    for plain (fit, held) pairs alike."""
+    from sklearn.linear_model import LogisticRegression
+
+    rng = np.random.default_rng(1)
+    X = rng.normal(size=(3000, 5)).astype(np.float32)
+    y = (rng.random(3000) < 1 / (1 + np.exp(-X[:, 0] + X[:, 2]))).astype(np.float32)
+    folds = fold_indices(y, k=3, seed=0)
+    for given in (folds, [tuple(f) for f in folds]):
+        C, members, oof, _ = fit_logistic_path(X, y, given, Cs=(0.5,))
+        for m, (fit, held) in zip(members, folds):
+            ref = LogisticRegression(C=0.5, max_iter=500, tol=1e-8).fit(X[fit], y[fit])
+            np.testing.assert_allclose(m.output.weight.detach().numpy().ravel(), ref.coef_.ravel(), atol=2e-4)
+            np.testing.assert_allclose(oof[held], ref.decision_function(X[held]), atol=2e-4)
+
+
+def test_mixture_weights_overwriting_p_give_the_same_weights():
+    rng = np.random.default_rng(2)
+    P = rng.random((5000, 3))
+    y = (rng.random(5000) < 0.3).astype(np.float32)
+    w = mixture_weights(P, y)
+    work = P.copy()
+    np.testing.assert_array_equal(mixture_weights(work, y, overwrite=True), w)
+    np.testing.assert_array_equal(work, np.clip(np.where(y[:, None] == 1, P, 1 - P), 1e-12, 1.0))
+
+
 def test_fold_indices_shrink_k_to_the_rarer_class():
     y = np.r_[np.zeros(40), np.ones(3)]
     assert len(fold_indices(y, k=5, seed=0)) == 3

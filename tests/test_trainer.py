@@ -205,3 +205,19 @@ def test_plateau_schedule_lowers_the_learning_rate_when_validation_stalls():
         LogisticModel(5), X, y, X_valid=Xv, y_valid=yv
     )
     assert t.history_[-1]["lr"] < 5e-2
+
+
+def test_step_losses_are_kept_in_blocks_in_step_order():
+    """An epoch's losses go into preallocated blocks (no 0-d tensor kept per step); a
+    step that could not run repeats the last loss, as before."""
+    from binclf.train.trainer import _StepLosses
+
+    losses = _StepLosses()
+    assert losses.tensor().shape == (0,)
+    losses.repeat_last(torch.device("cpu"))
+    values = torch.rand(2500)
+    for i, v in enumerate(values):
+        assert losses.append(v.clone()) == i + 1
+    losses.repeat_last(torch.device("cpu"))
+    want = torch.cat([torch.zeros(1), values, values[-1:]])
+    torch.testing.assert_close(losses.tensor(), want, rtol=0, atol=0)
