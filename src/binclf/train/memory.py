@@ -42,32 +42,32 @@ __all__ = [
 #: :data:`IN_MEMORY_OVERHEAD_BYTES` is set aside: the slope of the peak over
 #: table sizes, worst case measured on numeric tables (``--model mlp`` and the
 #: default ``--model auto``, the report included), rounded up. Measured on
-#: 1M -> 3M rows x 8 float32 columns + an int64 target (40 -> 120 MB decoded),
+#: 1M -> 3M rows x 8 float32 columns + an int64 target (41 -> 123 MB decoded),
 #: ``binclf train T.parquet -t y --model M --max-epochs 2``, ``/usr/bin/time
-#: -f %M`` (KiB), on a quiet 2-core AMD EPYC (import baseline 388,660 KiB: a
-#: child importing what ``binclf train`` imports, as benchmarks/scale.py):
+#: -f %M`` (KiB), on a 2-core Intel Xeon (import baseline 388,528 KiB: a child
+#: importing what ``binclf train`` imports, as benchmarks/scale.py):
 #:
-#: * ``--model auto``: 564,724 -> 801,536 KiB, slope 3.03 (3.5 x the decoded
-#:   table above the baseline at 3M rows);
-#: * ``--model mlp``: 591,152 -> 678,068 KiB, slope 1.11 (2.5 x at 3M).
+#: * ``--model auto``: 562,280 -> 701,780 / 712,688 KiB (two runs), slope 1.80
+#:   (2.6-2.7 x the decoded table above the baseline at 3M rows; 703,196 KiB
+#:   with the default epochs);
+#: * ``--model mlp``: 569,608 -> 675,812 KiB, slope 1.32 (2.4 x at 3M; with
+#:   the default epochs, 783,160 KiB: the compiled training step's import of
+#:   inductor, ~110 MB, is fixed).
 #:
-#: Since the table is freed once the model inputs are made (the command line
-#: hands train_table its only reference), the splits are read in place
-#: instead of copied as frames, and the split, the folds and the summary's
-#: distinct counts lost their (n,) int64 temporaries. Before (same machine,
-#: with the test suite running beside): auto 617 -> 935 MB (slope 3.98), mlp
-#: 620 -> 756 MB (1.70); earlier, before the decision steps were rewritten
-#: to work on sorted scores in chunks, auto 5.0. Per stage at 3M rows (auto):
-#: the inputs' transform with the table still held (~720 MiB), the logistic
-#: path's fold fit (scikit-learn's copy of a fold's rows: ~780 MiB, the
-#: peak) and the networks' fits (~700-760 MiB), each on top of the model
-#: inputs, the test rows' columns and the compiled step (torch.compile's
-#: import and first graph: ~140 MB, fixed).
+#: Since the logistic path weighs each fold's held-out rows 0 instead of
+#: copying its fit rows, an epoch's step losses are kept in preallocated
+#: blocks (each step's 0-d loss tensor had pinned the heap above its freed
+#: temporaries: +80 MB over a 1.6M-row epoch), the PLE edges are selected in
+#: place, the statistics' freed copies go back before the transform and the
+#: blend works in place. Before (same machine): auto 562,172 -> 810,448 KiB
+#: (slope 3.09), and on a 2-core AMD EPYC earlier: auto slope 3.03, mlp 1.11;
+#: before the table was freed once the inputs are made: auto 3.98, mlp 1.70.
 #:
-#: The factor stays above the worst measured slope (run-to-run spread up to
-#: ~+-20 MB, +-0.25 on the slope), with that spread as margin; the intercepts
-#: (~60-200 MB) are within :data:`IN_MEMORY_OVERHEAD_BYTES`.
-IN_MEMORY_PEAK_FACTOR: float = 3.5
+#: The factor stays above the worst measured slope, with margin for the
+#: run-to-run spread (up to ~+-20 MB, +-0.25 on the slope) and for tables not
+#: measured; the intercepts (~130-140 MB, plus ~110 MB where the step is
+#: compiled) are within :data:`IN_MEMORY_OVERHEAD_BYTES`.
+IN_MEMORY_PEAK_FACTOR: float = 2.5
 
 #: The part of the in-memory peak that does not grow with the table: glibc
 #: keeps up to 256 MiB of freed memory (binclf.runtime.tune_malloc; training
@@ -88,7 +88,8 @@ IN_MEMORY_OVERHEAD_BYTES: int = 400_000_000
 #: inputs: 242 decoded bytes and 1,388 input bytes a row), ``--max-epochs 1``:
 #: ``--model auto`` 1,446,340 -> 2,411,132 KiB (1,976 bytes a row: 0.98
 #: copies beyond the factor's share), ``--model mlp`` 1,059,436 -> 1,689,792
-#: KiB (1,291 bytes a row: 0.39); the value stays.
+#: KiB (1,291 bytes a row: 0.39); the value stays (with the factor at 2.5, the
+#: auto run's 1M-row peak is still 0.3 GB under the estimate).
 MODEL_INPUT_COPIES: float = 1.2
 
 # Rows of text columns read to estimate their bytes per row.
