@@ -249,3 +249,18 @@ def test_block_wise_log_losses_are_the_whole_array_numbers(n):
         with np.errstate(divide="ignore"):
             np.testing.assert_array_equal(logit(p, eps=eps), np.log(q) - np.log1p(-q))
     assert logit(0.25) == np.log(0.25) - np.log1p(-0.25)
+
+
+def test_resample_counts_into_a_reused_buffer_are_the_same_resamples():
+    """The bootstrap's blocks reuse one counts buffer: the same draws, the same counts."""
+    from binclf.decide.metrics import _resample_counts
+
+    y = (np.random.default_rng(0).random(1000) < 0.3).astype(np.float32)
+    fresh, reused = np.random.default_rng(7), np.random.default_rng(7)
+    buffer = np.full((5, 1000), -1, dtype=np.int32)
+    for size in (5, 5, 3):
+        want = _resample_counts(y, n_boot=size, rng=fresh, dtype=np.int32)
+        got = _resample_counts(y, n_boot=size, rng=reused, out=buffer)
+        np.testing.assert_array_equal(got, want)
+        assert got.base is buffer or got is buffer
+        assert (got[:, y == 1].sum(axis=1) == int(y.sum())).all()

@@ -420,16 +420,23 @@ def binary_metrics(y, proba, *, threshold: float = 0.5) -> dict[str, float]:
 
 
 def _resample_counts(
-    y: np.ndarray, *, n_boot: int, rng: np.random.Generator, dtype: Any = np.float64
+    y: np.ndarray, *, n_boot: int, rng: np.random.Generator, dtype: Any = np.float64, out: np.ndarray | None = None
 ) -> np.ndarray:
     """Row multiplicities of ``n_boot`` stratified bootstrap resamples, shape ``(n_boot, n)`` of ``dtype``.
 
     Positives and negatives are each drawn with replacement from their own rows,
     so every resample keeps the class counts of ``y`` (and both classes, when
-    ``y`` has both).
+    ``y`` has both). ``out``: a buffer of at least ``n_boot`` rows of ``n`` to
+    write them in (its first ``n_boot`` rows are returned): a bootstrap's blocks
+    reuse one instead of each allocating its own tens of MB between the
+    results kept (the heap crept up by a block's worth every few blocks).
     """
     n = y.shape[0]
-    counts = np.zeros((n_boot, n), dtype=dtype)
+    if out is None:
+        counts = np.zeros((n_boot, n), dtype=dtype)
+    else:
+        counts = out[:n_boot]
+        counts.fill(0)
     # Positives then negatives, each drawn as one (n_boot, rows) block: the
     # generator's order, so a seed gives the same resamples. Counted a resample
     # at a time over the class's own rows (a row is in one class, so its count is
@@ -573,22 +580,26 @@ def bootstrap_intervals(
         return {}
     rng = np.random.default_rng(seed)
     block = max(1, _BLOCK // y.shape[0])
-    values: dict[str, list[np.ndarray]] = {name: [] for name in names}
+    # Each resample's metric values written in place (no array kept per block).
+    values = {name: np.empty(n_boot) for name in names}
     rows_per_pass = max(1, _PASS // y.shape[0])
     groups = _sort_groups(proba) if {"roc_auc", "pr_auc"} & set(names) else None
+    buffer = np.empty((min(block, n_boot), y.shape[0]))
     for start in range(0, n_boot, block):
-        counts = _resample_counts(y, n_boot=min(block, n_boot - start), rng=rng)
+        counts = _resample_counts(y, n_boot=min(block, n_boot - start), rng=rng, out=buffer)
         # The metrics make ~10 arrays the shape of the counts: a few resamples at a time.
         for lo in range(0, counts.shape[0], rows_per_pass):
+            part = counts[lo : lo + rows_per_pass]
             for name, vals in _weighted_metrics(
-                y, proba, counts[lo : lo + rows_per_pass], threshold=float(threshold), names=names, groups=groups
+                y, proba, part, threshold=float(threshold), names=names, groups=groups
             ).items():
-                values[name].append(vals)
+                values[name][start + lo : start + lo + len(part)] = vals
         del counts
+    del buffer
     tail = 50.0 * (1.0 - confidence)
     intervals: dict[str, tuple[float, float]] = {}
     for name in names:
-        vals = np.concatenate(values[name])
+        vals = values[name]
         vals = vals[np.isfinite(vals)]
         if vals.size == 0:
             intervals[name] = (float("nan"), float("nan"))

@@ -686,8 +686,9 @@ def _choose_at_once(obj: Objective, y: np.ndarray, proba: np.ndarray, *, n_boot:
         block = max(1, _BLOCK // n)
         rows_per_pass = max(1, _PASS // n)
         chosen_t, chosen_v = [], []
+        buffer = np.empty((min(block, n_boot), n))  # every block's counts, in turn
         for start in range(0, n_boot, block):
-            counts = _resample_counts(y, n_boot=min(block, n_boot - start), rng=rng)
+            counts = _resample_counts(y, n_boot=min(block, n_boot - start), rng=rng, out=buffer)
             # The draws keep their block (the same resamples for a seed); the ~15
             # (resamples, candidates) arrays of the search are made a few rows at a time.
             for lo in range(0, counts.shape[0], rows_per_pass):
@@ -722,8 +723,9 @@ def _choose_chunked(obj: Objective, y: np.ndarray, proba: np.ndarray, *, n_boot:
         rng = np.random.default_rng(seed)
         block = max(1, _BLOCK // n)
         chosen_j, chosen_v = [], []
+        buffer = np.empty((min(block, n_boot), n), dtype=np.int32)  # every block's counts, in turn
         for start in range(0, n_boot, block):
-            counts = _resample_counts(y, n_boot=min(block, n_boot - start), rng=rng, dtype=np.int32)
+            counts = _resample_counts(y, n_boot=min(block, n_boot - start), rng=rng, out=buffer)
             for row in counts:
                 b = _chunked_search(obj, s, row)
                 chosen_j.append(b["index"])
