@@ -437,19 +437,20 @@ def _resample_counts(
     else:
         counts = out[:n_boot]
         counts.fill(0)
-    # Positives then negatives, each drawn as one (n_boot, rows) block: the
-    # generator's order, so a seed gives the same resamples. Counted a resample
-    # at a time over the class's own rows (a row is in one class, so its count is
-    # assigned, not added): no array of all the rows but the counts, one class's
-    # row numbers and draws alive (~16 bytes a row at the peak with int32 counts, 28 before).
+    # Positives then negatives, each as n_boot resamples of the class's rows in
+    # the generator's order, so a seed gives the same resamples. Drawn and counted
+    # a resample at a time over the class's own rows (a row is in one class, so
+    # its count is assigned, not added): the same numbers as one (n_boot, rows)
+    # draw (the generator's stream is the same, tested), without that int64 block
+    # (up to 32 MB: the bootstrap's largest array on small tables).
     for label in (1, 0):
         rows = np.flatnonzero(y == label)
-        if rows.shape[0] == 0:
+        m = rows.shape[0]
+        if m == 0:
             continue
-        draws = rng.integers(0, rows.shape[0], size=(n_boot, rows.shape[0]))
         for b in range(n_boot):
-            counts[b, rows] = np.bincount(draws[b], minlength=rows.shape[0])
-        del draws, rows
+            counts[b, rows] = np.bincount(rng.integers(0, m, size=m), minlength=m)
+        del rows
     return counts
 
 
