@@ -264,3 +264,20 @@ def test_resample_counts_into_a_reused_buffer_are_the_same_resamples():
         np.testing.assert_array_equal(got, want)
         assert got.base is buffer or got is buffer
         assert (got[:, y == 1].sum(axis=1) == int(y.sum())).all()
+
+
+def test_resamples_drawn_one_at_a_time_are_those_of_one_block_draw():
+    """Each class's resamples are drawn one at a time; the generator's stream makes them
+    those of one (n_boot, rows) draw per class, as the bootstrap drew them before."""
+    from binclf.decide.metrics import _resample_counts
+
+    y = (np.random.default_rng(1).random(3001) < 0.2).astype(np.float32)
+    rng = np.random.default_rng(11)
+    want = np.zeros((6, len(y)), dtype=np.int64)
+    for label in (1, 0):
+        rows = np.flatnonzero(y == label)
+        draws = rng.integers(0, len(rows), size=(6, len(rows)))
+        for b in range(6):
+            want[b, rows] = np.bincount(draws[b], minlength=len(rows))
+    got = _resample_counts(y, n_boot=6, rng=np.random.default_rng(11), dtype=np.int64)
+    np.testing.assert_array_equal(got, want)
