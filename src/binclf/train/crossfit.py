@@ -189,8 +189,9 @@ def fit_logistic_path(
     X : ndarray of shape (n, d)
     y : ndarray of shape (n,)
     folds : sequence of (ndarray, ndarray)
-        From :func:`fold_indices` (each fold's fit rows are copied for scikit-learn
-        one fold at a time).
+        From :func:`fold_indices`, or ``(fit_rows, held_out_rows)`` pairs covering
+        every row once as held out. Dense rows are fitted in place (a fold's
+        held-out rows weigh 0); sparse ones copied one fold at a time.
     Cs : tuple of float
         Inverse regularisation strengths to try.
     bracket : bool
