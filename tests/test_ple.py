@@ -102,3 +102,13 @@ def test_a_cross_fitted_bag_shares_one_set_of_edges_and_prediction_finds_the_bin
     default_lo = m.lo.clone()
     Trainer(TrainConfig(max_epochs=1, batch_size=64, verbose=False)).fit(m, x, (x[:, 0] > 0).float(), fit_encoding=False)
     assert torch.equal(m.lo, default_lo)
+
+
+def test_fitting_the_edges_leaves_float64_inputs_unchanged():
+    """The quantiles are selected in place in a copy of each column, never in the caller's tensor."""
+    from binclf.nn.models.ple import PLEMLP
+
+    x = torch.randn(500, 3, dtype=torch.float64)
+    before = x.clone()
+    PLEMLP(n_features=3, n_numeric=3, bins=4).fit_encoding(x)
+    assert torch.equal(x, before)

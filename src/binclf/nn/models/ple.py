@@ -106,7 +106,7 @@ class PLEMLP(nn.Module):
             # sorted another copy with an int64 index beside it (3 arrays of the column in
             # all: +60 MB a column at 2.4M rows). The same linear interpolation (equal to
             # torch's but for a last-bit difference in rare cases).
-            col = col.to("cpu", torch.float64).numpy()
+            col = col.to("cpu", torch.float64, copy=True).numpy()  # always a copy: it is overwritten
             e = torch.unique(torch.from_numpy(np.quantile(col, q.numpy(), overwrite_input=True)))
             if len(e) < 2:
                 continue  # a constant column: the input itself says all there is
