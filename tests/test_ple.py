@@ -108,7 +108,8 @@ def test_fitting_the_edges_leaves_float64_inputs_unchanged():
     """The quantiles are selected in place in a copy of each column, never in the caller's tensor."""
     from binclf.nn.models.ple import PLEMLP
 
-    x = torch.randn(500, 3, dtype=torch.float64)
-    before = x.clone()
-    PLEMLP(n_features=3, n_numeric=3, bins=4).fit_encoding(x)
-    assert torch.equal(x, before)
+    for cols in (1, 3):  # one column: x[:, 0] is contiguous, the case a view would expose
+        x = torch.randn(500, cols, dtype=torch.float64)
+        before = x.clone()
+        PLEMLP(n_features=cols, n_numeric=cols, bins=4).fit_encoding(x)
+        assert torch.equal(x, before)
