@@ -585,12 +585,14 @@ def bootstrap_intervals(
     values = {name: np.empty(n_boot) for name in names}
     rows_per_pass = max(1, _PASS // y.shape[0])
     groups = _sort_groups(proba) if {"roc_auc", "pr_auc"} & set(names) else None
-    buffer = np.empty((min(block, n_boot), y.shape[0]))
+    # The block's counts as int32 (half of float64's bytes), each pass's few rows
+    # made float64 for the metrics: the same numbers as float64 counts.
+    buffer = np.empty((min(block, n_boot), y.shape[0]), dtype=np.int32)
     for start in range(0, n_boot, block):
         counts = _resample_counts(y, n_boot=min(block, n_boot - start), rng=rng, out=buffer)
         # The metrics make ~10 arrays the shape of the counts: a few resamples at a time.
         for lo in range(0, counts.shape[0], rows_per_pass):
-            part = counts[lo : lo + rows_per_pass]
+            part = counts[lo : lo + rows_per_pass].astype(np.float64)
             for name, vals in _weighted_metrics(
                 y, proba, part, threshold=float(threshold), names=names, groups=groups
             ).items():
