@@ -137,15 +137,24 @@ def log_loss(y, p, *, eps: float = FLOAT_EPS) -> float:
     -------
     float
     """
-    y, p = np.asarray(y), np.asarray(p)
-    if p.ndim != 1 or y.shape != p.shape or len(p) <= _LOSS_BLOCK:
-        return float(row_log_loss(y, p, eps=eps).mean())
-    # A block of rows at a time into one array of row losses, then its mean: the
-    # same number without row_log_loss's three float64 arrays of n at once.
-    rows = np.empty(len(p))
-    for lo in range(0, len(p), _LOSS_BLOCK):
+    return _block_log_loss(y, p, eps, None)
+
+
+def _block_log_loss(y, v, eps: float, to_proba) -> float:
+    """The mean of ``row_log_loss(y, to_proba(v))`` (``v`` itself for None), a block of rows at a time.
+
+    Each block's row losses go into one array of ``n`` and its mean is taken
+    as over the whole array: the same number without the whole-array form's
+    float64 temporaries of ``n`` (three in row_log_loss, three more in sigmoid).
+    """
+    y, v = np.asarray(y), np.asarray(v)
+    proba = (lambda a: a) if to_proba is None else to_proba
+    if v.ndim != 1 or y.shape != v.shape or len(v) <= _LOSS_BLOCK:
+        return float(row_log_loss(y, proba(v), eps=eps).mean())
+    rows = np.empty(len(v))
+    for lo in range(0, len(v), _LOSS_BLOCK):
         block = slice(lo, lo + _LOSS_BLOCK)
-        rows[block] = row_log_loss(y[block], p[block], eps=eps)
+        rows[block] = row_log_loss(y[block], proba(v[block]), eps=eps)
     return float(rows.mean())
 
 
@@ -154,8 +163,7 @@ def logit_log_loss(y, z, *, eps: float = FLOAT_EPS) -> float:
 
     The whole-array form holds about six float64 arrays of ``z``'s length at
     once (the probabilities, :func:`sigmoid`'s and :func:`row_log_loss`'s
-    temporaries: ~110 MB for 2.4M out-of-fold logits); here each block's
-    row losses go into one array of ``n`` and its mean is taken as before.
+    temporaries: ~110 MB for 2.4M out-of-fold logits).
 
     Parameters
     ----------
@@ -170,11 +178,4 @@ def logit_log_loss(y, z, *, eps: float = FLOAT_EPS) -> float:
     -------
     float
     """
-    y, z = np.asarray(y), np.asarray(z)
-    if z.ndim != 1 or y.shape != z.shape:
-        return log_loss(y, sigmoid(z), eps=eps)
-    rows = np.empty(len(z))
-    for lo in range(0, len(z), _LOSS_BLOCK):
-        block = slice(lo, lo + _LOSS_BLOCK)
-        rows[block] = row_log_loss(y[block], sigmoid(z[block]), eps=eps)
-    return float(rows.mean())
+    return _block_log_loss(y, z, eps, sigmoid)

@@ -490,7 +490,7 @@ def cross_fit(
 
     def probabilities(lo: int) -> np.ndarray:
         """Each source's probabilities ``(rows, m)`` for a block of rows (sigmoid's temporaries a block at a time)."""
-        block = np.empty((len(y[lo : lo + _OOF_ROWS]), len(sources)))
+        block = np.empty((min(_OOF_ROWS, n - lo), len(sources)))
         for j, oof in enumerate(sources):
             block[:, j] = sigmoid(oof[lo : lo + _OOF_ROWS])
         return block
