@@ -251,33 +251,35 @@ def test_block_wise_log_losses_are_the_whole_array_numbers(n):
     assert logit(0.25) == np.log(0.25) - np.log1p(-0.25)
 
 
-def test_resample_counts_into_a_reused_buffer_are_the_same_resamples():
-    """The bootstrap's blocks reuse one counts buffer: the same draws, the same counts."""
-    from binclf.decide.metrics import _resample_counts
+def _block_draws(y, n_boot, block, seed):
+    """The bootstrap's resamples as first drawn: per block, one (block, rows) draw of each class, positives first."""
+    rng = np.random.default_rng(seed)
+    want = np.zeros((n_boot, len(y)), dtype=np.int64)
+    for start in range(0, n_boot, block):
+        size = min(block, n_boot - start)
+        for label in (1, 0):
+            rows = np.flatnonzero(y == label)
+            if len(rows):
+                draws = rng.integers(0, len(rows), size=(size, len(rows)))
+                for b in range(size):
+                    want[start + b, rows] = np.bincount(draws[b], minlength=len(rows))
+    return want
 
-    y = (np.random.default_rng(0).random(1000) < 0.3).astype(np.float32)
-    fresh, reused = np.random.default_rng(7), np.random.default_rng(7)
-    buffer = np.full((5, 1000), -1, dtype=np.int32)
-    for size in (5, 5, 3):
-        want = _resample_counts(y, n_boot=size, rng=fresh, dtype=np.int32)
-        got = _resample_counts(y, n_boot=size, rng=reused, out=buffer)
-        np.testing.assert_array_equal(got, want)
-        assert got.base is buffer or got is buffer
-        assert (got[:, y == 1].sum(axis=1) == int(y.sum())).all()
 
+@pytest.mark.parametrize("prevalence", [0.2, 0.0, 1.0])
+@pytest.mark.parametrize(("n_boot", "rows"), [(6, 1), (7, 3), (10, 10), (5, 16)])
+def test_resamples_are_those_of_one_draw_per_block(monkeypatch, prevalence, n_boot, rows):
+    """A few resamples at a time, without the block's array, yet the same resamples for a
+    seed as drawing each block's positives then negatives at once (blocks of 3 here)."""
+    from binclf.decide import metrics
 
-def test_resamples_drawn_one_at_a_time_are_those_of_one_block_draw():
-    """Each class's resamples are drawn one at a time; the generator's stream makes them
-    those of one (n_boot, rows) draw per class, as the bootstrap drew them before."""
-    from binclf.decide.metrics import _resample_counts
-
-    y = (np.random.default_rng(1).random(3001) < 0.2).astype(np.float32)
-    rng = np.random.default_rng(11)
-    want = np.zeros((6, len(y)), dtype=np.int64)
-    for label in (1, 0):
-        rows = np.flatnonzero(y == label)
-        draws = rng.integers(0, len(rows), size=(6, len(rows)))
-        for b in range(6):
-            want[b, rows] = np.bincount(draws[b], minlength=len(rows))
-    got = _resample_counts(y, n_boot=6, rng=np.random.default_rng(11), dtype=np.int64)
-    np.testing.assert_array_equal(got, want)
+    monkeypatch.setattr(metrics, "_BLOCK", 3 * 301)
+    y = (np.random.default_rng(1).random(301) < prevalence).astype(np.float32)
+    got, seen = np.zeros((n_boot, len(y)), dtype=np.int64), []
+    for first, counts in metrics._resamples(y, n_boot=n_boot, rng=np.random.default_rng(11), rows=rows, dtype=np.int32):
+        assert counts.shape[0] <= rows and counts.dtype == np.int32
+        got[first : first + len(counts)] = counts
+        seen.extend(range(first, first + len(counts)))
+        assert (counts[:, y == 1].sum(axis=1) == int(y.sum())).all()  # the class counts kept
+    assert seen == list(range(n_boot))
+    np.testing.assert_array_equal(got, _block_draws(y, n_boot, 3, 11))

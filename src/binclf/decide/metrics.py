@@ -16,8 +16,9 @@ a few tens of milliseconds).
 
 from __future__ import annotations
 
+import copy
 import math
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import numpy as np
@@ -141,8 +142,9 @@ BOOTSTRAP_METRICS: tuple[str, ...] = (
 )
 
 _STRATEGIES = ("uniform", "quantile")
-# Resamples drawn at once: (resamples, rows) entries at most. Fixed, because
-# the block decides which draws of the generator go to which resample.
+# The bootstrap's resamples are those of drawing (resamples, rows) entries at most
+# at once (_resamples). Fixed, because the block decides which draws of the
+# generator go to which resample; no array of that size is made.
 _BLOCK = 4_000_000
 # Entries of the (resamples, rows) arrays the metrics are computed on at once
 # (~10 of them, so ~20 MiB a pass).
@@ -419,39 +421,46 @@ def binary_metrics(y, proba, *, threshold: float = 0.5) -> dict[str, float]:
 # --------------------------------------------------------------------------- bootstrap
 
 
-def _resample_counts(
-    y: np.ndarray, *, n_boot: int, rng: np.random.Generator, dtype: Any = np.float64, out: np.ndarray | None = None
-) -> np.ndarray:
-    """Row multiplicities of ``n_boot`` stratified bootstrap resamples, shape ``(n_boot, n)`` of ``dtype``.
+def _resamples(
+    y: np.ndarray, *, n_boot: int, rng: np.random.Generator, rows: int, dtype: Any = np.float64
+) -> Iterator[tuple[int, np.ndarray]]:
+    """Row multiplicities of ``n_boot`` stratified bootstrap resamples, ``rows`` resamples at a time.
 
-    Positives and negatives are each drawn with replacement from their own rows,
-    so every resample keeps the class counts of ``y`` (and both classes, when
-    ``y`` has both). ``out``: a buffer of at least ``n_boot`` rows of ``n`` to
-    write them in (its first ``n_boot`` rows are returned): a bootstrap's blocks
-    reuse one instead of each allocating its own tens of MB between the
-    results kept (the heap crept up by a block's worth every few blocks).
+    Yields ``(first, counts)``: resamples ``first, first + 1, ...`` as a
+    ``(<= rows, n)`` array of ``dtype``, one buffer reused (use it before the
+    next). Positives and negatives are each drawn with replacement from their
+    own rows, so every resample keeps the class counts of ``y`` (and both
+    classes, when ``y`` has both).
+
+    The resamples are those of drawing, per block of ``_BLOCK // n`` resamples,
+    all the block's positives and then all its negatives (one ``(block, rows)``
+    draw per class, as the bootstrap first did: a seed gives the same resamples,
+    tested). The block's array is not made: a copy of the generator replays the
+    positives beside the negatives (each block's positives are drawn twice, the
+    first time only to reach the negatives' draws). The block's counts were the
+    bootstrap's largest array (a block of 4M entries: 16-32 MB, whatever the rows).
     """
     n = y.shape[0]
-    if out is None:
-        counts = np.zeros((n_boot, n), dtype=dtype)
-    else:
-        counts = out[:n_boot]
-        counts.fill(0)
-    # Positives then negatives, each as n_boot resamples of the class's rows in
-    # the generator's order, so a seed gives the same resamples. Drawn and counted
-    # a resample at a time over the class's own rows (a row is in one class, so
-    # its count is assigned, not added): the same numbers as one (n_boot, rows)
-    # draw (the generator's stream is the same, tested), without that int64 block
-    # (up to 32 MB: the bootstrap's largest array on small tables).
-    for label in (1, 0):
-        rows = np.flatnonzero(y == label)
-        m = rows.shape[0]
-        if m == 0:
-            continue
-        for b in range(n_boot):
-            counts[b, rows] = np.bincount(rng.integers(0, m, size=m), minlength=m)
-        del rows
-    return counts
+    block = max(1, _BLOCK // max(n, 1))
+    classes = [r for r in (np.flatnonzero(y == 1), np.flatnonzero(y == 0)) if r.shape[0]]
+    buffer = np.empty((max(1, min(rows, n_boot)), n), dtype=dtype)
+    for start in range(0, n_boot, block):
+        size = min(block, n_boot - start)
+        gens = [copy.deepcopy(rng) for _ in classes]  # each at the block's first draw
+        if len(classes) == 2:  # the negatives' draws follow all the block's positives
+            m = classes[0].shape[0]
+            for _ in range(size):
+                gens[1].integers(0, m, size=m)
+        for lo in range(0, size, rows):
+            counts = buffer[: min(rows, size - lo)]
+            for b in range(counts.shape[0]):
+                # A row is in one class, so its count is assigned, not added.
+                for idx, g in zip(classes, gens):
+                    counts[b, idx] = np.bincount(g.integers(0, idx.shape[0], size=idx.shape[0]), minlength=idx.shape[0])
+            yield start + lo, counts
+        if gens:
+            rng.bit_generator.state = gens[-1].bit_generator.state  # past the block's last draw
+    del buffer
 
 
 def _safe_div(num: np.ndarray, den: np.ndarray) -> np.ndarray:
@@ -580,25 +589,16 @@ def bootstrap_intervals(
     if n_boot == 0:
         return {}
     rng = np.random.default_rng(seed)
-    block = max(1, _BLOCK // y.shape[0])
     # Each resample's metric values written in place (no array kept per block).
     values = {name: np.empty(n_boot) for name in names}
-    rows_per_pass = max(1, _PASS // y.shape[0])
     groups = _sort_groups(proba) if {"roc_auc", "pr_auc"} & set(names) else None
-    # The block's counts as int32 (half of float64's bytes), each pass's few rows
-    # made float64 for the metrics: the same numbers as float64 counts.
-    buffer = np.empty((min(block, n_boot), y.shape[0]), dtype=np.int32)
-    for start in range(0, n_boot, block):
-        counts = _resample_counts(y, n_boot=min(block, n_boot - start), rng=rng, out=buffer)
-        # The metrics make ~10 arrays the shape of the counts: a few resamples at a time.
-        for lo in range(0, counts.shape[0], rows_per_pass):
-            part = counts[lo : lo + rows_per_pass].astype(np.float64)
-            for name, vals in _weighted_metrics(
-                y, proba, part, threshold=float(threshold), names=names, groups=groups
-            ).items():
-                values[name][start + lo : start + lo + len(part)] = vals
-        del counts
-    del buffer
+    # The metrics make ~10 arrays the shape of the counts: a few resamples at a time.
+    rows_per_pass = max(1, _PASS // y.shape[0])
+    for first, counts in _resamples(y, n_boot=n_boot, rng=rng, rows=rows_per_pass):
+        for name, vals in _weighted_metrics(
+            y, proba, counts, threshold=float(threshold), names=names, groups=groups
+        ).items():
+            values[name][first : first + len(counts)] = vals
     tail = 50.0 * (1.0 - confidence)
     intervals: dict[str, tuple[float, float]] = {}
     for name in names:

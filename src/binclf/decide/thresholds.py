@@ -28,7 +28,7 @@ from typing import Any
 import numpy as np
 
 from binclf.errors import ConfigError
-from binclf.decide.metrics import check_pair, check_scores, _resample_counts
+from binclf.decide.metrics import check_pair, check_scores, _resamples
 from binclf.decide.objectives import OBJECTIVE_FORMS, Objective, format_float, parse_objective
 
 __all__ = [
@@ -45,9 +45,6 @@ _CONSTRAINED = ("precision", "recall", "fpr")
 # Relative tolerance for "the same objective value": equal rationals computed
 # along different float paths (MCC's square root) may differ in the last bits.
 _TIE = 1e-12
-# Resamples drawn at once: (resamples, rows) entries at most. Fixed, because
-# the block decides which draws of the generator go to which resample.
-_BLOCK = 4_000_000
 # Entries of the (resamples, candidates) arrays evaluated at once: the search
 # makes ~15 of them, so a pass holds ~15 x 8 x _PASS bytes (~30 MiB).
 _PASS = 1 << 18
@@ -682,21 +679,14 @@ def _choose_at_once(obj: Objective, y: np.ndarray, proba: np.ndarray, *, n_boot:
 
     threshold_ci = value_ci = None
     if n_boot:
-        rng = np.random.default_rng(seed)
-        block = max(1, _BLOCK // n)
         rows_per_pass = max(1, _PASS // n)
         chosen_t, chosen_v = [], []
-        buffer = np.empty((min(block, n_boot), n))  # every block's counts, in turn
-        for start in range(0, n_boot, block):
-            counts = _resample_counts(y, n_boot=min(block, n_boot - start), rng=rng, out=buffer)
-            # The draws keep their block (the same resamples for a seed); the ~15
-            # (resamples, candidates) arrays of the search are made a few rows at a time.
-            for lo in range(0, counts.shape[0], rows_per_pass):
-                b_tp, b_fp, b_pos, b_neg = _cumulative_counts(y, order, starts, counts[lo : lo + rows_per_pass])
-                b_idx, b_value, _, _ = _select(obj, b_tp, b_fp, b_pos, b_neg)
-                chosen_t.append(thresholds[b_idx])
-                chosen_v.append(b_value)
-            del counts
+        # The ~15 (resamples, candidates) arrays of the search are made a few resamples at a time.
+        for _, counts in _resamples(y, n_boot=n_boot, rng=np.random.default_rng(seed), rows=rows_per_pass):
+            b_tp, b_fp, b_pos, b_neg = _cumulative_counts(y, order, starts, counts)
+            b_idx, b_value, _, _ = _select(obj, b_tp, b_fp, b_pos, b_neg)
+            chosen_t.append(thresholds[b_idx])
+            chosen_v.append(b_value)
         threshold_ci, value_ci = _intervals(chosen_t, chosen_v, confidence)
     return float(thresholds[j]), float(value[0]), bool(feasible[0]), fallback, threshold_ci, value_ci
 
@@ -720,16 +710,11 @@ def _choose_chunked(obj: Objective, y: np.ndarray, proba: np.ndarray, *, n_boot:
 
     threshold_ci = value_ci = None
     if n_boot:
-        rng = np.random.default_rng(seed)
-        block = max(1, _BLOCK // n)
         chosen_j, chosen_v = [], []
-        buffer = np.empty((min(block, n_boot), n), dtype=np.int32)  # every block's counts, in turn
-        for start in range(0, n_boot, block):
-            counts = _resample_counts(y, n_boot=min(block, n_boot - start), rng=rng, out=buffer)
-            for row in counts:
-                b = _chunked_search(obj, s, row)
-                chosen_j.append(b["index"])
-                chosen_v.append(b["value"])
-            del counts
+        # A resample's multiplicities at a time (int32, drawn as the whole-array search draws them).
+        for _, counts in _resamples(y, n_boot=n_boot, rng=np.random.default_rng(seed), rows=1, dtype=np.int32):
+            b = _chunked_search(obj, s, counts[0])
+            chosen_j.append(b["index"])
+            chosen_v.append(b["value"])
         threshold_ci, value_ci = _intervals([s.threshold(np.array(chosen_j))], [np.array(chosen_v)], confidence)
     return threshold, float(main["value"]), bool(main["feasible"]), fallback, threshold_ci, value_ci

@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 from binclf.decide.metrics import BINARY_METRIC_KEYS, METRIC_NAMES
 from binclf.errors import DataError
 from binclf.numeric import sigmoid
+from binclf.runtime import release_freed_memory
 from binclf.report.data import _data_summary, _uncorrected, report_data
 from binclf.report.figures import (
     _RC,
@@ -364,6 +365,10 @@ def render_html(data: dict[str, Any]) -> str:
     str
         The page.
     """
+    # The numbers' temporaries (curves over the test rows) are freed but resident
+    # under binclf.runtime.tune_malloc: handed back before matplotlib's import and
+    # figures stack on them (measured on 1M rows x 8: the report was the run's peak).
+    release_freed_memory()
     from matplotlib import rc_context
 
     from binclf.report.text import text_section_html
