@@ -15,14 +15,13 @@ largest table of the same width (MB of peak per MB of decoded table added),
 which is what grows with the data: the rest is fixed (code paged in as it
 first runs, the threads' heaps, the report's figures), so a table of a few MB
 is a large multiple of itself whatever is done. ``--max-epochs 2`` keeps the
-training step eager; with the default epochs a long enough fit compiles its
-step, and importing inductor adds a fixed ~110 MB.
+training step eager; with the default epochs (``--max-epochs 0``) a long
+enough fit compiles its step.
 
-The import baseline is the peak of a child that imports every module a
-``binclf train --model M`` run imports (found by a run on a 2,000-row table
-with the same flags: the report's matplotlib included) and does nothing else.
-The baseline of benchmarks/scale.py (its fixed list of imports, without
-matplotlib) is printed beside it.
+Each row's import baseline is the peak of a second child that imports every
+module that run imported (the report's matplotlib, and inductor where a fit
+compiled its step) and does nothing else. The baseline of benchmarks/scale.py
+(its fixed list of imports, without matplotlib) is printed above the table.
 
 Never part of the test suite: peaks vary by ~+-10 MB from run to run.
 """
@@ -35,7 +34,7 @@ from pathlib import Path
 
 import numpy as np
 from _machine import cpu_model
-from scale import child, import_baseline
+from scale import Run, child, import_baseline
 
 TARGET = 3.0
 
@@ -70,16 +69,19 @@ def parse_table(text: str) -> tuple[int, int, str]:
     return rows, cols, dtype or "float32"
 
 
-_MODULES = """
+# A run: ``binclf train`` in this process, then the modules it imported.
+_RUN = """
 import sys
 import binclf.cli
 try:
     binclf.cli.main(sys.argv[1:], standalone_mode=False)
-except SystemExit:
-    pass
+except SystemExit as e:
+    if e.code:
+        raise
 print("MODULES", " ".join(sorted(m for m in sys.modules if m != "__main__")))
 """
 
+# A run's import baseline: the same modules imported, nothing else done.
 _IMPORT = """
 import importlib, sys
 for name in sys.argv[1:]:
@@ -90,14 +92,13 @@ for name in sys.argv[1:]:
 """
 
 
-def run_import_baseline(train_args: list[str]) -> float:
-    """Peak RSS (MB) of a child importing every module ``binclf train TRAIN_ARGS`` imports, and nothing else."""
-    import subprocess
-
-    found = subprocess.run([sys.executable, "-c", _MODULES, "train", *train_args], capture_output=True, text=True,
-                           check=True).stdout
-    modules = next(line for line in found.splitlines() if line.startswith("MODULES ")).split()[1:]
-    return child([sys.executable, "-c", _IMPORT, *modules]).peak_mb
+def train_and_baseline(args: list[str]) -> tuple[Run, float]:
+    """``binclf train ARGS`` in a child (its run), and the peak RSS (MB) of a child importing every module it imported."""
+    run = child([sys.executable, "-c", _RUN, "train", *args])
+    found = [line for line in run.output.splitlines() if line.startswith("MODULES ")]
+    if run.returncode != 0 or not found:
+        return run, float("nan")
+    return run, child([sys.executable, "-c", _IMPORT, *found[-1].split()[1:]]).peak_mb
 
 
 def main() -> None:
@@ -105,11 +106,12 @@ def main() -> None:
     ap.add_argument("--table", action="append", type=parse_table, metavar="ROWSxCOLS[:DTYPE]",
                     help="tables (default: 200000x20:float64, 1000000x8, 3000000x8)")
     ap.add_argument("--model", action="append", help="models (default: auto and mlp)")
-    ap.add_argument("--max-epochs", type=int, default=2)
+    ap.add_argument("--max-epochs", type=int, default=2, help="0: the default epochs (long fits compile their step)")
     ap.add_argument("--workdir", type=Path, default=Path("/tmp/binclf-memory"))
     args = ap.parse_args()
     specs = args.table or [(200_000, 20, "float64"), (1_000_000, 8, "float32"), (3_000_000, 8, "float32")]
     models = args.model or ["auto", "mlp"]
+    epochs = ["--max-epochs", str(args.max_epochs)] if args.max_epochs else []
 
     import torch
 
@@ -118,33 +120,28 @@ def main() -> None:
     print(f"binclf {binclf.__version__}, torch {torch.__version__}, CPU: {cpu_model()}")
     tables = {t: args.workdir / f"numeric_{t[0]}x{t[1]}_{t[2]}.parquet" for t in specs}
     decoded = {t: make_table(p, *t) for t, p in tables.items()}
-    tiny = args.workdir / "numeric_2000.parquet"
-    make_table(tiny, 2000)
-    bases = {m: run_import_baseline([str(tiny), "-t", "y", "--model", m, "--max-epochs", str(args.max_epochs),
-                                     "--force", "-o", str(args.workdir / "out_baseline")]) for m in models}
-    print("import baseline: every module binclf train --model M imports, "
-          + ", ".join(f"{m} {b:,.0f} MB" for m, b in bases.items())
-          + f" (benchmarks/scale.py's list, without the report's matplotlib: {import_baseline():,.0f} MB)")
-    print(f"every run: binclf train T.parquet -t y --model M --max-epochs {args.max_epochs}")
+    print(f"every run: {' '.join(['binclf train T.parquet -t y --model M', *epochs])}; base: a process importing every "
+          f"module that run imported (benchmarks/scale.py's fixed list, without the report's matplotlib: "
+          f"{import_baseline():,.0f} MB)")
     print()
-    header = (f"{'model':<6} {'table':>22} {'decoded MB':>10} {'peak MB':>8} {'(peak-base)/decoded':>20} "
-              f"{'target':>8}  seconds")
+    header = (f"{'model':<6} {'table':>22} {'decoded MB':>10} {'base MB':>8} {'peak MB':>8} "
+              f"{'(peak-base)/decoded':>20} {'target':>8}  seconds")
     print(header)
     print("-" * len(header))
     peaks: dict[tuple[str, tuple], float] = {}
     for model in models:
         for t in specs:
             name = f"{t[0]:,} x {t[1]} {t[2]}"
-            run = child([sys.executable, "-m", "binclf", "train", str(tables[t]), "-t", "y", "--model", model,
-                         "--max-epochs", str(args.max_epochs), "--force", "-o", str(args.workdir / "out")])
+            run, base = train_and_baseline([str(tables[t]), "-t", "y", "--model", model, *epochs, "--force",
+                                            "-o", str(args.workdir / "out")])
             if run.returncode != 0:
                 print(f"{model:<6} {name:>22} failed (exit {run.returncode}): {run.output.strip().splitlines()[-1:]}")
                 continue
             peaks[model, t] = run.peak_mb
-            ratio = (run.peak_mb - bases[model]) / (decoded[t] / 1e6)
+            ratio = (run.peak_mb - base) / (decoded[t] / 1e6)
             met = "met" if ratio <= TARGET else "NOT met"
-            print(f"{model:<6} {name:>22} {decoded[t] / 1e6:>10,.0f} {run.peak_mb:>8,.0f} {ratio:>19.2f}x {met:>8}"
-                  f"  {run.seconds:7.1f}")
+            print(f"{model:<6} {name:>22} {decoded[t] / 1e6:>10,.0f} {base:>8,.0f} {run.peak_mb:>8,.0f} "
+                  f"{ratio:>19.2f}x {met:>8}  {run.seconds:7.1f}")
     print()
     for model in models:
         for width in sorted({t[1:] for t in specs}):

@@ -267,8 +267,8 @@ def _block_draws(y, n_boot, block, seed):
 
 
 @pytest.mark.parametrize("prevalence", [0.2, 0.0, 1.0])
-@pytest.mark.parametrize(("n_boot", "rows"), [(6, 1), (7, 3), (10, 10), (5, 16)])
-def test_resamples_are_those_of_one_draw_per_block(monkeypatch, prevalence, n_boot, rows):
+@pytest.mark.parametrize(("n_boot", "at_once"), [(6, 1), (7, 3), (10, 10), (5, 16)])
+def test_resamples_are_those_of_one_draw_per_block(monkeypatch, prevalence, n_boot, at_once):
     """A few resamples at a time, without the block's array, yet the same resamples for a
     seed as drawing each block's positives then negatives at once (blocks of 3 here)."""
     from binclf.decide import metrics
@@ -276,8 +276,8 @@ def test_resamples_are_those_of_one_draw_per_block(monkeypatch, prevalence, n_bo
     monkeypatch.setattr(metrics, "_BLOCK", 3 * 301)
     y = (np.random.default_rng(1).random(301) < prevalence).astype(np.float32)
     got, seen = np.zeros((n_boot, len(y)), dtype=np.int64), []
-    for first, counts in metrics._resamples(y, n_boot=n_boot, rng=np.random.default_rng(11), rows=rows, dtype=np.int32):
-        assert counts.shape[0] <= rows and counts.dtype == np.int32
+    for first, counts in metrics._resamples(y, n_boot=n_boot, rng=np.random.default_rng(11), at_once=at_once, dtype=np.int32):
+        assert counts.shape[0] <= at_once and counts.dtype == np.int32
         got[first : first + len(counts)] = counts
         seen.extend(range(first, first + len(counts)))
         assert (counts[:, y == 1].sum(axis=1) == int(y.sum())).all()  # the class counts kept

@@ -682,7 +682,7 @@ def _choose_at_once(obj: Objective, y: np.ndarray, proba: np.ndarray, *, n_boot:
         rows_per_pass = max(1, _PASS // n)
         chosen_t, chosen_v = [], []
         # The ~15 (resamples, candidates) arrays of the search are made a few resamples at a time.
-        for _, counts in _resamples(y, n_boot=n_boot, rng=np.random.default_rng(seed), rows=rows_per_pass):
+        for _, counts in _resamples(y, n_boot=n_boot, rng=np.random.default_rng(seed), at_once=rows_per_pass):
             b_tp, b_fp, b_pos, b_neg = _cumulative_counts(y, order, starts, counts)
             b_idx, b_value, _, _ = _select(obj, b_tp, b_fp, b_pos, b_neg)
             chosen_t.append(thresholds[b_idx])
@@ -712,7 +712,7 @@ def _choose_chunked(obj: Objective, y: np.ndarray, proba: np.ndarray, *, n_boot:
     if n_boot:
         chosen_j, chosen_v = [], []
         # A resample's multiplicities at a time (int32, drawn as the whole-array search draws them).
-        for _, counts in _resamples(y, n_boot=n_boot, rng=np.random.default_rng(seed), rows=1, dtype=np.int32):
+        for _, counts in _resamples(y, n_boot=n_boot, rng=np.random.default_rng(seed), at_once=1, dtype=np.int32):
             b = _chunked_search(obj, s, counts[0])
             chosen_j.append(b["index"])
             chosen_v.append(b["value"])
