@@ -497,3 +497,33 @@ def test_the_early_stopping_sample_is_drawn_by_place_the_same_in_every_pass():
     assert len(np.intersect1d(whole, other)) == 0 and len(np.unique(whole)) == 1000
     kept = _keep_share(np.concatenate([_position_keys((("f", g), 0), 5000) for g in range(20)]), 0.1)
     assert 0.09 < kept.mean() < 0.11
+
+
+def test_shuffle_buffer_batches_are_the_shuffled_rows_and_stay_as_given():
+    """Each drain's batches are the joined rows in the permutation's order (as shuffling the
+    joined rows and slicing), the remainder waits for the next drain, and a batch given out
+    keeps its values after later drains reuse the buffer's arrays."""
+    from binclf.train.stream import _ShuffleBuffer
+
+    rows = np.arange(1000, dtype=np.float32)[:, None] * np.ones((1, 3), dtype=np.float32)
+    labels = np.arange(1000) % 2
+    buf = _ShuffleBuffer(capacity=100, batch_size=16, rng=np.random.default_rng(5))
+    ref_rng, pending_X, pending_y, want = np.random.default_rng(5), [], [], []
+    given = []
+    for lo in range(0, 1000, 37):  # parts of 37 rows: drains every 3 parts, remainders carried
+        X, y = rows[lo : lo + 37], labels[lo : lo + 37]
+        pending_X.append(X)
+        pending_y.append(y)
+        if sum(len(p) for p in pending_y) >= 100:  # the reference: join, shuffle, slice
+            jx, jy = np.concatenate(pending_X), np.concatenate(pending_y)
+            perm = ref_rng.permutation(len(jy))
+            jx, jy = jx[perm], jy[perm]
+            full = len(jy) // 16 * 16
+            want += [(jx[i : i + 16], jy[i : i + 16]) for i in range(0, full, 16)]
+            pending_X, pending_y = [jx[full:]], [jy[full:]]
+        given += [(bx, by) for bx, by, _ in buf.add(X, y)]
+    assert len(given) == len(want) > 10
+    for (bx, by), (wx, wy) in zip(given, want):  # every batch, read after all the drains
+        np.testing.assert_array_equal(bx.numpy(), wx)
+        np.testing.assert_array_equal(by.numpy(), wy)
+        assert (bx.numpy()[:, 0] % 2 == by.numpy()).all()  # rows and labels still paired
