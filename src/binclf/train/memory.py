@@ -63,6 +63,13 @@ __all__ = [
 #: (slope 3.09), and on a 2-core AMD EPYC earlier: auto slope 3.03, mlp 1.11;
 #: before the table was freed once the inputs are made: auto 3.98, mlp 1.70.
 #:
+#: Then the bootstrap stopped making its 4M-count block (16-32 MB whatever the
+#: rows), the report hands freed memory back before matplotlib, and the OOF
+#: forward runs in smaller chunks: benchmarks/memory.py (MB of 10^6 bytes, the
+#: baseline a child importing every module the run imported, matplotlib
+#: included) gives auto 546 -> 723 MB (slope 2.21) and mlp 515 -> 693 MB
+#: (slope 2.23) over 1M -> 3M rows: the fixed part fell more than the slope.
+#:
 #: The factor stays above the worst measured slope, with margin for the
 #: run-to-run spread (up to ~+-20 MB, +-0.25 on the slope) and for tables not
 #: measured; the intercepts (~130-140 MB, plus ~110 MB where the step is
