@@ -43,6 +43,10 @@ _EPS = 1e-12
 # Held-out rows per forward call when predicting out of fold: a PLE network's
 # encoding and activations of 8,192 rows left ~7 MB more resident at 1M rows.
 _OOF_ROWS = 2048
+# Held-out rows copied at a time for a logistic fold model's logits, and rows of
+# the blend's probabilities made at a time (their own sizes: not the networks').
+_LINEAR_OOF_ROWS = 65_536
+_BLEND_ROWS = 8192
 
 
 class Folds(Sequence):
@@ -162,8 +166,8 @@ def _oof_logits(models: Sequence[Any], X: Any, folds: Sequence[tuple[np.ndarray,
     oof = np.empty(n)
     for i, lr in enumerate(models):
         held = _held_rows(folds, i)
-        for lo in range(0, len(held), _OOF_ROWS * 8):  # the held-out rows' copy a block at a time
-            rows = held[lo : lo + _OOF_ROWS * 8]
+        for lo in range(0, len(held), _LINEAR_OOF_ROWS):  # the held-out rows' copy a block at a time
+            rows = held[lo : lo + _LINEAR_OOF_ROWS]
             oof[rows] = lr.decision_function(X[rows])
     return oof
 
@@ -491,14 +495,14 @@ def cross_fit(
 
     def probabilities(lo: int) -> np.ndarray:
         """Each source's probabilities ``(rows, m)`` for a block of rows (sigmoid's temporaries a block at a time)."""
-        block = np.empty((min(_OOF_ROWS, n - lo), len(sources)))
+        block = np.empty((min(_BLEND_ROWS, n - lo), len(sources)))
         for j, oof in enumerate(sources):
-            block[:, j] = sigmoid(oof[lo : lo + _OOF_ROWS])
+            block[:, j] = sigmoid(oof[lo : lo + _BLEND_ROWS])
         return block
 
     P = np.empty((n, len(sources)))
-    for lo in range(0, n, _OOF_ROWS):
-        P[lo : lo + _OOF_ROWS] = probabilities(lo)
+    for lo in range(0, n, _BLEND_ROWS):
+        P[lo : lo + _BLEND_ROWS] = probabilities(lo)
     w = mixture_weights(P, y, overwrite=True)  # a single source gets all the weight
     del P  # overwritten: each row's probability of its own class
     # Shares below 1% add members that hardly move a prediction: drop them.
@@ -508,8 +512,8 @@ def cross_fit(
         bag.weight = float(share)
     w_lin = float(w[-1]) if linear else 0.0
     p = np.empty(n)
-    for lo in range(0, n, _OOF_ROWS):
-        p[lo : lo + _OOF_ROWS] = probabilities(lo) @ w
+    for lo in range(0, n, _BLEND_ROWS):
+        p[lo : lo + _BLEND_ROWS] = probabilities(lo) @ w
     np.clip(p, _EPS, 1 - _EPS, out=p)
     info.update(linear_weight=w_lin, bag_weights={b.name: b.weight for b in bags},
                 blend_oof_log_loss=log_loss(y01, p, eps=_EPS), seconds=time.perf_counter() - t0)
