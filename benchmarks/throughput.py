@@ -25,7 +25,11 @@ rows/s and peak memory (the child's max RSS), beside pyarrow reading the same
 file alone (in a fresh process, as the command runs, and warm in this one),
 with two bundles trained on a 20,000-row sample: the workload's MLP
 (``--model mlp``) and binclf's default model; then peak memory on files of
-20x and 40x the chunk size.
+20x and 40x the chunk size; then where each bundle's prediction spends its CPU
+(the whole command's work in a fresh process, its members alone on one core,
+and the default model's PLE-MLP bag stage by stage), with the ratio the
+default bundle could reach were its bin search and everything else in its
+members free (:func:`breakdown`).
 
 Never part of the test suite: timings depend on the machine and its load.
 """
@@ -341,6 +345,103 @@ def bench_predict(
     return results
 
 
+def member_breakdown(bundle: str, parquet: str) -> dict[str, float]:
+    """CPU microseconds per row of one bundle: ``binclf predict``'s whole work in this process, and its members' stages.
+
+    ``whole``: user + system CPU of :meth:`Predictor.predict_file` on ``parquet``
+    (after a first call that builds the members' plan), over its rows. Then the
+    members alone on one core (``members``: :class:`binclf.infer.MemberPlan` on
+    the first 262,144 rows, in its 4,096-row chunks), and inside them the stages
+    of the PLE-MLPs that share their bins: ``bins`` (each number's bin and
+    fraction, once for the group), ``lookups`` (the first layer: two
+    ``embedding_bag`` sums a member) and ``layers`` (the hidden layers after it).
+    Run in a fresh process (:func:`breakdown`): nothing else warm, one
+    bundle at a time.
+    """
+    import resource
+    import tempfile
+
+    import pyarrow.parquet as pq
+
+    from binclf import runtime
+    from binclf.infer import _EVAL_ROWS, _PLEGroup, _PLETables
+    from binclf.predictor import Predictor
+
+    def cpu() -> float:
+        r = resource.getrusage(resource.RUSAGE_SELF)
+        return r.ru_utime + r.ru_stime
+
+    P = Predictor.load(bundle)
+    with tempfile.TemporaryDirectory() as tmp:
+        out = Path(tmp) / "out.parquet"
+        rows = P.predict_file(parquet, out)["rows"]
+        c0 = cpu()
+        P.predict_file(parquet, out)
+        whole = (cpu() - c0) / rows * 1e6
+    n = min(rows, 262_144)
+    X = torch.from_numpy(P.transform(pq.read_table(parquet).slice(0, n).to_pandas()))
+    plan = P._plan
+    got = {"whole": whole, "members": 0.0, "bins": 0.0, "lookups": 0.0, "layers": 0.0}
+    with torch.inference_mode(), runtime.torch_threads(1):
+        plan(X[:_EVAL_ROWS])
+        t0 = time.perf_counter()
+        plan(X)
+        got["members"] = (time.perf_counter() - t0) / n * 1e6
+        for _, part in plan.parts:
+            tables = part.tables if isinstance(part, _PLEGroup) else [part] if isinstance(part, _PLETables) else []
+            for lo in range(0, n, _EVAL_ROWS) if tables else ():
+                xb = X[lo : lo + _EVAL_ROWS, : tables[0].d]
+                t0 = time.perf_counter()
+                idx, frac = tables[0].bins(xb)
+                got["bins"] += time.perf_counter() - t0
+                for t in tables:
+                    t0 = time.perf_counter()
+                    z = t.first(xb, idx, frac)
+                    t1 = time.perf_counter()
+                    t.hidden(xb, z)
+                    got["lookups"] += t1 - t0
+                    got["layers"] += time.perf_counter() - t1
+    for k in ("bins", "lookups", "layers"):
+        got[k] *= 1e6 / n
+    return got
+
+
+def breakdown(bundles: dict[str, Path], parquet: Path) -> None:
+    """Prints where each bundle's prediction spends its CPU, and what that allows the default bundle's ratio to reach."""
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    got = {}
+    for label, bundle in bundles.items():  # one fresh process each, one after the other
+        with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as pool:
+            got[label] = pool.submit(member_breakdown, str(bundle), str(parquet)).result()
+    mlp, ens = got["mlp"], got["default"]
+    rest = {k: v["whole"] - v["members"] for k, v in got.items()}
+    print()
+    print(f"where binclf predict's CPU goes, microseconds per row ({parquet.name}; whole = user + system CPU of "
+          "Predictor.predict_file in a fresh process,")
+    print("members = the members alone on one core, in 4,096-row chunks; rest = whole - members: reading, "
+          "preprocessing, calibrating, deciding, writing)")
+    print(f"{'stage':<58}{'mlp bundle':>12}{'default bundle':>16}")
+    lines = [
+        ("whole prediction", "whole"),
+        ("  members", "members"),
+        ("    PLE-MLP bag: bins and fractions (once for the bag)", "bins"),
+        ("    PLE-MLP bag: first layers (2 embedding_bag a member)", "lookups"),
+        ("    PLE-MLP bag: hidden layers", "layers"),
+    ]
+    for name, key in lines:
+        print(f"{name:<58}{mlp[key]:>12.2f}{ens[key]:>16.2f}")
+    print(f"{'  rest':<58}{rest['mlp']:>12.2f}{rest['default']:>16.2f}")
+    ratio = mlp["whole"] / ens["whole"]
+    allowed = 2 * mlp["whole"] - rest["default"]
+    bound = mlp["whole"] / (rest["default"] + ens["lookups"] + ens["layers"])
+    print(f"CPU ratio mlp / default: {ratio:.0%}; 50% needs the default bundle's members at <= {allowed:.2f} us per "
+          f"row (now {ens['members']:.2f});")
+    print(f"with its bins and everything else in its members free, lookups and hidden layers as they are: "
+          f"{bound:.0%}")
+
+
 # --------------------------------------------------------------------------- #
 # main
 # --------------------------------------------------------------------------- #
@@ -504,6 +605,8 @@ def print_predict(args: argparse.Namespace) -> None:
     if flat["flat"]:
         print(f"peak memory, mlp bundle, --batch-rows {flat['chunk']:,}: "
               + ", ".join(f"{k} the chunk: {v:.0f} MiB" for k, v in flat["flat"].items()))
+    breakdown({label: args.workdir / f"bundle-{label}" for label in BUNDLES},
+              prepare_files(args.workdir, args.predict_rows)["parquet"])
 
 
 if __name__ == "__main__":

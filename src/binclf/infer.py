@@ -296,10 +296,18 @@ class _PLETables:
 
     def member(self, x: Tensor, idx: Tensor, frac: Tensor) -> Tensor:
         """The logits ``(n, 1)`` of inputs ``x`` ``(n, d)`` whose bins are ``idx``, ``frac`` (:meth:`bins`)."""
+        return self.hidden(x, self.first(x, idx, frac))
+
+    def first(self, x: Tensor, idx: Tensor, frac: Tensor) -> Tensor:
+        """The first layer's pre-activations ``(n, h)``: the lookups (and the other inputs' product)."""
         z = F.embedding_bag(idx, self.full, mode="sum")
         z += F.embedding_bag(idx, self.part, per_sample_weights=frac, mode="sum")
         if self.raw is not None:
             z.addmm_(x[:, self.k :], self.raw)
+        return z
+
+    def hidden(self, x: Tensor, z: Tensor) -> Tensor:
+        """The logits ``(n, 1)`` from the first layer's pre-activations ``z`` (:meth:`first`) of inputs ``x``."""
         z.relu_()
         for weight, bias, relu in self.rest:
             z = _linear(z, weight, bias, relu)
