@@ -149,11 +149,16 @@ def _edge_inputs(m: torch.nn.Module, seed: int = 0) -> torch.Tensor:
     return torch.from_numpy(X)
 
 
+@pytest.mark.parametrize("search", ["comparison passes", "binary search"])
 @pytest.mark.parametrize("fitted", ["quantile edges", "few distinct values", "default edges"])
-def test_ple_tables_equal_the_forward_on_random_and_edge_inputs(fitted):
+def test_ple_tables_equal_the_forward_on_random_and_edge_inputs(fitted, search, monkeypatch):
     """The table path equals PLEMLP.forward to 1e-6 in probability on random values, values beyond the outermost
-    bins, exactly on bin edges and bin ends, with unused (+inf) bins, and gives NaN where the forward does."""
+    bins, exactly on bin edges and bin ends, with unused (+inf) bins, and gives NaN where the forward does; with
+    the bins found either way (a comparison pass per edge for large chunks, torch.searchsorted for few rows)."""
+    import binclf.infer
     from binclf.infer import _PLETables
+
+    monkeypatch.setattr(binclf.infer, "_SEARCH_VALUES", 0 if search == "comparison passes" else 10**9)
 
     m = _trained_like("ple_mlp", seed=3)
     if fitted == "few distinct values":  # ties merge: columns 0, 1, 2 use 2, 1 and none of their 6 bins
@@ -176,6 +181,23 @@ def test_ple_tables_equal_the_forward_on_random_and_edge_inputs(fitted):
     assert nan.sum() == 2 and torch.equal(torch.isnan(got), nan)
     torch.testing.assert_close(got[~nan], want[~nan], rtol=1e-5, atol=2e-5)  # +-1e6 inputs: logits ~1e5
     assert (torch.sigmoid(got[~nan]) - torch.sigmoid(want[~nan])).abs().max() < 1e-6
+
+
+def test_a_row_alone_gets_the_logit_it_gets_in_a_large_batch():
+    """One row at a time (bins by binary search, MKL's product) and 4,096-row chunks (a comparison pass per edge,
+    oneDNN's fused kernel where it works) give each row the same logit to float rounding, NaN rows included."""
+    from binclf.infer import _SEARCH_VALUES
+
+    members = [Member("ple_mlp", {}, _trained_like("ple_mlp", seed=i), 0.5, 0.0) for i in range(2)]
+    members.append(Member("mlp", {}, _trained_like("mlp", seed=5), 0.5, 0.0))
+    X = _edge_inputs(members[0].module)
+    X = torch.cat([X] * (4096 // len(X) + 1))[:4096]
+    assert len(X) * N_NUMERIC > _SEARCH_VALUES
+    plan = MemberPlan([m.module for m in members])
+    batch = plan(X)
+    alone = torch.cat([plan(X[i : i + 1]) for i in range(0, 4096, 7)])
+    torch.testing.assert_close(alone, batch[::7], rtol=1e-5, atol=1e-5, equal_nan=True)
+    assert torch.isnan(batch[:, 0]).sum() > 0
 
 
 def test_ple_bins_that_do_not_chain_take_the_encoding_path():
