@@ -184,8 +184,9 @@ def test_ple_tables_equal_the_forward_on_random_and_edge_inputs(fitted, search, 
 
 
 def test_a_row_alone_gets_the_logit_it_gets_in_a_large_batch():
-    """One row at a time (bins by binary search, MKL's product) and 4,096-row chunks (a comparison pass per edge,
-    oneDNN's fused kernel where it works) give each row the same logit to float rounding, NaN rows included."""
+    """One row at a time (the PLE-MLPs stacked: bins by binary search, batched products) and 4,096-row chunks (each
+    member: a comparison pass per edge, oneDNN's fused kernel where it works) give each row the same logit to float
+    rounding, NaN rows included."""
     from binclf.infer import _SEARCH_VALUES
 
     members = [Member("ple_mlp", {}, _trained_like("ple_mlp", seed=i), 0.5, 0.0) for i in range(2)]
@@ -194,6 +195,7 @@ def test_a_row_alone_gets_the_logit_it_gets_in_a_large_batch():
     X = torch.cat([X] * (4096 // len(X) + 1))[:4096]
     assert len(X) * N_NUMERIC > _SEARCH_VALUES
     plan = MemberPlan([m.module for m in members])
+    assert plan.few_parts is not None and plan.few_rows >= 1  # the two PLE-MLPs (own edges each) stack
     batch = plan(X)
     alone = torch.cat([plan(X[i : i + 1]) for i in range(0, 4096, 7)])
     torch.testing.assert_close(alone, batch[::7], rtol=1e-5, atol=1e-5, equal_nan=True)
