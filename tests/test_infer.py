@@ -183,7 +183,8 @@ def test_ple_tables_equal_the_forward_on_random_and_edge_inputs(fitted, search, 
     assert (torch.sigmoid(got[~nan]) - torch.sigmoid(want[~nan])).abs().max() < 1e-6
 
 
-def test_a_row_alone_gets_the_logit_it_gets_in_a_large_batch():
+@pytest.mark.parametrize("edges", ["own", "shared"])
+def test_a_row_alone_gets_the_logit_it_gets_in_a_large_batch(edges):
     """One row at a time (the PLE-MLPs stacked: bins by binary search, batched products) and 4,096-row chunks (each
     member: a comparison pass per edge, oneDNN's fused kernel where it works) give each row the same logit to float
     rounding, NaN rows included."""
@@ -191,11 +192,15 @@ def test_a_row_alone_gets_the_logit_it_gets_in_a_large_batch():
 
     members = [Member("ple_mlp", {}, _trained_like("ple_mlp", seed=i), 0.5, 0.0) for i in range(2)]
     members.append(Member("mlp", {}, _trained_like("mlp", seed=5), 0.5, 0.0))
+    if edges == "shared":  # a cross-fitted bag: one search for both when stacked
+        members[1].module.lo.copy_(members[0].module.lo)
+        members[1].module.inv_width.copy_(members[0].module.inv_width)
     X = _edge_inputs(members[0].module)
     X = torch.cat([X] * (4096 // len(X) + 1))[:4096]
     assert len(X) * N_NUMERIC > _SEARCH_VALUES
     plan = MemberPlan([m.module for m in members])
-    assert plan.few_parts is not None and plan.few_rows >= 1  # the two PLE-MLPs (own edges each) stack
+    stack = plan.few_parts[-1][1]  # the two PLE-MLPs stack
+    assert plan.few_rows >= 1 and (stack.shared is not None) == (edges == "shared")
     batch = plan(X)
     alone = torch.cat([plan(X[i : i + 1]) for i in range(0, 4096, 7)])
     torch.testing.assert_close(alone, batch[::7], rtol=1e-5, atol=1e-5, equal_nan=True)
@@ -265,7 +270,8 @@ def test_predictor_with_unknown_categories_nan_and_extremes_equals_the_plain_pat
 
 def test_ple_members_with_the_same_edges_share_their_bins_and_give_each_members_numbers():
     """A cross-fitted bag's PLE-MLPs (one set of edges) are one part that finds the bins once; a member with
-    other edges stays on its own; every logit equals the member evaluated alone, bit for bit."""
+    other edges stays on its own; every logit equals the member evaluated alone, bit for bit (in chunks too
+    large to stack; stacked, a few rows at a time, to float rounding)."""
     from binclf.infer import _PLEGroup, _PLETables
 
     bag = [_trained_like("ple_mlp", seed=s) for s in (1, 2, 4)]
@@ -278,8 +284,12 @@ def test_ple_members_with_the_same_edges_share_their_bins_and_give_each_members_
     kinds = {tuple(cols): type(part) for cols, part in plan.parts}
     assert kinds[(0, 2, 4)] is _PLEGroup and kinds[(1,)] is _PLETables
     X = _edge_inputs(bag[0])
+    X = torch.cat([X] * (4096 // len(X) + 1))[:4096]
+    assert len(X) > plan.few_rows
     got = plan(X)
+    few = torch.cat([plan(X[lo : lo + 5]) for lo in range(0, 400, 5)])
     for i, m in enumerate(modules):
         alone = MemberPlan([m])(X)[:, 0]
         assert torch.equal(torch.isnan(got[:, i]), torch.isnan(alone))
         assert torch.equal(got[:, i].nan_to_num(), alone.nan_to_num())
+        torch.testing.assert_close(few[:, i], alone[:400], rtol=1e-5, atol=1e-5, equal_nan=True)
