@@ -361,7 +361,8 @@ class _PLEStack:
     Parameters
     ----------
     tables : list of _PLETables
-        At least two, of the same shapes (:meth:`build` checks).
+        At least two, of the same shapes (:meth:`build` checks). Their tables
+        are rebound to views of the stack's.
     """
 
     def __init__(self, tables: list[_PLETables]) -> None:
@@ -375,6 +376,12 @@ class _PLEStack:
         self.part = torch.cat([t.part for t in tables])
         self.lo = torch.cat([t.lo for t in tables])
         self.inv = torch.cat([t.inv for t in tables])
+        # Each member's tables become its rows of the stacked ones (contiguous views, the same
+        # numbers): the stack holds no second copy (wide tables: megabytes a member).
+        rows, entries_all = t0.full.shape[0], t0.lo.numel()
+        for i, t in enumerate(tables):
+            t.full, t.part = self.full[i * rows : (i + 1) * rows], self.part[i * rows : (i + 1) * rows]
+            t.lo, t.inv = self.lo[i * entries_all : (i + 1) * entries_all], self.inv[i * entries_all : (i + 1) * entries_all]
         # Members with the same edges (a cross-fitted bag) share one search: each member's
         # entries are then the first member's, offset by the member's place in the tables.
         self.shared = tables[0] if all(t0.same_bins(t) for t in tables[1:]) else None
