@@ -176,6 +176,30 @@ class _Folded:
 _SEARCH_VALUES = 2048
 
 
+def _searched_bins(edges: Tensor, base: Tensor, lo: Tensor, inv: Tensor, xn: Tensor) -> tuple[Tensor, Tensor]:
+    """Table entries and fractions of numbers ``xn`` ``(n, c)`` by one binary search per number.
+
+    ``edges`` ``(c, e)`` holds column ``j``'s edges in ascending order; the entry
+    is the count of edges <= x plus the column's ``base`` offset (as the
+    comparison passes of :meth:`_PLETables.bins` count it). NaN lands on some
+    entry of its column: its fraction is NaN.
+    """
+    idx = torch.searchsorted(edges, xn.t().contiguous(), right=True).t().contiguous().add_(base)
+    return idx, _fractions(lo, inv, xn, idx)
+
+
+def _fractions(lo: Tensor, inv: Tensor, xn: Tensor, idx: Tensor) -> Tensor:
+    """Each number's ``frac`` in its table entry ``idx`` (entry starts ``lo``, inverse widths ``inv``).
+
+    Inside a bin, frac as the encoding computes it (the same float operations);
+    below and beyond the bins, how far x lies from the first edge (0) or the last
+    end (see :class:`_PLETables`). NaN stays NaN (the row's logit is NaN, as in the forward).
+    """
+    frac = torch.sub(xn, torch.take(lo, idx))
+    frac.mul_(torch.take(inv, idx))
+    return frac
+
+
 class _PLETables:
     """A PLE-MLP whose encoding times first layer is looked up per bin instead of multiplied out.
 
@@ -292,11 +316,8 @@ class _PLETables:
         """Each number's table entry ``(n, n_numeric)`` (int64, offset per column) and its ``frac``."""
         xn = x[:, : self.k]
         n, k = len(x), self.k
-        if n * k <= _SEARCH_VALUES:
-            # Few numbers (a request's rows): one binary search per number, in one call; the
-            # same count of edges <= x. NaN lands on some entry of its column: its frac is NaN.
-            idx = torch.searchsorted(self.sorted_edges, xn.t().contiguous(), right=True).t().contiguous()
-            return self._fractions(xn, idx.add_(self.base))
+        if n * k <= _SEARCH_VALUES:  # few numbers (a request's rows): one search call
+            return _searched_bins(self.sorted_edges, self.base, self.lo, self.inv, xn)
         # e = #{edges <= x}, counted in floats: each comparison is written as 0.0 / 1.0
         # into a float buffer and added (two passes an edge; adding comparison results
         # into integers ran ~4x slower, and the former sum of sign(x - edge) took three
@@ -306,16 +327,8 @@ class _PLETables:
         reached = torch.empty((n, k), dtype=x.dtype)
         for edge in self.edges[1:]:
             count.add_(torch.ge(xn, edge, out=reached))
-        return self._fractions(xn, count.to(torch.int64).add_(self.base))
-
-    def _fractions(self, xn: Tensor, idx: Tensor) -> tuple[Tensor, Tensor]:
-        """``idx`` and each number's ``frac`` in its table entry (see :meth:`bins`)."""
-        # Inside a bin, frac as the encoding computes it (the same float operations);
-        # below and beyond the bins, how far x lies from the first edge (0) or the last
-        # end (see __init__). NaN stays NaN (the row's logit is NaN, as in the forward).
-        frac = torch.sub(xn, torch.take(self.lo, idx))
-        frac.mul_(torch.take(self.inv, idx))
-        return idx, frac
+        idx = count.to(torch.int64).add_(self.base)
+        return idx, _fractions(self.lo, self.inv, xn, idx)
 
     def member(self, x: Tensor, idx: Tensor, frac: Tensor) -> Tensor:
         """The logits ``(n, 1)`` of inputs ``x`` ``(n, d)`` whose bins are ``idx``, ``frac`` (:meth:`bins`)."""
@@ -369,23 +382,23 @@ class _PLEStack:
         t0 = tables[0]
         self.m, self.k, self.d = len(tables), t0.k, t0.d
         self.values = self.m * self.k  # numbers looked up per row
-        self.edges = torch.cat([t.sorted_edges for t in tables])  # (m * k, edges)
-        entries = t0.lo.numel() // t0.k  # table entries per column
-        self.base = (torch.arange(self.values) * entries).reshape(1, -1)
+        # Members with the same edges (a cross-fitted bag) share one search: each member's
+        # entries are then the first member's, offset by the member's place in the tables.
+        self.shared = t0 if all(t0.same_bins(t) for t in tables[1:]) else None
+        rows = t0.lo.numel()  # a member's table entries (and rows of its tables)
+        self.offsets = (torch.arange(self.m) * rows).reshape(1, -1, 1)
+        if self.shared is None:  # each member's columns searched as columns of their own
+            self.edges = torch.cat([t.sorted_edges for t in tables])  # (m * k, edges)
+            self.base = (torch.arange(self.values) * (rows // self.k)).reshape(1, -1)
         self.full = torch.cat([t.full for t in tables])
         self.part = torch.cat([t.part for t in tables])
         self.lo = torch.cat([t.lo for t in tables])
         self.inv = torch.cat([t.inv for t in tables])
         # Each member's tables become its rows of the stacked ones (contiguous views, the same
         # numbers): the stack holds no second copy (wide tables: megabytes a member).
-        rows, entries_all = t0.full.shape[0], t0.lo.numel()
         for i, t in enumerate(tables):
-            t.full, t.part = self.full[i * rows : (i + 1) * rows], self.part[i * rows : (i + 1) * rows]
-            t.lo, t.inv = self.lo[i * entries_all : (i + 1) * entries_all], self.inv[i * entries_all : (i + 1) * entries_all]
-        # Members with the same edges (a cross-fitted bag) share one search: each member's
-        # entries are then the first member's, offset by the member's place in the tables.
-        self.shared = tables[0] if all(t0.same_bins(t) for t in tables[1:]) else None
-        self.offsets = (torch.arange(self.m) * t0.full.shape[0]).reshape(1, -1, 1)
+            own = slice(i * rows, (i + 1) * rows)
+            t.full, t.part, t.lo, t.inv = self.full[own], self.part[own], self.lo[own], self.inv[own]
         self.raw = None if t0.raw is None else torch.stack([t.raw for t in tables])  # (m, d - k, h)
         self.layers = [
             (torch.stack([t.rest[j][0].t() for t in tables]).contiguous(),  # (m, in, out)
@@ -416,10 +429,8 @@ class _PLEStack:
             idx = (idx[:, None, :] + self.offsets).reshape(n * m, k)
             frac = frac[:, None, :].expand(n, m, k).reshape(n * m, k)
         else:
-            xn = x[:, :k].repeat(1, m)  # each member's copy of the numbers: (n, m * k)
-            idx = torch.searchsorted(self.edges, xn.t().contiguous(), right=True).t().contiguous().add_(self.base)
-            frac = torch.sub(xn, torch.take(self.lo, idx))  # as _PLETables._fractions
-            frac.mul_(torch.take(self.inv, idx))
+            # each member's copy of the numbers: (n, m * k)
+            idx, frac = _searched_bins(self.edges, self.base, self.lo, self.inv, x[:, :k].repeat(1, m))
             idx, frac = idx.reshape(n * m, k), frac.reshape(n * m, k)
         z = F.embedding_bag(idx, self.full, mode="sum")
         z += F.embedding_bag(idx, self.part, per_sample_weights=frac, mode="sum")
